@@ -1,0 +1,46 @@
+# fastgw: `make run` serves the example gateway in front of the example backend;
+# `make test` runs the whole suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORE_SOURCES := fastgw/_core.pyx $(wildcard fastgw/_native/*.pxi) setup.py
+
+.PHONY: run test build debug lint bench bench-e2e clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+fastgw/_core.stamp: $(CORE_SOURCES) $(VENV)/.installed
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+build: fastgw/_core.stamp
+
+debug: $(VENV)/.installed
+	FASTGW_DEBUG=1 $(BIN)/python setup.py -q build_ext --inplace --force
+	rm -f fastgw/_core.stamp
+
+run: build
+	@$(BIN)/python examples/run_demo.py
+
+test: build
+	$(BIN)/python -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check fastgw tests bench examples
+	$(BIN)/ruff format --check fastgw tests bench examples
+	$(BIN)/cython-lint fastgw/_core.pyx fastgw/_native/*.pxi
+
+bench: build
+	$(BIN)/python -m pytest bench/micro --benchmark-only -q
+
+bench-e2e: build
+	$(BIN)/python bench/e2e.py
+
+clean:
+	rm -rf build fastgw/_core.*.so fastgw/_core.c fastgw/_core.stamp
