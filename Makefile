@@ -34,7 +34,7 @@ test: build
 lint: $(VENV)/.installed
 	$(BIN)/ruff check fastgw tests bench examples
 	$(BIN)/ruff format --check fastgw tests bench examples
-	$(BIN)/cython-lint fastgw/_core.pyx fastgw/_native/*.pxi
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/cython-lint fastgw/_core.pyx fastgw/_native/*.pxi
 
 bench: build
 	$(BIN)/python -m pytest bench/micro --benchmark-only -q

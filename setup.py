@@ -2,6 +2,7 @@
 
 import os
 
+import Cython
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -11,7 +12,10 @@ extension = Extension(
     "fastgw._core",
     ["fastgw/_core.pyx"],
     extra_compile_args=["-O2"] + (["-O0", "-g"] if debug else []),
-    define_macros=[("FASTGW_DEBUG", "1" if debug else "0")],
+    define_macros=[
+        ("FASTGW_DEBUG", "1" if debug else "0"),
+        ("FASTGW_CYTHON_VERSION", f'"{Cython.__version__}"'),
+    ],
 )
 
 setup(

@@ -1,3 +1,26 @@
-"""fastgw: a strict, fast API gateway for HTTP services."""
+"""fastgw: a strict, fast API gateway for HTTP services.
+
+Run it with `fastgw run -c gateway.yaml`, or embed it::
+
+    from fastgw import Gateway
+    async with Gateway.from_file("gateway.yaml") as gw:
+        ...
+"""
 
 __version__ = "0.1.0"
+
+from fastgw.api import Gateway
+from fastgw.config import Config, load_config, parse_config
+from fastgw.errors import ConfigError, ConfigErrors, FastgwError, GatewayError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigErrors",
+    "FastgwError",
+    "Gateway",
+    "GatewayError",
+    "__version__",
+    "load_config",
+    "parse_config",
+]

@@ -10,3 +10,24 @@ policy written in Python is on the route.
 include "_native/consts.pxi"
 include "_native/http1.pxi"
 include "_native/router.pxi"
+include "_native/serialize.pxi"
+include "_native/upstream.pxi"
+include "_native/protocol.pxi"
+
+
+cdef extern from *:
+    """
+    #ifndef FASTGW_CYTHON_VERSION
+    #define FASTGW_CYTHON_VERSION "unknown"
+    #endif
+    """
+    const char* FASTGW_CYTHON_VERSION
+    int FASTGW_DEBUG
+
+
+def build_info():
+    """How this core was built (for `fastgw version`)."""
+    return {
+        "cython": FASTGW_CYTHON_VERSION.decode("ascii"),
+        "debug": bool(FASTGW_DEBUG),
+    }

@@ -1,0 +1,864 @@
+# protocol.pxi: the client side of the proxy, the compiled plan it executes, and the
+# engine that owns connections, the coarse clock and the timeouts.
+#
+# No asyncio Task per request (DESIGN.md principle 2): uvloop calls the protocol methods,
+# the request parser is pulled in a loop, and every decision that could be taken at plan
+# time (route actions, rewrite templates, limits) already was, in plan.py.
+
+from libc.string cimport memcmp
+import ipaddress as _ipaddress
+import os as _os
+
+import orjson as _orjson
+
+cdef double _now = 0.0          # monotonic seconds, refreshed once per engine tick
+
+cdef enum ConnState:
+    CS_IDLE = 0                 # between requests (keep-alive)
+    CS_HEAD = 1                 # receiving a request head
+    CS_EXCHANGE = 2             # request routed; exchange with the upstream running
+    CS_TUNNEL = 3               # after 101: bytes both ways
+
+cdef enum:
+    BLOCK_UPSTREAM_FULL = 1     # the upstream's write buffer is above its high-water mark
+    BLOCK_PENDING = 2           # unconsumed client bytes wait for the current exchange
+    OUT_NONE = 0
+    OUT_LENGTH = 1
+    OUT_CHUNKED = 2
+    OUT_CLOSE = 3
+
+cdef bytes _CRLF = b"\r\n"
+cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
+cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef dict _METHOD_NAMES = METHOD_NAMES
+
+
+cdef class RouteAction:
+    """What to do with a request once its route is known (built once per Plan)."""
+
+    cdef readonly str name
+    cdef readonly int route_id
+    cdef readonly UpstreamPool pool
+    cdef bytes strip_prefix               # None when the route does not strip
+    cdef dict rewrites                    # pattern_id -> tuple of bytes / int parts, or None
+    cdef bint preserve_host
+
+    def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
+                 rewrites, bint preserve_host):
+        self.name = name
+        self.route_id = route_id
+        self.pool = pool
+        self.strip_prefix = strip_prefix.encode() if strip_prefix else None
+        self.rewrites = rewrites
+        self.preserve_host = preserve_host
+
+
+cdef class CorePlan:
+    """The executable part of a Plan: router, route actions, limits and timeouts."""
+
+    cdef readonly Router router
+    cdef list actions
+    cdef Py_ssize_t max_header_bytes
+    cdef Py_ssize_t max_headers
+    cdef Py_ssize_t max_target_bytes
+    cdef int64_t max_body_bytes
+    cdef double client_header
+    cdef double client_body_idle
+    cdef double keepalive_idle
+    cdef double upstream_read
+    cdef tuple trusted_networks
+
+    def __init__(self, Router router, list actions, dict limits, dict timeouts,
+                 trusted_networks):
+        self.router = router
+        self.actions = actions
+        self.max_header_bytes = limits["max_header_bytes"]
+        self.max_headers = limits["max_headers"]
+        self.max_target_bytes = limits["max_target_bytes"]
+        self.max_body_bytes = limits["max_body_bytes"]
+        self.client_header = timeouts["client_header"]
+        self.client_body_idle = timeouts["client_body_idle"]
+        self.keepalive_idle = timeouts["keepalive_idle"]
+        self.upstream_read = timeouts["upstream_read"]
+        self.trusted_networks = tuple(trusted_networks)
+
+    cdef bint is_trusted(self, str ip):
+        if not self.trusted_networks or not ip:
+            return False
+        try:
+            addr = _ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        for network in self.trusted_networks:
+            if addr.version == network.version and addr in network:
+                return True
+        return False
+
+
+cdef inline bint _valid_request_id(const char* p, Py_ssize_t n) noexcept:
+    # 1..200 bytes of [A-Za-z0-9._:-]: safe to log and to echo in a header.
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if n < 1 or n > 200:
+        return False
+    for i in range(n):
+        c = <unsigned char>p[i]
+        if not ((48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
+                or c == 45 or c == 46 or c == 95 or c == 58):
+            return False
+    return True
+
+
+cdef class Engine:
+    """Owns the live Plan, the client connections, the clock tick and upstream targets."""
+
+    cdef public object loop
+    cdef public CorePlan plan
+    cdef set connections
+    cdef dict targets
+    cdef readonly bint draining
+    cdef object tick_handle
+    cdef double tick_interval
+    cdef bytes request_id_prefix
+    cdef uint64_t request_counter
+    cdef readonly int64_t requests_total
+
+    def __init__(self, loop, double tick_interval=0.1):
+        global _now
+        self.loop = loop
+        self.connections = set()
+        self.targets = {}
+        self.tick_interval = tick_interval
+        self.request_id_prefix = _os.urandom(8).hex().encode()
+        self.request_counter = 0
+        _now = loop.time()
+
+    def target(self, str host, int port):
+        """The shared UpstreamTarget for host:port (created on first use)."""
+        key = (host, port)
+        target = self.targets.get(key)
+        if target is None:
+            target = UpstreamTarget(host, port)
+            self.targets[key] = target
+        return target
+
+    def start(self):
+        self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
+
+    def protocol_factory(self):
+        return ClientProtocol(self)
+
+    def _tick(self):
+        global _now
+        cdef ClientProtocol conn
+        cdef UpstreamTarget target
+        _now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.deadline != 0.0 and conn.deadline <= _now:
+                conn.on_timeout()
+        for target in self.targets.values():
+            target.sweep(_now)
+        self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
+
+    def begin_drain(self):
+        """Stop keep-alive: idle connections close now, busy ones after their exchange."""
+        cdef ClientProtocol conn
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.state == CS_IDLE and conn.buf is None:
+                conn.close_transport()
+
+    @property
+    def active_connections(self):
+        return len(self.connections)
+
+    @property
+    def busy_connections(self):
+        cdef ClientProtocol conn
+        cdef int busy = 0
+        for conn in self.connections:
+            if conn.state != CS_IDLE:
+                busy += 1
+        return busy
+
+    def close(self):
+        cdef ClientProtocol conn
+        if self.tick_handle is not None:
+            self.tick_handle.cancel()
+            self.tick_handle = None
+        for conn in list(self.connections):
+            conn.abort_transport()
+        for target in self.targets.values():
+            target.close_idle()
+
+    cdef bytes new_request_id(self):
+        self.request_counter += 1
+        return self.request_id_prefix + (b"%016x" % self.request_counter)
+
+
+cdef class ClientProtocol:
+    """asyncio protocol for one client connection."""
+
+    cdef Engine engine
+    cdef CorePlan plan
+    cdef object transport
+    cdef RequestParser parser
+    cdef bytes buf                 # client bytes not yet consumed by the parser
+    cdef Py_ssize_t buf_off
+    cdef str peer_ip
+    cdef bytes peer_ip_bytes
+    cdef bint peer_trusted
+    cdef int state
+    cdef double deadline
+    cdef bint closed
+    cdef bint client_eof
+    cdef int read_blocks
+    cdef bint writing_paused
+    cdef list out                  # pending writes to the client, flushed in one writelines
+    # the current exchange
+    cdef RouteAction action
+    cdef UpstreamTarget target
+    cdef UpstreamConnection up
+    cdef bytes up_head
+    cdef bytes request_id
+    cdef int method_id
+    cdef int request_framing
+    cdef int client_minor
+    cdef bint keep_alive
+    cdef bint upgrade
+    cdef bint request_complete
+    cdef bint response_started
+    cdef int out_framing
+    cdef int retries
+    cdef bint local_response       # answered locally; the rest of this request is skipped
+
+    def __init__(self, Engine engine):
+        self.engine = engine
+        self.plan = engine.plan
+        self.parser = RequestParser(self.plan.max_header_bytes, self.plan.max_headers,
+                                    self.plan.max_target_bytes, self.plan.max_body_bytes)
+        self.out = []
+
+    # --- asyncio protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
+        self.peer_ip_bytes = self.peer_ip.encode("ascii")
+        self.peer_trusted = self.plan.is_trusted(self.peer_ip)
+        self.state = CS_IDLE
+        # A new connection must deliver its first head within client_header.
+        self.deadline = _now + self.plan.client_header
+        self.engine.connections.add(self)
+
+    def data_received(self, bytes data):
+        if self.state == CS_TUNNEL:
+            if self.up is not None:
+                self.up.transport.write(data)
+            return
+        if self.buf is None:
+            self.buf = data
+            self.buf_off = 0
+        else:
+            self.buf = self.buf[self.buf_off:] + data
+            self.buf_off = 0
+        self.process()
+        self.flush()
+
+    def eof_received(self):
+        if self.state == CS_EXCHANGE and self.request_complete:
+            # Half-closed client: still deliver the response, then close.
+            self.client_eof = True
+            self.keep_alive = False
+            return True
+        if self.state == CS_TUNNEL and self.up is not None:
+            try:
+                self.up.transport.write_eof()
+            except Exception:
+                pass
+            return True
+        return False
+
+    def connection_lost(self, exc):
+        cdef UpstreamConnection up = self.up
+        self.closed = True
+        self.deadline = 0.0
+        self.engine.connections.discard(self)
+        self.up = None
+        self.buf = None
+        if up is not None:
+            up.client = None
+            up.abort()
+
+    def pause_writing(self):
+        self.writing_paused = True
+        if self.up is not None:
+            self.up.pause_reading(True)
+
+    def resume_writing(self):
+        self.writing_paused = False
+        if self.up is not None:
+            self.up.pause_reading(False)
+
+    # --- reading the client -------------------------------------------------------------
+
+    cdef void process(self) noexcept:
+        """Pull parser events until the input runs out or the exchange must wait."""
+        cdef Py_ssize_t used = 0, n
+        cdef int ev
+        cdef RequestParser parser = self.parser
+        while self.buf is not None and not self.closed:
+            if self.state == CS_EXCHANGE:
+                if self.request_complete:
+                    break               # pipelined bytes wait for this response
+                if self.up is None and not self.local_response:
+                    break               # upstream connection not attached yet
+            elif self.state == CS_TUNNEL:
+                break
+            n = PyBytes_GET_SIZE(self.buf) - self.buf_off
+            if n == 0 and not parser.head_done:
+                self.buf = None
+                break
+            ev = parser.execute(PyBytes_AS_STRING(self.buf) + self.buf_off, n, &used)
+            self.buf_off += used
+            if ev == EV_NEED_MORE:
+                self.buf = None
+                if self.state == CS_IDLE and parser.in_message:
+                    self.state = CS_HEAD
+                    self.deadline = _now + self.plan.client_header
+                break
+            elif ev == EV_BODY:
+                self.on_request_body(parser.body_ptr, parser.body_len)
+            elif ev == EV_HEAD:
+                self.on_request_head()
+            elif ev == EV_DONE:
+                self.on_request_done()
+            else:
+                self.on_parse_error(parser.error_code)
+                return
+        if self.buf is not None and not self.closed:
+            self.block_reading(BLOCK_PENDING, True)
+        else:
+            self.block_reading(BLOCK_PENDING, False)
+
+    cdef void on_request_head(self) noexcept:
+        cdef RouteMatch match
+        cdef RequestParser p = self.parser
+        cdef int result
+        try:
+            self.plan = self.engine.plan
+            self.state = CS_EXCHANGE
+            self.method_id = p.method_id
+            self.request_framing = p.framing
+            self.client_minor = p.version_minor
+            self.keep_alive = p.keep_alive and not self.engine.draining and not self.client_eof
+            self.upgrade = p.upgrade_websocket
+            self.request_complete = False
+            self.response_started = False
+            self.local_response = False
+            self.out_framing = OUT_NONE
+            self.retries = 0
+            self.request_id = self.pick_request_id()
+            self.engine.requests_total += 1
+            result = self.plan.router.match(p.hostname, p.hostname_len, p.path, p.path_len,
+                                            p.method_id, &match)
+            if result != MATCH_FOUND:
+                if result == MATCH_METHOD_NOT_ALLOWED:
+                    self.respond_local(E_METHOD_NOT_ALLOWED, match.allowed_methods)
+                else:
+                    self.respond_local(E_ROUTE_NOT_FOUND, 0)
+                return
+            self.action = <RouteAction>self.plan.actions[match.route_id]
+            self.target = self.action.pool.pick()
+            self.up_head = self.build_upstream_head(&match)
+            if p.expect_continue and p.framing != FRAMING_NONE:
+                # RFC 9110 10.1.1: we will read the body, so say so before the upstream does.
+                self.out.append(_CONTINUE)
+            self.deadline = _now + self.plan.client_body_idle
+            self.attach_upstream()
+        except BaseException:
+            self.fail_internal()
+
+    cdef void on_request_body(self, const char* ptr, Py_ssize_t n) noexcept:
+        cdef bytes chunk
+        if self.local_response or self.up is None:
+            return
+        try:
+            self.deadline = _now + self.plan.client_body_idle
+            chunk = PyBytes_FromStringAndSize(ptr, n)
+            if self.request_framing == FRAMING_CHUNKED:
+                self.up.transport.writelines((chunk_header(n), chunk, _CRLF))
+            else:
+                self.up.transport.write(chunk)
+        except BaseException:
+            self.fail_internal()
+
+    cdef void on_request_done(self) noexcept:
+        self.request_complete = True
+        if self.local_response:
+            self.end_exchange()
+            return
+        try:
+            if self.request_framing == FRAMING_CHUNKED and self.up is not None:
+                self.up.transport.write(_LAST_CHUNK)
+        except BaseException:
+            self.fail_internal()
+            return
+        self.deadline = _now + self.plan.upstream_read
+
+    cdef void on_parse_error(self, int code) noexcept:
+        if self.state == CS_EXCHANGE and not self.local_response:
+            if self.up is not None:
+                self.up.client = None
+                self.up.abort()
+                self.up = None
+            if self.response_started:
+                self.abort_transport()
+                return
+        self.keep_alive = False
+        if self.request_id is None or self.state != CS_EXCHANGE:
+            self.request_id = self.engine.new_request_id()
+        self.write_error(code, 0)
+        self.flush()
+        self.close_transport()
+
+    # --- talking to the upstream --------------------------------------------------------
+
+    cdef void attach_upstream(self):
+        cdef UpstreamConnection conn = self.target.acquire()
+        if conn is None:
+            self.engine.loop.create_task(_connect_upstream(self.target, self, self.engine.loop))
+        else:
+            self.bind(conn)
+
+    cdef void bind(self, UpstreamConnection conn):
+        self.up = conn
+        conn.start(self, self.method_id)
+        if self.writing_paused:
+            conn.pause_reading(True)
+        conn.transport.write(self.up_head)
+        if self.request_complete or self.request_framing == FRAMING_NONE:
+            self.deadline = _now + self.plan.upstream_read
+
+    cdef void on_connected(self, UpstreamConnection conn) noexcept:
+        try:
+            if self.closed or self.state != CS_EXCHANGE or self.up is not None:
+                conn.target.release(conn)
+                return
+            self.bind(conn)
+            self.process()
+            self.flush()
+        except BaseException:
+            self.fail_internal()
+
+    cdef void on_connect_failed(self, int code) noexcept:
+        if self.closed or self.state != CS_EXCHANGE:
+            return
+        self.on_upstream_error(code)
+        self.flush()
+
+    cdef void on_upstream_lost(self, bint reused) noexcept:
+        """The upstream closed before sending a byte of the response."""
+        self.up = None
+        if reused and self.retries == 0 and self.request_framing == FRAMING_NONE:
+            # A pooled connection the upstream had already closed: the request was not
+            # processed, and with no body it can be sent again on a fresh connection.
+            self.retries += 1
+            try:
+                self.attach_upstream()
+            except BaseException:
+                self.fail_internal()
+            return
+        self.on_upstream_error(E_UPSTREAM_RESET)
+        self.flush()
+
+    cdef void on_upstream_error(self, int code) noexcept:
+        cdef UpstreamConnection up = self.up
+        self.up = None
+        if up is not None:
+            up.client = None
+            up.abort()
+        if self.closed:
+            return
+        if self.response_started:
+            # Never present a truncated body as complete: the client sees the close.
+            self.flush()
+            self.abort_transport()
+            return
+        if not self.request_complete:
+            self.keep_alive = False
+        self.local_response = True
+        self.write_error(code, 0)
+        if self.request_complete:
+            self.end_exchange()
+        else:
+            self.flush()
+            self.close_transport()
+
+    cdef void touch_upstream(self) noexcept:
+        if self.request_complete:
+            self.deadline = _now + self.plan.upstream_read
+
+    cdef void on_response_head(self, ResponseParser rp) noexcept:
+        cdef HeadBuffer b = _head_buffer
+        cdef int status = rp.status
+        cdef int i
+        cdef bint close_after
+        try:
+            if 100 <= status < 200 and status != 101:
+                # Interim responses: our own 100 already went out; others only to 1.1 clients.
+                if status != 100 and self.client_minor == 1:
+                    b.put_bytes(status_line(status))
+                    self.put_response_fields(rp)
+                    b.put_bytes(b"\r\n")
+                    self.out.append(b.take())
+                return
+            if status == 101:
+                if not self.upgrade:
+                    self.on_upstream_error(E_UPSTREAM_BAD_STATUS_LINE)
+                    return
+                b.put_bytes(b"HTTP/1.1 101 Switching Protocols\r\n")
+                self.put_response_fields(rp)
+                b.put_bytes(b"connection: upgrade\r\nupgrade: websocket\r\n")
+                b.put_bytes(b"x-request-id: ")
+                b.put_bytes(self.request_id)
+                b.put_bytes(b"\r\n\r\n")
+                self.out.append(b.take())
+                self.response_started = True
+                self.state = CS_TUNNEL
+                self.deadline = 0.0
+                self.block_reading(BLOCK_PENDING, False)
+                if self.buf is not None:
+                    self.up.transport.write(self.buf[self.buf_off:])
+                    self.buf = None
+                return
+            b.put_bytes(b"HTTP/1.1 ")
+            b.put_int(status)
+            b.put_bytes(b" ")
+            b.put(rp.head + rp.reason_off, rp.reason_len)
+            b.put_bytes(b"\r\n")
+            self.put_response_fields(rp)
+            b.put_bytes(b"x-request-id: ")
+            b.put_bytes(self.request_id)
+            b.put_bytes(b"\r\n")
+            close_after = not self.keep_alive
+            if rp.framing == FRAMING_LENGTH:
+                self.out_framing = OUT_LENGTH
+                b.put_bytes(b"content-length: ")
+                b.put_int(rp.content_length)
+                b.put_bytes(b"\r\n")
+            elif rp.framing == FRAMING_NONE:
+                self.out_framing = OUT_NONE
+                if self.method_id == M_HEAD or status == 304:
+                    # The length of the representation, not of this message (RFC 9110 8.6).
+                    for i in range(rp.n_headers):
+                        if rp.hdr_id[i] == H_CONTENT_LENGTH:
+                            b.put_bytes(b"content-length: ")
+                            b.put(rp.head + rp.hdr_value_off[i], rp.hdr_value_len[i])
+                            b.put_bytes(b"\r\n")
+                            break
+            elif self.client_minor == 1:
+                self.out_framing = OUT_CHUNKED
+                b.put_bytes(b"transfer-encoding: chunked\r\n")
+            else:
+                self.out_framing = OUT_CLOSE
+                close_after = True
+            if close_after:
+                self.keep_alive = False
+                b.put_bytes(b"connection: close\r\n")
+            elif self.client_minor == 0:
+                b.put_bytes(b"connection: keep-alive\r\n")
+            b.put_bytes(b"\r\n")
+            self.out.append(b.take())
+            self.response_started = True
+        except BaseException:
+            self.fail_internal()
+
+    cdef void put_response_fields(self, ResponseParser rp):
+        cdef HeadBuffer b = _head_buffer
+        cdef int i
+        for i in range(rp.n_headers):
+            if rp.hdr_flags[i] & HF_DROP or rp.hdr_id[i] == H_X_REQUEST_ID:
+                continue
+            b.put(rp.head + rp.hdr_name_off[i], rp.hdr_name_len[i])
+            b.put_bytes(b": ")
+            b.put(rp.head + rp.hdr_value_off[i], rp.hdr_value_len[i])
+            b.put_bytes(b"\r\n")
+
+    cdef void on_response_body(self, const char* ptr, Py_ssize_t n) noexcept:
+        cdef bytes chunk
+        if n == 0 or self.closed:
+            return
+        chunk = PyBytes_FromStringAndSize(ptr, n)
+        if self.out_framing == OUT_CHUNKED:
+            self.out.append(chunk_header(n))
+            self.out.append(chunk)
+            self.out.append(_CRLF)
+        else:
+            self.out.append(chunk)
+
+    cdef void on_response_done(self) noexcept:
+        self.up = None
+        if self.closed:
+            return
+        if self.out_framing == OUT_CHUNKED:
+            self.out.append(_LAST_CHUNK)
+        if self.out_framing == OUT_CLOSE or not self.request_complete:
+            # The upstream answered before the request body ended, or the body is
+            # close-delimited: this connection cannot carry another request.
+            self.flush()
+            self.close_transport()
+            return
+        self.end_exchange()
+
+    cdef void on_tunnel_closed(self) noexcept:
+        self.up = None
+        self.flush()
+        self.close_transport()
+
+    cdef void end_exchange(self) noexcept:
+        """The response is complete; wait for the next request or close."""
+        self.state = CS_IDLE
+        self.action = None
+        self.target = None
+        self.up_head = None
+        self.up = None
+        if not self.keep_alive or self.engine.draining:
+            self.flush()
+            self.close_transport()
+            return
+        self.deadline = _now + self.plan.keepalive_idle
+        if self.buf is not None:
+            self.process()
+
+    # --- writing to the client ----------------------------------------------------------
+
+    cdef void flush(self) noexcept:
+        if not self.out:
+            return
+        if self.closed:
+            self.out.clear()
+            return
+        try:
+            if len(self.out) == 1:
+                self.transport.write(self.out[0])
+            else:
+                self.transport.writelines(self.out)
+        except BaseException:
+            pass
+        self.out.clear()
+
+    cdef void respond_local(self, int code, unsigned int allowed) noexcept:
+        """Answer this request from the gateway; its body (if any) is not read."""
+        self.local_response = True
+        if self.request_framing != FRAMING_NONE:
+            self.keep_alive = False
+        self.write_error(code, allowed)
+        if self.request_framing != FRAMING_NONE:
+            self.flush()
+            self.close_transport()
+
+    cdef void write_error(self, int code, unsigned int allowed) noexcept:
+        cdef HeadBuffer b = _head_buffer
+        cdef bytes body
+        try:
+            status, stable, message = ERROR_TABLE.get(code, ERROR_TABLE[E_INTERNAL])
+            request_id = self.request_id.decode("ascii")
+            body = _orjson.dumps({"error": {"status": status, "code": stable,
+                                            "message": message, "request_id": request_id}})
+            b.put_bytes(status_line(status))
+            b.put_bytes(b"content-type: application/json\r\ncontent-length: ")
+            b.put_int(len(body))
+            b.put_bytes(b"\r\nx-request-id: ")
+            b.put_bytes(self.request_id)
+            b.put_bytes(b"\r\n")
+            if allowed:
+                names = [name for m, name in sorted(_METHOD_NAMES.items()) if allowed & (1 << m)]
+                b.put_bytes(("allow: " + ", ".join(names) + "\r\n").encode("ascii"))
+            if not self.keep_alive:
+                b.put_bytes(b"connection: close\r\n")
+            b.put_bytes(b"\r\n")
+            b.put_bytes(body)
+            self.out.append(b.take())
+        except BaseException:
+            b.length = 0
+
+    cdef void fail_internal(self) noexcept:
+        """A bug in the gateway: fail this one connection, never the process."""
+        if self.up is not None:
+            self.up.client = None
+            self.up.abort()
+            self.up = None
+        if not self.response_started and not self.closed:
+            self.keep_alive = False
+            if self.request_id is None:
+                self.request_id = self.engine.new_request_id()
+            self.write_error(E_INTERNAL, 0)
+            self.flush()
+        self.close_transport()
+
+    cdef void close_transport(self) noexcept:
+        if not self.closed:
+            self.closed = True
+            self.deadline = 0.0
+            try:
+                self.transport.close()
+            except BaseException:
+                pass
+
+    cdef void abort_transport(self) noexcept:
+        if not self.closed:
+            self.closed = True
+            self.deadline = 0.0
+            try:
+                self.transport.abort()
+            except BaseException:
+                pass
+
+    cdef void block_reading(self, int reason, bint on) noexcept:
+        cdef int before = self.read_blocks
+        if on:
+            self.read_blocks |= reason
+        else:
+            self.read_blocks &= ~reason
+        if self.closed or (before == 0) == (self.read_blocks == 0):
+            return
+        try:
+            if self.read_blocks:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+        except BaseException:
+            pass
+
+    # --- timeouts -----------------------------------------------------------------------
+
+    cdef void on_timeout(self) noexcept:
+        if self.closed:
+            return
+        if self.state == CS_IDLE:
+            if self.parser.in_message:
+                self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
+            else:
+                self.close_transport()
+        elif self.state == CS_HEAD:
+            self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
+        elif self.state == CS_EXCHANGE:
+            if self.writing_paused:
+                # The client is slow to read; the upstream waits on it, not the reverse.
+                self.deadline = _now + self.plan.upstream_read
+            elif not self.request_complete:
+                self.on_parse_error(E_CLIENT_BODY_TIMEOUT)
+            elif self.up is not None:
+                self.on_upstream_error(E_UPSTREAM_TIMEOUT)
+                self.flush()
+            else:
+                self.deadline = _now + self.plan.upstream_read
+
+    # --- building the upstream request head -------------------------------------------
+
+    cdef bytes pick_request_id(self):
+        cdef RequestParser p = self.parser
+        cdef int i
+        for i in range(p.n_headers):
+            if p.hdr_id[i] == H_X_REQUEST_ID:
+                if _valid_request_id(p.head + p.hdr_value_off[i], p.hdr_value_len[i]):
+                    return PyBytes_FromStringAndSize(p.head + p.hdr_value_off[i],
+                                                     p.hdr_value_len[i])
+                break
+        return self.engine.new_request_id()
+
+    cdef bytes build_upstream_head(self, RouteMatch* match):
+        cdef HeadBuffer b = _head_buffer
+        cdef RequestParser p = self.parser
+        cdef RouteAction action = self.action
+        cdef const char* head = p.head
+        cdef Py_ssize_t prefix_len, i
+        cdef int hid
+        cdef bint proto_seen = False, fwd_host_seen = False
+        cdef tuple parts
+        b.length = 0
+        b.put(head + p.method_off, p.method_len)
+        b.put_bytes(b" ")
+        # Path: the normalised one, rewritten as the route says (DESIGN.md principle 4).
+        parts = None
+        if action.rewrites is not None:
+            parts = action.rewrites.get(match.pattern_id)
+        if parts is not None:
+            for part in parts:
+                if type(part) is int:
+                    i = <int>part
+                    b.put(p.path + match.param_off[i], match.param_len[i])
+                else:
+                    b.put_bytes(<bytes>part)
+        elif action.strip_prefix is not None:
+            prefix_len = PyBytes_GET_SIZE(action.strip_prefix)
+            if (p.path_len >= prefix_len
+                    and memcmp(p.path, PyBytes_AS_STRING(action.strip_prefix), prefix_len) == 0
+                    and (p.path_len == prefix_len or p.path[prefix_len] == c'/'
+                         or prefix_len == 1)):
+                if p.path_len == prefix_len:
+                    b.put_bytes(b"/")
+                elif prefix_len == 1:
+                    b.put(p.path, p.path_len)
+                else:
+                    b.put(p.path + prefix_len, p.path_len - prefix_len)
+            else:
+                b.put(p.path, p.path_len)
+        else:
+            b.put(p.path, p.path_len)
+        if p.has_query:
+            b.put_bytes(b"?")
+            b.put(head + p.query_off, p.query_len)
+        b.put_bytes(b" HTTP/1.1\r\nhost: ")
+        if action.preserve_host and p.host_len > 0:
+            b.put(head + p.host_off, p.host_len)
+        else:
+            b.put_bytes(self.target.host_header)
+        b.put_bytes(b"\r\n")
+        for i in range(p.n_headers):
+            if p.hdr_flags[i] & HF_DROP:
+                continue
+            hid = p.hdr_id[i]
+            if hid == H_X_FORWARDED_FOR or hid == H_X_REQUEST_ID:
+                continue
+            if hid == H_X_FORWARDED_PROTO or hid == H_X_FORWARDED_HOST:
+                # A client's claims about the original request count only from a trusted proxy.
+                if not self.peer_trusted:
+                    continue
+                if hid == H_X_FORWARDED_PROTO:
+                    proto_seen = True
+                else:
+                    fwd_host_seen = True
+            b.put(head + p.hdr_name_off[i], p.hdr_name_len[i])
+            b.put_bytes(b": ")
+            b.put(head + p.hdr_value_off[i], p.hdr_value_len[i])
+            b.put_bytes(b"\r\n")
+        b.put_bytes(b"x-forwarded-for: ")
+        if self.peer_trusted:
+            for i in range(p.n_headers):
+                if p.hdr_id[i] == H_X_FORWARDED_FOR and p.hdr_value_len[i] > 0:
+                    b.put(head + p.hdr_value_off[i], p.hdr_value_len[i])
+                    b.put_bytes(b", ")
+        b.put_bytes(self.peer_ip_bytes)
+        b.put_bytes(b"\r\n")
+        if not proto_seen:
+            b.put_bytes(b"x-forwarded-proto: http\r\n")
+        if not fwd_host_seen and p.host_len > 0:
+            b.put_bytes(b"x-forwarded-host: ")
+            b.put(head + p.host_off, p.host_len)
+            b.put_bytes(b"\r\n")
+        b.put_bytes(b"x-request-id: ")
+        b.put_bytes(self.request_id)
+        b.put_bytes(b"\r\n")
+        if p.framing == FRAMING_LENGTH:
+            b.put_bytes(b"content-length: ")
+            b.put_int(p.content_length)
+            b.put_bytes(b"\r\n")
+        elif p.framing == FRAMING_CHUNKED:
+            b.put_bytes(b"transfer-encoding: chunked\r\n")
+        if self.upgrade:
+            b.put_bytes(b"connection: upgrade\r\nupgrade: websocket\r\n")
+        b.put_bytes(b"\r\n")
+        return b.take()

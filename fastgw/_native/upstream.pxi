@@ -1,0 +1,281 @@
+# upstream.pxi: upstream targets, their pools of idle keep-alive connections, and the
+# protocol that speaks to one upstream connection on behalf of one client exchange.
+#
+# A target is shared by every Plan that names the same host:port, so a reload keeps the
+# warm connections. Connecting is the only place that creates a coroutine: a pooled
+# connection is taken and used synchronously.
+
+import asyncio as _asyncio
+
+
+cdef class UpstreamTarget:
+    """One host:port with a LIFO pool of idle keep-alive connections."""
+
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly bytes host_header      # Host sent upstream unless the route preserves it
+    cdef list idle                       # UpstreamConnection, most recently used last
+    cdef public int max_idle
+    cdef public double idle_timeout
+    cdef public double connect_timeout
+    cdef readonly int open_connections
+    cdef readonly int64_t connects       # connections ever opened (tests count reuse)
+
+    def __init__(self, str host, int port):
+        self.host = host
+        self.port = port
+        if port == 80:
+            self.host_header = host.encode("idna")
+        elif ":" in host:
+            self.host_header = b"[%s]:%d" % (host.encode("ascii"), port)
+        else:
+            self.host_header = b"%s:%d" % (host.encode("idna"), port)
+        self.idle = []
+        self.max_idle = 64
+        self.idle_timeout = 60.0
+        self.connect_timeout = 5.0
+
+    cdef UpstreamConnection acquire(self):
+        cdef UpstreamConnection conn
+        while self.idle:
+            conn = <UpstreamConnection>self.idle.pop()
+            if conn.alive:
+                conn.reused = True
+                return conn
+        return None
+
+    cdef void release(self, UpstreamConnection conn) noexcept:
+        if not conn.alive:
+            return
+        if len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.client = None
+        conn.pause_reading(False)    # an idle connection must notice the upstream closing
+        conn.idle_since = _now
+        self.idle.append(conn)
+
+    cdef void forget(self, UpstreamConnection conn) noexcept:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    cdef void sweep(self, double now) noexcept:
+        """Close idle connections older than idle_timeout (oldest are first in the list)."""
+        cdef UpstreamConnection conn
+        while self.idle:
+            conn = <UpstreamConnection>self.idle[0]
+            if conn.alive and now - conn.idle_since < self.idle_timeout:
+                break
+            self.idle.pop(0)
+            conn.close()
+
+    def close_idle(self):
+        cdef UpstreamConnection conn
+        while self.idle:
+            conn = <UpstreamConnection>self.idle.pop()
+            conn.close()
+
+    @property
+    def idle_count(self):
+        return len(self.idle)
+
+
+async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object loop):
+    """Open one connection to `target` and hand it to `client` (or to the pool)."""
+    cdef UpstreamConnection conn
+    try:
+        _, conn = await _asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(target), target.host, target.port),
+            target.connect_timeout,
+        )
+    except _asyncio.TimeoutError:
+        client.on_connect_failed(E_UPSTREAM_CONNECT_TIMEOUT)
+        return
+    except (OSError, ValueError):
+        client.on_connect_failed(E_UPSTREAM_CONNECT_FAILED)
+        return
+    client.on_connected(conn)
+
+
+cdef class UpstreamPool:
+    """The targets of one named upstream, chosen by smooth weighted round robin."""
+
+    cdef readonly str name
+    cdef list targets
+    cdef int[64] weights
+    cdef int[64] current
+    cdef int total_weight
+    cdef int count
+
+    def __init__(self, str name, list targets, list weights):
+        if not targets or len(targets) > 64:
+            raise ValueError("an upstream needs 1 to 64 targets")
+        self.name = name
+        self.targets = list(targets)
+        self.count = len(targets)
+        self.total_weight = 0
+        for i in range(self.count):
+            self.weights[i] = weights[i]
+            self.current[i] = 0
+            self.total_weight += weights[i]
+
+    cdef UpstreamTarget pick(self):
+        cdef int i, best = 0
+        if self.count == 1:
+            return <UpstreamTarget>self.targets[0]
+        # Smooth weighted round robin (the nginx algorithm): even spread, no randomness.
+        for i in range(self.count):
+            self.current[i] += self.weights[i]
+            if self.current[i] > self.current[best]:
+                best = i
+        self.current[best] -= self.total_weight
+        return <UpstreamTarget>self.targets[best]
+
+    @property
+    def target_list(self):
+        return list(self.targets)
+
+
+cdef class UpstreamConnection:
+    """asyncio protocol for one upstream connection; serves one exchange at a time."""
+
+    cdef UpstreamTarget target
+    cdef object transport
+    cdef ResponseParser parser
+    cdef ClientProtocol client
+    cdef bint alive
+    cdef bint reused
+    cdef bint got_bytes          # any response byte for the current exchange
+    cdef bint tunnel
+    cdef bint reading_paused
+    cdef double idle_since
+
+    def __init__(self, UpstreamTarget target):
+        self.target = target
+        self.parser = ResponseParser()
+        self.alive = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.alive = True
+        self.target.open_connections += 1
+        self.target.connects += 1
+
+    cdef void start(self, ClientProtocol client, int method_id) noexcept:
+        self.client = client
+        self.got_bytes = False
+        self.parser.set_request(method_id)
+
+    cdef void close(self) noexcept:
+        if self.alive:
+            self.alive = False
+            try:
+                self.transport.close()
+            except Exception:
+                pass
+
+    cdef void abort(self) noexcept:
+        if self.alive:
+            self.alive = False
+            try:
+                self.transport.abort()
+            except Exception:
+                pass
+
+    def data_received(self, bytes data):
+        cdef ClientProtocol client = self.client
+        cdef Py_ssize_t off = 0, used = 0, n = PyBytes_GET_SIZE(data)
+        cdef const char* base = PyBytes_AS_STRING(data)
+        cdef int ev
+        if self.tunnel:
+            if client is not None:
+                client.transport.write(data)
+            return
+        if client is None:
+            # An idle connection must stay silent; anything else means it is unusable.
+            self.close()
+            return
+        self.got_bytes = True
+        client.touch_upstream()
+        while True:
+            ev = self.parser.execute(base + off, n - off, &used)
+            off += used
+            if ev == EV_NEED_MORE:
+                break
+            elif ev == EV_BODY:
+                client.on_response_body(self.parser.body_ptr, self.parser.body_len)
+            elif ev == EV_HEAD:
+                if self.parser.framing == FRAMING_TUNNEL:
+                    self.tunnel = True
+                    client.on_response_head(self.parser)
+                    if off < n:
+                        client.transport.write(data[off:])
+                    break
+                client.on_response_head(self.parser)
+            elif ev == EV_DONE:
+                # Bytes after a complete response that nobody asked for: never reuse.
+                self.finish_exchange(client, off == n)
+                break
+            else:
+                self.abort()
+                client.on_upstream_error(self.parser.error_code)
+                break
+            if self.client is not client:
+                break
+        client.flush()
+
+    cdef void finish_exchange(self, ClientProtocol client, bint clean) noexcept:
+        cdef bint reusable = clean and self.parser.keep_alive and client.request_complete
+        self.client = None
+        if reusable:
+            self.target.release(self)
+        else:
+            self.close()
+        client.on_response_done()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        cdef ClientProtocol client = self.client
+        cdef int ev
+        self.alive = False
+        self.target.open_connections -= 1
+        self.target.forget(self)
+        self.client = None
+        if client is None:
+            return
+        if self.tunnel:
+            client.on_tunnel_closed()
+            return
+        if not self.got_bytes:
+            client.on_upstream_lost(self.reused)
+            return
+        ev = self.parser.feed_eof()
+        if ev == EV_DONE:
+            client.on_response_done()
+        else:
+            client.on_upstream_error(E_UPSTREAM_TRUNCATED if ev == EV_ERROR else E_UPSTREAM_RESET)
+        client.flush()
+
+    def pause_writing(self):
+        if self.client is not None:
+            self.client.block_reading(BLOCK_UPSTREAM_FULL, True)
+
+    def resume_writing(self):
+        if self.client is not None:
+            self.client.block_reading(BLOCK_UPSTREAM_FULL, False)
+
+    cdef void pause_reading(self, bint paused) noexcept:
+        if not self.alive or paused == self.reading_paused:
+            return
+        self.reading_paused = paused
+        try:
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+        except Exception:
+            pass

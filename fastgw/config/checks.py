@@ -1,0 +1,306 @@
+"""Checks a decoded Config needs beyond its types: references, uniqueness, address syntax.
+
+Every check reports every problem it finds, each with its precise `$.path`, so `fastgw check`
+shows them all at once. Path-pattern syntax and shadowed routes are the router's to judge
+(`fastgw.plan.build_plan`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Collection, Iterator
+from urllib.parse import urlsplit
+
+from fastgw.config.schema import ALLOWED_METHODS, Config, Route, json_path
+from fastgw.errors import ConfigError
+
+__all__ = ["check_config", "parse_listen_address", "parse_target_url"]
+
+# A host name (letters, digits, "-", "_" for internal DNS names), an IPv4 address or a bracketed
+# IPv6 address; "*." in front makes a wildcard matching any subdomain.
+_HOST_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+_HOST_PATTERN = re.compile(rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$|^\[[0-9a-f:.]+\]$")
+_LISTEN_HOST = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$", re.I)
+# "{name}" captures one segment, "{*name}" the rest; both are usable as {name} in rewrite.
+_CAPTURE = re.compile(r"\{\*?([^{}]*)\}")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_config(config: Config, policy_names: Collection[str] = ()) -> list[ConfigError]:
+    """Every cross-field problem of `config` (an empty list when it is consistent).
+
+    `policy_names` are the registered policies; any other policy name is an error.
+    """
+    errors: list[ConfigError] = []
+    errors.extend(_check_listen(config))
+    errors.extend(_check_trusted_proxies(config))
+    errors.extend(_check_limits(config))
+    errors.extend(_check_upstreams(config))
+    seen_names: dict[str, int] = {}
+    for index, route in enumerate(config.routes):
+        errors.extend(_check_route(config, index, route, seen_names, policy_names))
+    return errors
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split "HOST:PORT" or "[IPv6]:PORT" into (host, port); port 0 asks for any free port."""
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError("an IPv6 address is written [ADDRESS]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        host, colon, port_text = address.rpartition(":")
+        if not colon:
+            raise ValueError("missing ':PORT'")
+        if ":" in host:
+            raise ValueError("an IPv6 address is written [ADDRESS]:PORT")
+        if not host:
+            raise ValueError("missing host (use 0.0.0.0 for every IPv4 interface)")
+        if not _LISTEN_HOST.match(host):
+            raise ValueError(f"{host!r} is not a host name or IPv4 address")
+    return host, _parse_port(port_text, allow_zero=True)
+
+
+def parse_target_url(url: str) -> tuple[str, int]:
+    """Split an upstream target "http://HOST[:PORT]" into (host, port); port 80 by default."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        raise ValueError("https targets are not supported yet")
+    if scheme != "http":
+        raise ValueError(f"unsupported scheme {parts.scheme!r}" if scheme else "missing http://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in a target URL are not supported")
+    if not parts.hostname:
+        raise ValueError("missing host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError("a target is scheme://host[:port] only: no path, query or fragment")
+    authority = parts.netloc
+    after_host = authority.rpartition("]")[2] if authority.startswith("[") else authority
+    if ":" not in after_host:
+        return parts.hostname, 80
+    return parts.hostname, _parse_port(after_host.rpartition(":")[2], allow_zero=False)
+
+
+def _parse_port(text: str, *, allow_zero: bool) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 5:
+        raise ValueError(f"invalid port {text!r}")
+    port = int(text)
+    if port > 65535 or (port == 0 and not allow_zero):
+        raise ValueError(f"port {port} is out of range")
+    return port
+
+
+def _check_listen(config: Config) -> Iterator[ConfigError]:
+    seen: dict[tuple[str, int], int] = {}
+    for index, address in enumerate(config.listen):
+        path = json_path(["listen", index])
+        try:
+            host, port = parse_listen_address(address)
+        except ValueError as exc:
+            yield ConfigError(
+                f"invalid listen address: {exc}",
+                path,
+                expected="HOST:PORT or [IPv6]:PORT",
+                got=repr(address),
+            )
+            continue
+        key = (host.lower(), port)
+        if port and key in seen:
+            yield ConfigError(
+                f"duplicate listen address {address!r} (also {json_path(['listen', seen[key]])})",
+                path,
+            )
+        seen.setdefault(key, index)
+
+
+def _check_trusted_proxies(config: Config) -> Iterator[ConfigError]:
+    for index, network in enumerate(config.trusted_proxies):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            yield ConfigError(
+                "invalid CIDR",
+                json_path(["trusted_proxies", index]),
+                expected="an IP address or network such as 10.0.0.0/8 or ::1",
+                got=repr(network),
+            )
+
+
+def _check_limits(config: Config) -> Iterator[ConfigError]:
+    limits = config.limits
+    if limits.max_target_bytes > limits.max_header_bytes:
+        yield ConfigError(
+            "the request target cannot be longer than the whole header",
+            json_path(["limits", "max_target_bytes"]),
+            expected=f"at most max_header_bytes ({limits.max_header_bytes})",
+            got=str(limits.max_target_bytes),
+        )
+
+
+def _check_upstreams(config: Config) -> Iterator[ConfigError]:
+    for name, upstream in config.upstreams.items():
+        seen: dict[tuple[str, int], int] = {}
+        for index, target in enumerate(upstream.targets):
+            path = json_path(["upstreams", name, "targets", index, "url"])
+            try:
+                host, port = parse_target_url(target.url)
+            except ValueError as exc:
+                yield ConfigError(
+                    f"invalid target URL: {exc}",
+                    path,
+                    expected="http://HOST[:PORT]",
+                    got=repr(target.url),
+                )
+                continue
+            if (host, port) in seen:
+                first = json_path(["upstreams", name, "targets", seen[(host, port)], "url"])
+                yield ConfigError(f"duplicate target {target.url!r} (also {first})", path)
+            seen.setdefault((host, port), index)
+
+
+def _check_route(
+    config: Config,
+    index: int,
+    route: Route,
+    seen_names: dict[str, int],
+    policy_names: Collection[str],
+) -> Iterator[ConfigError]:
+    base: list[str | int] = ["routes", index]
+    if route.name in seen_names:
+        first = json_path(["routes", seen_names[route.name], "name"])
+        yield ConfigError(
+            f"duplicate route name {route.name!r} (also {first})", json_path([*base, "name"])
+        )
+    seen_names.setdefault(route.name, index)
+
+    if route.upstream not in config.upstreams:
+        yield ConfigError(
+            f"unknown upstream {route.upstream!r}",
+            json_path([*base, "upstream"]),
+            expected="one of: " + ", ".join(config.upstreams) if config.upstreams else None,
+        )
+
+    yield from _check_match(route, base)
+    yield from _check_path_rewriting(route, base)
+
+    for position, entry in enumerate(route.policies):
+        path = json_path([*base, "policies", position])
+        if len(entry) != 1:
+            yield ConfigError(
+                "a policy entry is a mapping with exactly one key, the policy name",
+                path,
+                expected="{name: {options}}",
+                got=f"{len(entry)} keys",
+            )
+            continue
+        (policy,) = entry
+        if policy not in policy_names:
+            known = ", ".join(sorted(policy_names))
+            yield ConfigError(
+                f"unknown policy {policy!r}",
+                path,
+                expected=f"one of: {known}" if known else "a registered policy; none exist yet",
+            )
+
+
+def _check_match(route: Route, base: list[str | int]) -> Iterator[ConfigError]:
+    seen_paths: dict[str, int] = {}
+    for position, pattern in enumerate(route.match.paths):
+        if pattern in seen_paths:
+            first = json_path([*base, "match", "paths", seen_paths[pattern]])
+            yield ConfigError(
+                f"duplicate path {pattern!r} (also {first})",
+                json_path([*base, "match", "paths", position]),
+            )
+        seen_paths.setdefault(pattern, position)
+    for position, host in enumerate(route.match.hosts):
+        if not _HOST_PATTERN.match(host):
+            yield ConfigError(
+                "invalid host",
+                json_path([*base, "match", "hosts", position]),
+                expected="a host name without port, or '*.' and a domain",
+                got=repr(host),
+            )
+    for position, method in enumerate(route.match.methods):
+        if method not in ALLOWED_METHODS:
+            yield ConfigError(
+                f"unsupported method {method!r}",
+                json_path([*base, "match", "methods", position]),
+                expected="one of: " + ", ".join(ALLOWED_METHODS),
+            )
+
+
+def _check_path_rewriting(route: Route, base: list[str | int]) -> Iterator[ConfigError]:
+    if route.strip_prefix is not None and route.rewrite is not None:
+        yield ConfigError(
+            "strip_prefix and rewrite cannot be combined: use one of them",
+            json_path([*base, "rewrite"]),
+        )
+    if route.strip_prefix is not None and route.strip_prefix != "/":
+        prefix = route.strip_prefix
+        for pattern in dict.fromkeys(route.match.paths):
+            literal = pattern.split("{", 1)[0]
+            if len(literal) < len(prefix):
+                # The prefix reaches into a capture: only the router can tell at request time.
+                continue
+            boundary = literal[len(prefix) : len(prefix) + 1]
+            if not literal.startswith(prefix) or boundary not in ("", "/"):
+                yield ConfigError(
+                    f"strip_prefix {prefix!r} is not a prefix of path {pattern!r}",
+                    json_path([*base, "strip_prefix"]),
+                    expected="a leading part of every path, ending at a '/'",
+                )
+    if route.rewrite is not None:
+        yield from _check_rewrite(route, base)
+
+
+def _check_rewrite(route: Route, base: list[str | int]) -> Iterator[ConfigError]:
+    assert route.rewrite is not None
+    path = json_path([*base, "rewrite"])
+    template = route.rewrite
+    placeholders = _PLACEHOLDER.findall(template)
+    if template.count("{") != len(placeholders) or template.count("}") != len(placeholders):
+        yield ConfigError(
+            "unbalanced '{' or '}' in rewrite",
+            path,
+            expected="placeholders like {id}",
+            got=repr(template),
+        )
+        return
+    captures_per_path = [(pattern, set(_CAPTURE.findall(pattern))) for pattern in route.match.paths]
+    for name in placeholders:
+        if name.startswith("*"):
+            yield ConfigError(
+                f"write {{{name[1:]}}} in rewrite, not {{{name}}}", path, got=repr(template)
+            )
+            continue
+        if not _IDENTIFIER.match(name):
+            yield ConfigError(
+                f"invalid placeholder {{{name}}} in rewrite",
+                path,
+                expected="{name} with a letter or '_' first, then letters, digits or '_'",
+            )
+            continue
+        for pattern, captures in captures_per_path:
+            if name not in captures:
+                yield ConfigError(
+                    f"rewrite uses {{{name}}} but path {pattern!r} does not capture it",
+                    path,
+                    expected="only captures shared by every path: "
+                    + (", ".join(f"{{{c}}}" for c in _shared(captures_per_path)) or "none"),
+                )
+                break
+
+
+def _shared(captures_per_path: list[tuple[str, set[str]]]) -> list[str]:
+    common = set.intersection(*(captures for _, captures in captures_per_path))
+    first_pattern_order = _CAPTURE.findall(captures_per_path[0][0])
+    return [name for name in first_pattern_order if name in common]

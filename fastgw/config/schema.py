@@ -1,0 +1,371 @@
+"""The configuration schema: frozen, strict msgspec Structs whose field names are the contract.
+
+Shapes and simple bounds live here as `Meta` constraints, so the JSON Schema shows them too;
+`decode_config` turns msgspec's first complaint into a ConfigError with a concrete `$.path`.
+Checks that need more than one field (or a parser) live in `checks.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from fastgw.errors import ConfigError
+
+__all__ = [
+    "ALLOWED_METHODS",
+    "Config",
+    "Duration",
+    "Keepalive",
+    "Limits",
+    "Match",
+    "Route",
+    "Target",
+    "Timeouts",
+    "Upstream",
+    "decode_config",
+    "decode_hook",
+    "json_path",
+    "parse_duration",
+    "schema_hook",
+]
+
+ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+
+UPSTREAM_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+ABSOLUTE_PATH_PATTERN = r"^/"
+# "/" itself, or a prefix without a trailing slash: "/users" strips "/users/1" -> "/1".
+STRIP_PREFIX_PATTERN = r"^/$|^/.*[^/]$"
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_HINT = "a duration like '250ms', '10s', '5m', '1h' or a number of seconds > 0"
+
+
+if TYPE_CHECKING:
+    Duration = float
+else:
+
+    class Duration(float):
+        """Seconds, written as "250ms", "10s", "5m", "1h" or a number of seconds.
+
+        Decoded values are Durations, defaults plain floats: use either as a float.
+        """
+
+
+def parse_duration(value: object) -> float:
+    """Return `value` in seconds; raise ValueError unless it is a positive duration."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        found = _DURATION.match(value)
+        if found is None:
+            raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+        seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    else:
+        raise ValueError(f"expected {DURATION_HINT}, got {type(value).__name__}")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    return seconds
+
+
+def decode_hook(type_: type, value: Any) -> Any:
+    """msgspec `dec_hook`: turns duration values into float seconds."""
+    if type_ is Duration:
+        return Duration(parse_duration(value))
+    raise NotImplementedError(f"no decoder for {type_!r}")
+
+
+def schema_hook(type_: type) -> dict[str, Any]:
+    """msgspec `schema_hook`: the JSON Schema of a Duration."""
+    if type_ is Duration:
+        return {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ],
+            "description": "seconds: '250ms', '10s', '5m', '1h' or a number of seconds",
+        }
+    raise NotImplementedError(f"no schema for {type_!r}")
+
+
+class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Immutable and strict (unknown keys are errors); each subclass adds kw_only itself."""
+
+
+class Limits(_Section, kw_only=True):
+    """Per-connection size limits (bytes or counts); exceeding one gets 431, 414 or 413."""
+
+    max_header_bytes: Annotated[int, Meta(ge=1024, le=1048576)] = 32768
+    max_headers: Annotated[int, Meta(ge=1, le=1024)] = 100
+    max_target_bytes: Annotated[int, Meta(ge=256)] = 8192
+    max_body_bytes: Annotated[int, Meta(ge=0)] = 10485760
+
+
+class Timeouts(_Section, kw_only=True):
+    """Per-connection time limits, in float seconds."""
+
+    client_header: Duration = 10.0
+    client_body_idle: Duration = 30.0
+    keepalive_idle: Duration = 75.0
+    upstream_connect: Duration = 5.0
+    upstream_read: Duration = 60.0
+    drain: Duration = 30.0
+
+
+class Target(_Section, kw_only=True):
+    """One backend address of an upstream: "http://host[:port]" (port 80 by default)."""
+
+    url: str
+    weight: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class Keepalive(_Section, kw_only=True):
+    """Idle connections kept per target; max_idle 0 disables reuse."""
+
+    max_idle: Annotated[int, Meta(ge=0, le=10000)] = 64
+    idle_timeout: Duration = 60.0
+
+
+class Upstream(_Section, kw_only=True):
+    """A named group of targets that routes forward to."""
+
+    targets: Annotated[tuple[Target, ...], Meta(min_length=1)]
+    keepalive: Keepalive = Keepalive()
+
+
+class Match(_Section, kw_only=True):
+    """What a request must look like for its route to apply.
+
+    Hosts are lowercased and methods uppercased when decoded; empty means "any".
+    """
+
+    paths: Annotated[
+        tuple[Annotated[str, Meta(pattern=ABSOLUTE_PATH_PATTERN)], ...], Meta(min_length=1)
+    ]
+    hosts: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "hosts", tuple(host.lower() for host in self.hosts))
+        msgspec.structs.force_setattr(
+            self, "methods", tuple(method.upper() for method in self.methods)
+        )
+
+
+class Route(_Section, kw_only=True):
+    """A rule sending matching requests to an upstream, optionally rewriting the path."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    match: Match
+    upstream: str
+    strip_prefix: Annotated[str, Meta(pattern=STRIP_PREFIX_PATTERN)] | None = None
+    rewrite: Annotated[str, Meta(pattern=ABSOLUTE_PATH_PATTERN)] | None = None
+    preserve_host: bool = False
+    priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
+    policies: tuple[dict[str, Any], ...] = ()
+
+
+class Config(_Section, kw_only=True):
+    """A whole gateway configuration: what `load_config` returns and `build_plan` consumes."""
+
+    listen: str | Annotated[tuple[str, ...], Meta(min_length=1)] = ("127.0.0.1:8080",)
+    workers: Annotated[int, Meta(ge=1)] = 1
+    trusted_proxies: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    upstreams: dict[Annotated[str, Meta(pattern=UPSTREAM_NAME_PATTERN)], Upstream]
+    routes: Annotated[tuple[Route, ...], Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        # One listen address may be written as a plain string; the decoded form is a tuple.
+        if isinstance(self.listen, str):
+            msgspec.structs.force_setattr(self, "listen", (self.listen,))
+
+
+def json_path(segments: Iterable[str | int]) -> str:
+    """Render `["routes", 2, "upstream"]` as `$.routes[2].upstream` (odd keys as `['a b']`)."""
+    parts = ["$"]
+    for segment in segments:
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+        elif _PLAIN_KEY.match(segment):
+            parts.append(f".{segment}")
+        else:
+            parts.append(f"[{segment!r}]")
+    return "".join(parts)
+
+
+def decode_config(data: Any, file: str | None = None) -> Config:
+    """Convert plain data (parsed YAML/TOML/JSON) to a Config; raise ConfigError on mismatch.
+
+    msgspec stops at the first problem; its message is turned into a ConfigError with the
+    concrete `$.path` (dict keys included), what was expected and what the file holds.
+    """
+    try:
+        return msgspec.convert(data, Config, dec_hook=decode_hook)
+    except msgspec.ValidationError as exc:
+        error = _translate(str(exc), data, Config, [])
+        error.file = file
+        raise error from None
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ERROR_TEXT = re.compile(
+    r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`(?P<path>\$[^`]*)`)?$", re.S
+)
+_PATH_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|(\[\.\.\.\])")
+_TYPE_MISMATCH = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
+_CONSTRAINT = re.compile(r"^Expected `(?P<type>[^`]+)` (?P<rule>.+)$")
+_PATTERN_RULE = re.compile(r"^matching regex '(?P<pattern>.*)'$")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+# msgspec speaks JSON ("array", "object"); config authors mostly write YAML.
+_YAML_WORD = {"array": "list", "object": "mapping"}
+_YAML_WORDS = re.compile(r"\b(array|object)\b")
+_PATTERN_MEANING = {
+    ABSOLUTE_PATH_PATTERN: "a path starting with '/'",
+    STRIP_PREFIX_PATTERN: "a path starting with '/', without a trailing '/' (unless it is '/')",
+    UPSTREAM_NAME_PATTERN: "a name made of letters, digits, '_', '.' and '-'",
+}
+
+
+def _translate(text: str, data: Any, type_: Any, prefix: list[str | int]) -> ConfigError:
+    found = _ERROR_TEXT.match(text)
+    assert found is not None  # the pattern matches any text
+    raw_message = found.group("message")
+    segments: list[str | int] = list(prefix)
+    node, node_type = data, _narrow(type_, data)
+    for name, index, any_key in _PATH_SEGMENT.findall(found.group("path") or ""):
+        if any_key and isinstance(node, dict):
+            # msgspec writes `[...]` for "some value of this dict": find it by decoding each
+            # value in order (msgspec does the same, so the first failure is the reported one).
+            value_type = _dict_args(node_type)[1]
+            for key, value in node.items():
+                try:
+                    msgspec.convert(value, value_type, dec_hook=decode_hook)
+                except msgspec.ValidationError as inner:
+                    return _translate(str(inner), value, value_type, [*segments, key])
+            break
+        segment: str | int = name if name else int(index)
+        try:
+            node = node[segment]
+        except (KeyError, IndexError, TypeError):
+            break
+        node_type = _child_type(node_type, segment, node)
+        segments.append(segment)
+    if found.group("key") and isinstance(node, dict):
+        key_type = _dict_args(node_type)[0]
+        for key in node:
+            try:
+                msgspec.convert(key, key_type)
+            except msgspec.ValidationError:
+                segments.append(key if isinstance(key, str) else str(key))
+                return _describe(raw_message, key, key_type, json_path(segments), is_key=True)
+    return _describe(raw_message, node, node_type, json_path(segments), is_key=False)
+
+
+def _describe(raw: str, value: Any, type_: Any, path: str, *, is_key: bool) -> ConfigError:
+    what = "name" if is_key else "value"
+    if _unwrap(type_) is Duration and not is_key:
+        return ConfigError("invalid duration", path, expected=DURATION_HINT, got=_show(value))
+    if found := _UNKNOWN_FIELD.match(raw):
+        field = found.group("name")
+        struct = _unwrap(type_)
+        if not (isinstance(struct, type) and issubclass(struct, Struct)):
+            return ConfigError(f"unknown field '{field}'", path)
+        known = [f.encode_name for f in msgspec.structs.fields(struct)]
+        message = f"unknown field '{field}'"
+        close = difflib.get_close_matches(field, known, n=1)
+        if close:
+            message += f", did you mean '{close[0]}'?"
+        return ConfigError(message, path, expected="one of: " + ", ".join(known))
+    if found := _MISSING_FIELD.match(raw):
+        return ConfigError(f"missing required field '{found.group('name')}'", path)
+    if found := _TYPE_MISMATCH.match(raw):
+        return ConfigError(
+            "wrong type" if what == "value" else "invalid key",
+            path,
+            expected=_YAML_WORDS.sub(lambda m: _YAML_WORD[m.group(0)], found.group("expected")),
+            got=_show(value),
+        )
+    if found := _CONSTRAINT.match(raw):
+        rule = found.group("rule")
+        if rule == "of length >= 1":
+            kind = found.group("type")
+            expected = "a non-empty string" if kind == "str" else "at least one entry"
+            return ConfigError("must not be empty", path, expected=expected)
+        if pattern := _PATTERN_RULE.match(rule):
+            expected = _PATTERN_MEANING.get(pattern.group("pattern"), rule)
+            return ConfigError(f"invalid {what}", path, expected=expected, got=_show(value))
+        return ConfigError(
+            f"{what} out of range",
+            path,
+            expected=f"{found.group('type')} {rule}",
+            got=_show(value),
+        )
+    return ConfigError(raw[:1].lower() + raw[1:], path)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unwrap(type_: Any) -> Any:
+    while typing.get_origin(type_) is Annotated:
+        type_ = typing.get_args(type_)[0]
+    return type_
+
+
+def _dict_args(type_: Any) -> tuple[Any, Any]:
+    args = typing.get_args(_unwrap(type_))
+    return (args[0], args[1]) if len(args) == 2 else (Any, Any)
+
+
+def _narrow(type_: Any, value: Any) -> Any:
+    """For a union type ("str | list", "X | None"), the member that `value` was meant for."""
+    bare = _unwrap(type_)
+    if not (isinstance(bare, types.UnionType) or typing.get_origin(bare) is typing.Union):
+        return type_
+    for member in typing.get_args(bare):
+        kind = typing.get_origin(_unwrap(member)) or _unwrap(member)
+        if not isinstance(kind, type):
+            continue
+        if isinstance(value, list) and kind in (tuple, list):
+            return member
+        if isinstance(value, dict) and (kind is dict or issubclass(kind, Struct)):
+            return member
+        if isinstance(value, str) and kind is str:
+            return member
+    return type_
+
+
+def _child_type(type_: Any, segment: object, value: Any) -> Any:
+    """The declared type of `segment` (holding `value`) inside a value of `type_`."""
+    type_ = _unwrap(type_)
+    child: Any = Any
+    if isinstance(type_, type) and issubclass(type_, Struct) and isinstance(segment, str):
+        child = typing.get_type_hints(type_, include_extras=True).get(segment, Any)
+    elif typing.get_origin(type_) is dict:
+        child = _dict_args(type_)[1]
+    elif typing.get_origin(type_) in (tuple, list) and isinstance(segment, int):
+        child = typing.get_args(type_)[0]
+    return _narrow(child, value)

@@ -1,0 +1,210 @@
+"""Config -> Plan: everything decidable before the first request is decided here.
+
+This is the only module that imports both the config layer and the compiled core. It builds
+the router, the route actions (upstream pool, rewrite template, strip prefix, host policy),
+the limits and timeouts, and reports problems as ConfigError with the `$.path` they come from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastgw import _core
+from fastgw.config import Config, parse_target_url
+from fastgw.errors import ConfigError, raise_config_errors
+
+_TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """One compiled path pattern of one route, for `fastgw routes` and the admin API."""
+
+    route_id: int
+    pattern_id: int
+    name: str
+    hosts: tuple[str, ...]
+    pattern: str
+    methods: tuple[str, ...]
+    priority: int
+    upstream: str
+    rewrite: str | None
+    strip_prefix: str | None
+
+
+@dataclass
+class Plan:
+    """An immutable compiled configuration; swapping it is one reference assignment."""
+
+    config: Config
+    core: Any
+    router: Any
+    pools: dict[str, Any]
+    routes: list[RouteInfo] = field(default_factory=list)
+
+    def describe_routes(self) -> list[dict[str, Any]]:
+        return [info.__dict__.copy() for info in self.routes]
+
+    def explain(self, method: str, url: str) -> list[str]:
+        """Say which route wins for METHOD URL, and why, using the real parser and router."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return [f"not an absolute http URL: {url!r}"]
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        request = f"{method.upper()} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n"
+        parser = _core.RequestParser()
+        events = parser.feed(request.encode("latin-1"))
+        if events and events[-1][0] == "error":
+            return [f"rejected before routing: {events[-1][1]}"]
+        host = parser.hostname.decode("latin-1")
+        path = parser.path.decode("latin-1")
+        lines = list(self.router.explain(method.upper(), host, path))
+        result = self.router.lookup(method.upper(), host, path)
+        if result[0] == "found":
+            info = next(r for r in self.routes if r.pattern_id == result[2])
+            params = ", ".join(f"{k}={v}" for k, v in result[3].items())
+            lines.append(
+                f"=> route {info.name!r} (pattern {info.pattern}) -> upstream {info.upstream!r}"
+                + (f" with {params}" if params else "")
+            )
+        elif result[0] == "method_not_allowed":
+            lines.append(f"=> 405 method_not_allowed; Allow: {', '.join(result[1])}")
+        else:
+            lines.append("=> 404 route_not_found")
+        return lines
+
+
+def _compile_rewrite(template: str, params: list[str]) -> tuple[bytes | int, ...]:
+    """ "/v2/users/{id}" -> (b"/v2/users/", 0): literals and capture indexes."""
+    parts: list[bytes | int] = []
+    pos = 0
+    for match in _TEMPLATE_PARAM.finditer(template):
+        if match.start() > pos:
+            parts.append(template[pos : match.start()].encode())
+        parts.append(params.index(match.group(1)))
+        pos = match.end()
+    if pos < len(template):
+        parts.append(template[pos:].encode())
+    return tuple(parts)
+
+
+def build_plan(config: Config, file: str | None = None, engine: Any = None) -> Plan:
+    """Compile `config`; raise ConfigErrors listing every problem found."""
+    errors: list[ConfigError] = []
+    router = _core.Router()
+    pools: dict[str, Any] = {}
+    for name, upstream in config.upstreams.items():
+        targets, weights = [], []
+        for target in upstream.targets:
+            host, port = parse_target_url(target.url)
+            obj = (
+                engine.target(host, port)
+                if engine is not None
+                else _core.UpstreamTarget(host, port)
+            )
+            obj.max_idle = upstream.keepalive.max_idle
+            obj.idle_timeout = upstream.keepalive.idle_timeout
+            obj.connect_timeout = config.timeouts.upstream_connect
+            targets.append(obj)
+            weights.append(target.weight)
+        pools[name] = _core.UpstreamPool(name, targets, weights)
+
+    actions = []
+    infos: list[RouteInfo] = []
+    route_patterns: list[list[int]] = []
+    for index, route in enumerate(config.routes):
+        path = f"$.routes[{index}]"
+        bad = False
+        for j, pattern in enumerate(route.match.paths):
+            try:
+                _core.Router().add(0, [], [pattern])
+            except ValueError as exc:
+                errors.append(ConfigError(str(exc), f"{path}.match.paths[{j}]", file=file))
+                bad = True
+        if bad:
+            route_patterns.append([])
+            actions.append(None)
+            continue
+        methods = list(route.match.methods) or None
+        ids = router.add(
+            index, list(route.match.hosts), list(route.match.paths), methods, route.priority
+        )
+        route_patterns.append(ids)
+        rewrites = None
+        if route.rewrite:
+            rewrites = {}
+            for pattern_id in ids:
+                params = router.pattern_params(pattern_id)
+                try:
+                    rewrites[pattern_id] = _compile_rewrite(route.rewrite, params)
+                except ValueError:
+                    errors.append(
+                        ConfigError(
+                            f"rewrite uses a parameter that pattern "
+                            f"{router.pattern_text(pattern_id)!r} does not capture",
+                            f"{path}.rewrite",
+                            file=file,
+                        )
+                    )
+        pool = pools.get(route.upstream)
+        actions.append(
+            _core.RouteAction(
+                route.name, index, pool, route.strip_prefix, rewrites, route.preserve_host
+            )
+            if pool is not None
+            else None
+        )
+        for pattern_id, pattern in zip(ids, route.match.paths, strict=True):
+            infos.append(
+                RouteInfo(
+                    route_id=index,
+                    pattern_id=pattern_id,
+                    name=route.name,
+                    hosts=tuple(route.match.hosts),
+                    pattern=pattern,
+                    methods=tuple(route.match.methods),
+                    priority=route.priority,
+                    upstream=route.upstream,
+                    rewrite=route.rewrite,
+                    strip_prefix=route.strip_prefix,
+                )
+            )
+    if not errors:
+        router.compile()
+        for route_id, by_route_id in router.shadowed():
+            errors.append(
+                ConfigError(
+                    f"route {config.routes[route_id].name!r} can never match: every request it "
+                    f"matches is taken by route {config.routes[by_route_id].name!r}",
+                    f"$.routes[{route_id}]",
+                    file=file,
+                )
+            )
+    raise_config_errors(errors)
+
+    limits = config.limits
+    timeouts = config.timeouts
+    core = _core.CorePlan(
+        router,
+        actions,
+        {
+            "max_header_bytes": limits.max_header_bytes,
+            "max_headers": limits.max_headers,
+            "max_target_bytes": limits.max_target_bytes,
+            "max_body_bytes": limits.max_body_bytes,
+        },
+        {
+            "client_header": timeouts.client_header,
+            "client_body_idle": timeouts.client_body_idle,
+            "keepalive_idle": timeouts.keepalive_idle,
+            "upstream_read": timeouts.upstream_read,
+        },
+        [ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies],
+    )
+    return Plan(config=config, core=core, router=router, pools=pools, routes=infos)

@@ -1,0 +1,158 @@
+"""Pure-Python reference twin of ``fastgw._core.Router``, used only by the tests.
+
+It states the routing rules as directly as possible, with no trie and no C: for every
+(priority tier, host level) in search order it collects every pattern that matches the path,
+sorts them by precedence and takes the first whose methods allow the request method. The
+compiled router must agree with it on every route set and request (tests/unit/test_router.py
+compares them with Hypothesis). Input validation lives in the compiled router only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+
+LITERAL, PARAM, CATCHALL = 0, 1, 2  # also the precedence of segment kinds
+
+Segment = tuple[int, str]
+Result = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    pattern_id: int
+    segments: tuple[Segment, ...]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Route:
+    route_id: int
+    host_keys: tuple[str | None, ...]
+    patterns: tuple[_Pattern, ...]
+    methods: frozenset[str] | None  # None: any method
+    priority: int
+
+
+def parse_pattern(pattern: str) -> tuple[tuple[Segment, ...], tuple[str, ...]]:
+    """ "/users/{id}" -> ((LITERAL, "users"), (PARAM, "")), ("id",)."""
+    segments: list[Segment] = []
+    names: list[str] = []
+    for part in pattern[1:].split("/"):
+        if part.startswith("{*") and part.endswith("}"):
+            segments.append((CATCHALL, ""))
+            names.append(part[2:-1])
+        elif part.startswith("{") and part.endswith("}"):
+            segments.append((PARAM, ""))
+            names.append(part[1:-1])
+        else:
+            segments.append((LITERAL, part))
+    return tuple(segments), tuple(names)
+
+
+def _host_key(host: str) -> str:
+    host = host.lower()
+    return host[1:] if host.startswith("*.") else host
+
+
+def _host_levels(host: str) -> list[str | None]:
+    """Host keys in search order: exact, wildcard suffixes longest first, then any host."""
+    levels: list[str | None] = [] if host.startswith(".") else [host]
+    levels += [host[i:] for i in range(1, len(host)) if host[i] == "."]
+    levels.append(None)
+    return levels
+
+
+def match_segments(segments: tuple[Segment, ...], path: str) -> list[str] | None:
+    """Capture values when `path` matches the pattern, else None."""
+    if not path.startswith("/"):
+        return None
+    parts = path[1:].split("/")
+    captures: list[str] = []
+    for index, (kind, literal) in enumerate(segments):
+        if kind == CATCHALL:
+            captures.append("/".join(parts[index:]))
+            return captures
+        if index >= len(parts):
+            return None
+        if kind == LITERAL and parts[index] != literal:
+            return None
+        if kind == PARAM:
+            if not parts[index]:
+                return None
+            captures.append(parts[index])
+    return captures if len(parts) == len(segments) else None
+
+
+class ReferenceRouter:
+    """Same add()/compile()/lookup() contract as the compiled Router."""
+
+    def __init__(self) -> None:
+        self._routes: list[_Route] = []
+        self._next_pattern = 0
+
+    def add(
+        self,
+        route_id: int,
+        hosts: list[str],
+        patterns: list[str],
+        methods: list[str] | None = None,
+        priority: int = 0,
+    ) -> list[int]:
+        parsed = []
+        for text in patterns:
+            segments, names = parse_pattern(text)
+            parsed.append(_Pattern(self._next_pattern, segments, names))
+            self._next_pattern += 1
+        keys: tuple[str | None, ...] = tuple(dict.fromkeys(_host_key(h) for h in hosts or ()))
+        self._routes.append(
+            _Route(
+                route_id,
+                keys or (None,),
+                tuple(parsed),
+                frozenset(m.upper() for m in methods) if methods else None,
+                priority,
+            )
+        )
+        return [p.pattern_id for p in parsed]
+
+    def compile(self) -> None:
+        """Nothing to build; present so tests drive both routers the same way."""
+
+    def path_matches(
+        self, priority: int, level: str | None, path: str
+    ) -> list[tuple[_Route, _Pattern, list[str]]]:
+        """Every (route, pattern, captures) matching `path` on one level, best first."""
+        found = []
+        for route in self._routes:
+            if route.priority != priority or level not in route.host_keys:
+                continue
+            for pattern in route.patterns:
+                captures = match_segments(pattern.segments, path)
+                if captures is not None:
+                    kinds = tuple(kind for kind, _ in pattern.segments)
+                    found.append(
+                        (kinds, route.route_id, pattern.pattern_id, route, pattern, captures)
+                    )
+        found.sort(key=lambda item: item[:3])
+        return [(route, pattern, captures) for *_, route, pattern, captures in found]
+
+    def lookup(self, method: str, host: str, path: str) -> Result:
+        allowed: set[str] | None = None
+        for priority in sorted({r.priority for r in self._routes}, reverse=True):
+            for level in _host_levels(host.lower()):
+                matches = self.path_matches(priority, level, path)
+                for route, pattern, captures in matches:
+                    if route.methods is None or method in route.methods:
+                        return (
+                            "found",
+                            route.route_id,
+                            pattern.pattern_id,
+                            dict(zip(pattern.names, captures, strict=True)),
+                        )
+                if matches and allowed is None:
+                    allowed = set().union(*(route.methods or () for route, _, _ in matches))
+        if allowed:
+            return ("method_not_allowed", [m for m in METHODS if m in allowed])
+        return ("not_found",)

@@ -1,0 +1,153 @@
+"""The `fastgw` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastgw
+from fastgw.cli import format_route_table
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+INVALID = """
+workers: 1
+upstreams:
+  users: {targets: [{url: "http://127.0.0.1:9001"}]}
+routes:
+  - {name: a, match: {paths: ["/a"]}, upstream: orders}
+  - {name: a, match: {paths: ["/b"]}, upstream: users}
+"""
+
+
+def fastgw_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fastgw", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("workers: [", "$: YAML syntax error at line 1, column 11"),
+        (INVALID.replace("workers: 1", "workers: x"), "$.workers: wrong type (expected int"),
+    ],
+    ids=["syntax", "type"],
+)
+def test_check_decode_errors(tmp_path: Path, text: str, expected: str) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(text)
+    result = fastgw_cli("check", file)
+    assert result.returncode == 1
+    assert f"{file}: {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    result = fastgw_cli("check", tmp_path / "absent.yaml")
+    assert result.returncode == 1
+    assert "absent.yaml: $: cannot read the file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_routes_invalid_config(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(INVALID)
+    result = fastgw_cli("routes", file)
+    assert result.returncode == 1
+    assert f"{file}: $.routes[0].upstream" in result.stderr
+
+
+def test_run_reports_config_errors(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(INVALID)
+    result = fastgw_cli("run", "-c", file)
+    assert result.returncode == 1
+    assert "$.routes[0].upstream: unknown upstream 'orders'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_schema() -> None:
+    result = fastgw_cli("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    properties = schema["$defs"]["Config"]["properties"]
+    assert {"listen", "upstreams", "routes", "limits", "timeouts"} <= set(properties)
+    assert result.stdout.startswith('{\n  "')
+
+
+def test_version() -> None:
+    result = fastgw_cli("version")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == f"fastgw {fastgw.__version__}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("nope",), ("check",), ("run",), ("run", "-c", "x.yaml", "--workers", "0")],
+    ids=["no-command", "unknown-command", "check-no-file", "run-no-config", "zero-workers"],
+)
+def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
+    result = fastgw_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: fastgw")
+    assert "Traceback" not in result.stderr
+
+
+def test_route_table_is_aligned() -> None:
+    table = format_route_table(
+        [
+            {
+                "name": "users",
+                "hosts": [],
+                "pattern": "/users/{id}",
+                "methods": ["GET", "POST"],
+                "priority": 0,
+                "upstream": "backend",
+                "rewrite": "/v2/users/{id}",
+                "strip_prefix": None,
+            },
+            {
+                "name": "static-files",
+                "hosts": ["a.example.com", "*.example.com"],
+                "pattern": "/static/{*path}",
+                "methods": [],
+                "priority": 10,
+                "upstream": "cdn",
+                "rewrite": None,
+                "strip_prefix": "/static",
+            },
+        ]
+    )
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "HOSTS",
+        "METHODS",
+        "PATTERN",
+        "PRIORITY",
+        "UPSTREAM",
+        "FORWARD",
+    ]
+    assert lines[1].split() == [
+        "users",
+        "*",
+        "GET,POST",
+        "/users/{id}",
+        "0",
+        "backend",
+        "rewrite",
+        "/v2/users/{id}",
+    ]
+    assert lines[2].split()[1] == "a.example.com,*.example.com"
+    assert lines[2].endswith("strip_prefix /static")
+    column = lines[0].index("PATTERN")
+    assert lines[1][column:].startswith("/users/{id}")
+    assert lines[2][column:].startswith("/static/{*path}")
