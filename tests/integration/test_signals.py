@@ -25,7 +25,8 @@ def refused_within(address: tuple[str, int], timeout: float) -> bool:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(address, timeout=0.5).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # reset: the SYN met the listening socket as it closed; still not accepted
             return True
         time.sleep(0.02)
     return False

@@ -1,0 +1,162 @@
+"""Typed view of fastgw._core, the compiled hot path (what Python code can see of it).
+
+The C-level API (RequestParser.execute, Router.match, the protocol callbacks) is only
+reachable from Cython; these are the Python entry points used by plan.py, api.py, tools
+and tests.
+"""
+
+from asyncio import AbstractEventLoop
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any, Literal
+
+ERROR_TABLE: dict[int, tuple[int, str, str]]
+"""Error code -> (HTTP status, stable `code`, message) for every locally generated error."""
+METHOD_IDS: dict[str, int]
+METHOD_NAMES: dict[int, str]
+
+def build_info() -> dict[str, Any]: ...
+
+Event = (
+    tuple[Literal["head"]]
+    | tuple[Literal["body"], bytes]
+    | tuple[Literal["done"]]
+    | tuple[Literal["error"], str]
+)
+
+class RequestParser:
+    """Incremental, strict HTTP/1.1 request parser (see docs/strictness.md)."""
+
+    def __init__(
+        self,
+        max_header_bytes: int = 32768,
+        max_headers: int = 100,
+        max_target_bytes: int = 8192,
+        max_body_bytes: int = 10485760,
+    ) -> None: ...
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse `data`; events in order. An ("error", code) event is final."""
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def path(self) -> bytes:
+        """The normalised path: what is routed and forwarded."""
+    @property
+    def query(self) -> bytes | None: ...
+    @property
+    def host(self) -> bytes: ...
+    @property
+    def hostname(self) -> bytes:
+        """Lowercased host without port, as the router sees it."""
+    @property
+    def version(self) -> bytes: ...
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    def forwarded_headers(self) -> list[tuple[bytes, bytes]]: ...
+    def header_ids(self) -> list[int]: ...
+
+class ResponseParser:
+    """Incremental HTTP/1.1 response parser for upstream responses."""
+
+    def __init__(self, max_header_bytes: int = 32768, max_headers: int = 100) -> None: ...
+    def set_request_method(self, method_id: int) -> None: ...
+    def feed(self, data: bytes) -> list[Event]: ...
+    def feed_eof_py(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def reason(self) -> bytes: ...
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    def forwarded_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+class Router:
+    """Host + path-pattern trie with methods; compile() once, then match."""
+
+    def __init__(self) -> None: ...
+    def add(
+        self,
+        route_id: int,
+        hosts: Sequence[str],
+        patterns: Sequence[str],
+        methods: Sequence[str] | None = None,
+        priority: int = 0,
+    ) -> list[int]:
+        """Add a route; returns one pattern id per pattern. ValueError for a bad pattern."""
+    def compile(self) -> None: ...
+    def pattern_params(self, pattern_id: int) -> list[str]: ...
+    def pattern_text(self, pattern_id: int) -> str: ...
+    def lookup(
+        self, method: str, host: str, path: str
+    ) -> (
+        tuple[Literal["found"], int, int, dict[str, str]]
+        | tuple[Literal["not_found"]]
+        | tuple[Literal["method_not_allowed"], list[str]]
+    ): ...
+    def explain(self, method: str, host: str, path: str) -> list[str]: ...
+    def describe(self) -> list[dict[str, Any]]: ...
+    def shadowed(self) -> list[tuple[int, int]]:
+        """(route_id, by_route_id) for every route that can never match."""
+
+class UpstreamTarget:
+    """One host:port with its pool of idle keep-alive connections."""
+
+    host: str
+    port: int
+    host_header: bytes
+    max_idle: int
+    idle_timeout: float
+    connect_timeout: float
+    open_connections: int
+    connects: int
+    idle_count: int
+    def __init__(self, host: str, port: int) -> None: ...
+    def close_idle(self) -> None: ...
+
+class UpstreamPool:
+    name: str
+    target_list: list[UpstreamTarget]
+    def __init__(self, name: str, targets: list[UpstreamTarget], weights: list[int]) -> None: ...
+
+class RouteAction:
+    name: str
+    route_id: int
+    pool: UpstreamPool
+    def __init__(
+        self,
+        name: str,
+        route_id: int,
+        pool: UpstreamPool,
+        strip_prefix: str | None,
+        rewrites: dict[int, tuple[bytes | int, ...]] | None,
+        preserve_host: bool,
+    ) -> None: ...
+
+class CorePlan:
+    router: Router
+    def __init__(
+        self,
+        router: Router,
+        actions: list[RouteAction | None],
+        limits: dict[str, int],
+        timeouts: dict[str, float],
+        trusted_networks: Sequence[IPv4Network | IPv6Network],
+    ) -> None: ...
+
+class Engine:
+    """Connections, the coarse clock tick, timeouts and drain for one event loop."""
+
+    loop: AbstractEventLoop
+    plan: CorePlan
+    draining: bool
+    requests_total: int
+    active_connections: int
+    busy_connections: int
+    def __init__(self, loop: AbstractEventLoop, tick_interval: float = 0.1) -> None: ...
+    def target(self, host: str, port: int) -> UpstreamTarget: ...
+    def start(self) -> None: ...
+    def protocol_factory(self) -> Any: ...
+    def begin_drain(self) -> None: ...
+    def close(self) -> None: ...
