@@ -26,6 +26,7 @@ cdef enum:
     OUT_LENGTH = 1
     OUT_CHUNKED = 2
     OUT_CLOSE = 3
+    COALESCE_BODY_BYTES = 16384  # response bodies up to this size share the head's write
 
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
@@ -224,6 +225,8 @@ cdef class ClientProtocol:
     cdef int read_blocks
     cdef bint writing_paused
     cdef list out                  # pending writes to the client, flushed in one writelines
+    cdef list up_out               # pending writes to the upstream, flushed once per read
+    cdef bint head_pending         # a response head (+ small body) is still in _head_buffer
     # the current exchange
     cdef RouteAction action
     cdef UpstreamTarget target
@@ -247,6 +250,7 @@ cdef class ClientProtocol:
         self.parser = RequestParser(self.plan.max_header_bytes, self.plan.max_headers,
                                     self.plan.max_target_bytes, self.plan.max_body_bytes)
         self.out = []
+        self.up_out = []
 
     # --- asyncio protocol ---------------------------------------------------------------
 
@@ -346,6 +350,7 @@ cdef class ClientProtocol:
             else:
                 self.on_parse_error(parser.error_code)
                 return
+        self.flush_upstream()
         if self.buf is not None and not self.closed:
             self.block_reading(BLOCK_PENDING, True)
         else:
@@ -397,9 +402,11 @@ cdef class ClientProtocol:
             self.deadline = _now + self.plan.client_body_idle
             chunk = PyBytes_FromStringAndSize(ptr, n)
             if self.request_framing == FRAMING_CHUNKED:
-                self.up.transport.writelines((chunk_header(n), chunk, _CRLF))
+                self.up_out.append(chunk_header(n))
+                self.up_out.append(chunk)
+                self.up_out.append(_CRLF)
             else:
-                self.up.transport.write(chunk)
+                self.up_out.append(chunk)
         except BaseException:
             self.fail_internal()
 
@@ -410,7 +417,7 @@ cdef class ClientProtocol:
             return
         try:
             if self.request_framing == FRAMING_CHUNKED and self.up is not None:
-                self.up.transport.write(_LAST_CHUNK)
+                self.up_out.append(_LAST_CHUNK)
         except BaseException:
             self.fail_internal()
             return
@@ -446,7 +453,9 @@ cdef class ClientProtocol:
         conn.start(self, self.method_id)
         if self.writing_paused:
             conn.pause_reading(True)
-        conn.transport.write(self.up_head)
+        # PERF: the head goes out with the body bytes of the same read in one writev.
+        self.up_out.clear()
+        self.up_out.append(self.up_head)
         if self.request_complete or self.request_framing == FRAMING_NONE:
             self.deadline = _now + self.plan.upstream_read
 
@@ -476,6 +485,7 @@ cdef class ClientProtocol:
             self.retries += 1
             try:
                 self.attach_upstream()
+                self.flush_upstream()
             except BaseException:
                 self.fail_internal()
             return
@@ -579,7 +589,9 @@ cdef class ClientProtocol:
             elif self.client_minor == 0:
                 b.put_bytes(b"connection: keep-alive\r\n")
             b.put_bytes(b"\r\n")
-            self.out.append(b.take())
+            # PERF: the head stays in the buffer so a small body can join it: one bytes
+            # object and one write per response.
+            self.head_pending = True
             self.response_started = True
         except BaseException:
             self.fail_internal()
@@ -597,8 +609,22 @@ cdef class ClientProtocol:
 
     cdef void on_response_body(self, const char* ptr, Py_ssize_t n) noexcept:
         cdef bytes chunk
+        cdef HeadBuffer b = _head_buffer
         if n == 0 or self.closed:
             return
+        if self.head_pending and n <= COALESCE_BODY_BYTES:
+            try:
+                if self.out_framing == OUT_CHUNKED:
+                    b.put_hex(n)
+                    b.put_bytes(_CRLF)
+                    b.put(ptr, n)
+                    b.put_bytes(_CRLF)
+                else:
+                    b.put(ptr, n)
+            except BaseException:
+                self.fail_internal()
+            return
+        self.settle()
         chunk = PyBytes_FromStringAndSize(ptr, n)
         if self.out_framing == OUT_CHUNKED:
             self.out.append(chunk_header(n))
@@ -612,7 +638,11 @@ cdef class ClientProtocol:
         if self.closed:
             return
         if self.out_framing == OUT_CHUNKED:
-            self.out.append(_LAST_CHUNK)
+            if self.head_pending:
+                _head_buffer.put_bytes(_LAST_CHUNK)
+            else:
+                self.out.append(_LAST_CHUNK)
+        self.settle()
         if self.out_framing == OUT_CLOSE or not self.request_complete:
             # The upstream answered before the request body ended, or the body is
             # close-delimited: this connection cannot carry another request.
@@ -643,7 +673,14 @@ cdef class ClientProtocol:
 
     # --- writing to the client ----------------------------------------------------------
 
+    cdef void settle(self) noexcept:
+        """Move a pending response head out of the shared buffer before anyone reuses it."""
+        if self.head_pending:
+            self.head_pending = False
+            self.out.append(_head_buffer.take())
+
     cdef void flush(self) noexcept:
+        self.settle()
         if not self.out:
             return
         if self.closed:
@@ -658,6 +695,22 @@ cdef class ClientProtocol:
             pass
         self.out.clear()
 
+    cdef void flush_upstream(self) noexcept:
+        cdef UpstreamConnection up = self.up
+        if not self.up_out:
+            return
+        if up is None or not up.alive:
+            self.up_out.clear()
+            return
+        try:
+            if len(self.up_out) == 1:
+                up.transport.write(self.up_out[0])
+            else:
+                up.transport.writelines(self.up_out)
+        except BaseException:
+            pass
+        self.up_out.clear()
+
     cdef void respond_local(self, int code, unsigned int allowed) noexcept:
         """Answer this request from the gateway; its body (if any) is not read."""
         self.local_response = True
@@ -671,6 +724,7 @@ cdef class ClientProtocol:
     cdef void write_error(self, int code, unsigned int allowed) noexcept:
         cdef HeadBuffer b = _head_buffer
         cdef bytes body
+        self.settle()
         try:
             status, stable, message = ERROR_TABLE.get(code, ERROR_TABLE[E_INTERNAL])
             request_id = self.request_id.decode("ascii")

@@ -33,6 +33,25 @@ def fastgw_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("name", ["gateway.yaml", "gateway.toml", "gateway.json"])
+def test_check_valid(name: str) -> None:
+    result = fastgw_cli("check", EXAMPLES / name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{EXAMPLES / name}: ok\n"
+
+
+def test_check_invalid_lists_every_error(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(INVALID)
+    result = fastgw_cli("check", EXAMPLES / "gateway.json", file)
+    assert result.returncode == 1
+    assert result.stdout == f"{EXAMPLES / 'gateway.json'}: ok\n"
+    assert result.stderr.splitlines() == [
+        f"{file}: $.routes[0].upstream: unknown upstream 'orders' (expected one of: users)",
+        f"{file}: $.routes[1].name: duplicate route name 'a' (also $.routes[0].name)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -55,6 +74,23 @@ def test_check_missing_file(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "absent.yaml: $: cannot read the file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_routes_table() -> None:
+    result = fastgw_cli("routes", EXAMPLES / "gateway.yaml")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["NAME", "HOSTS", "METHODS", "PATTERN"]
+    names = {line.split()[0] for line in lines[1:]}
+    assert names == {"user", "users", "static", "orders-v1", "admin-site"}
+
+
+def test_routes_explain() -> None:
+    result = fastgw_cli(
+        "routes", EXAMPLES / "gateway.yaml", "--explain", "GET", "http://localhost/api/users/7"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
 
 
 def test_routes_invalid_config(tmp_path: Path) -> None:
