@@ -1,6 +1,6 @@
 """Embed fastgw in a Python program: start it, look at its addresses, reload, stop.
 
-    python examples/embed.py      (with examples/backend.py running on :9001)
+python examples/embed.py      (with examples/backend.py running on :9001)
 """
 
 from __future__ import annotations

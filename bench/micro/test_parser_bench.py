@@ -11,6 +11,7 @@ from __future__ import annotations
 import h11
 import httptools
 import pytest
+
 from fastgw._core import RequestParser, _bench_parse
 
 REQUEST = (

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fastgw._core import Router
 
+from fastgw._core import Router
 from fastgw.routing_reference import ReferenceRouter
 
 SIZES = [10, 1_000, 10_000]

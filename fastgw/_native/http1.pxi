@@ -47,8 +47,19 @@ cdef extern from *:
         66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66,
         66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66, 66,
     };
+    /* Index of the lowest byte whose high bit is set in a SWAR mask (m != 0); 0 where the
+       byte order makes that unknown, so callers fall back to their byte loop. */
+    static inline Py_ssize_t fastgw_first_flagged_byte(uint64_t m) {
+    #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        return (Py_ssize_t)(__builtin_ctzll(m) >> 3);
+    #else
+        (void)m;
+        return 0;
+    #endif
+    }
     """
     const unsigned char fastgw_http1_cc[256]
+    Py_ssize_t fastgw_first_flagged_byte(uint64_t m) nogil
     enum:
         FASTGW_CC_TCHAR
         FASTGW_CC_VALUE
@@ -143,15 +154,15 @@ cdef inline uint64_t _h1_has_byte(uint64_t w, uint64_t b) noexcept:
     return (x - H1_ONES) & ~x & H1_HIGHS
 
 
-cdef inline bint _h1_value_word_ok(uint64_t w) noexcept:
-    # HTAB, SP, VCHAR, obs-text only; HTAB sends the word to the byte loop
-    return not (_h1_has_less(w, 0x20) | _h1_has_byte(w, 0x7F))
+cdef inline uint64_t _h1_value_word_stops(uint64_t w) noexcept:
+    # flags CTLs and DEL (HTAB too: the byte loop lets it through)
+    return _h1_has_less(w, 0x20) | _h1_has_byte(w, 0x7F)
 
 
-cdef inline bint _h1_target_word_ok(uint64_t w) noexcept:
-    # VCHAR except '#'
-    return not (_h1_has_less(w, 0x21) | _h1_has_byte(w, 0x7F) | _h1_has_byte(w, 0x23)
-                | (w & H1_HIGHS))
+cdef inline uint64_t _h1_target_word_stops(uint64_t w) noexcept:
+    # flags every byte but VCHAR, and '#'
+    return (_h1_has_less(w, 0x21) | _h1_has_byte(w, 0x7F) | _h1_has_byte(w, 0x23)
+            | (w & H1_HIGHS))
 
 
 # --- small helpers -----------------------------------------------------------------------
@@ -669,6 +680,11 @@ cdef class Http1Parser:
                 self.tok_off = p
                 st = H1_NAME
             if st == H1_NAME:
+                # PERF: four bytes per test; the byte loop finds the end
+                while p + 4 <= end and (fastgw_http1_cc[buf[p]] & fastgw_http1_cc[buf[p + 1]]
+                                        & fastgw_http1_cc[buf[p + 2]]
+                                        & fastgw_http1_cc[buf[p + 3]] & FASTGW_CC_TCHAR):
+                    p += 4
                 while p < end and (fastgw_http1_cc[buf[p]] & FASTGW_CC_TCHAR):
                     p += 1
                 if p == end:
@@ -698,7 +714,9 @@ cdef class Http1Parser:
                 # PERF: the hot loop: value bytes until CR
                 while p + 8 <= end:
                     memcpy(&w, buf + p, 8)
-                    if not _h1_value_word_ok(w):
+                    w = _h1_value_word_stops(w)
+                    if w:
+                        p += fastgw_first_flagged_byte(w)
                         break
                     p += 8
                 while p < end and (fastgw_http1_cc[buf[p]] & FASTGW_CC_VALUE):
@@ -1228,7 +1246,14 @@ cdef class Http1Parser:
 # --- requests ------------------------------------------------------------------------------
 @cython.final
 cdef class RequestParser(Http1Parser):
-    """HTTP/1.1 request parser (RFC 9112), strict: see docs/strictness.md."""
+    """HTTP/1.1 request parser (RFC 9112), strict: see docs/strictness.md.
+
+    execute() returns EV_NEED_MORE, EV_HEAD (consumed stops after the empty line), EV_BODY
+    (body_ptr/body_len point into the caller's bytes), EV_DONE or EV_ERROR (error_code set;
+    the parser stays failed). After EV_DONE the head stays readable until execute() receives
+    the next bytes, which start the next message. content_length is -1 without a valid
+    Content-Length; path and hostname are NUL-terminated parser-owned buffers.
+    """
 
     cdef Py_ssize_t max_target_bytes
     cdef readonly int method_id
@@ -1332,7 +1357,9 @@ cdef class RequestParser(Http1Parser):
                 stop = end if end < lim else lim
                 while p + 8 <= stop:
                     memcpy(&w, buf + p, 8)
-                    if not _h1_target_word_ok(w):
+                    w = _h1_target_word_stops(w)
+                    if w:
+                        p += fastgw_first_flagged_byte(w)
                         break
                     p += 8
                 while p < stop and (fastgw_http1_cc[buf[p]] & FASTGW_CC_TARGET):
@@ -1382,6 +1409,15 @@ cdef class RequestParser(Http1Parser):
             c = buf[p]
             if st == H1_VERSION:
                 # HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112 2.3), case-sensitive
+                if (self.vpos == 0 and p + 9 <= end and buf[p + 8] == 13
+                        and _h1_eq_bytes(<const char*>buf + p, b"HTTP/1.", 7)
+                        and (buf[p + 7] == b"1" or buf[p + 7] == b"0")):
+                    # PERF: the usual version in one step; anything else goes byte by byte
+                    self.major = 1
+                    self.version_minor = buf[p + 7] - 48
+                    p += 9
+                    st = H1_LINE_LF
+                    continue
                 if c == 10:
                     return self._fail(E_BARE_LF)
                 if self.vpos < 5:
@@ -1610,7 +1646,13 @@ cdef class RequestParser(Http1Parser):
 # --- responses -----------------------------------------------------------------------------
 @cython.final
 cdef class ResponseParser(Http1Parser):
-    """HTTP/1.1 response parser for upstream responses (RFC 9112); errors map to 502."""
+    """HTTP/1.1 response parser for upstream responses (RFC 9112); errors map to 502.
+
+    Same event contract as RequestParser. Call set_request() before each response. A 1xx
+    other than 101 gives EV_HEAD and the final head follows; 101 gives EV_HEAD with
+    FRAMING_TUNNEL. feed_eof() ends a close-delimited body or reports upstream_truncated.
+    detail_code keeps the syntax-level code behind an upstream_* error, for logs.
+    """
 
     cdef readonly int status
     cdef Py_ssize_t reason_off
@@ -1694,6 +1736,14 @@ cdef class ResponseParser(Http1Parser):
                 continue
             c = buf[p]
             if st == H1_S_VERSION:
+                if (self.vpos == 0 and p + 9 <= end and buf[p + 8] == 32
+                        and _h1_eq_bytes(<const char*>buf + p, b"HTTP/1.", 7)
+                        and (buf[p + 7] == b"1" or buf[p + 7] == b"0")):
+                    # PERF: the usual version in one step; anything else goes byte by byte
+                    self.version_minor = buf[p + 7] - 48
+                    p += 9
+                    st = H1_S_STATUS
+                    continue
                 if self.vpos < 5:
                     if c != <unsigned char>H1_HTTP_PREFIX[self.vpos]:
                         return self._fail(E_UPSTREAM_BAD_STATUS_LINE)

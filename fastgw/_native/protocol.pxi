@@ -322,16 +322,18 @@ cdef class ClientProtocol:
         cdef int ev
         cdef RequestParser parser = self.parser
         while self.buf is not None and not self.closed:
+            n = PyBytes_GET_SIZE(self.buf) - self.buf_off
+            if n == 0 and not parser.head_done:
+                # PERF: all consumed; dropping the buffer here keeps reading enabled
+                # (pausing and resuming would cost two epoll_ctl calls per request).
+                self.buf = None
+                break
             if self.state == CS_EXCHANGE:
                 if self.request_complete:
                     break               # pipelined bytes wait for this response
                 if self.up is None and not self.local_response:
                     break               # upstream connection not attached yet
             elif self.state == CS_TUNNEL:
-                break
-            n = PyBytes_GET_SIZE(self.buf) - self.buf_off
-            if n == 0 and not parser.head_done:
-                self.buf = None
                 break
             ev = parser.execute(PyBytes_AS_STRING(self.buf) + self.buf_off, n, &used)
             self.buf_off += used

@@ -1,4 +1,4 @@
-"""Differential test of RequestParser against httptools (llhttp) and h11.
+"""Differential tests of RequestParser and ResponseParser against httptools (llhttp) and h11.
 
 Hypothesis builds requests that are mostly valid, with mutations where parsers are known to
 differ: separators, line endings, duplicated or listed Content-Length, Transfer-Encoding
@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 
 import h11
 import httptools
-from fastgw._core import RequestParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from fastgw._core import METHOD_IDS, RequestParser, ResponseParser
 
 LLHTTP_METHODS = frozenset(
     b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
@@ -56,15 +57,17 @@ class Case:
 
 
 def run_fastgw(raw: bytes) -> Outcome:
+    # one byte per feed: the head is read at "done", before bytes of a next message arrive
     parser = RequestParser()
     body = b""
-    for event in parser.feed(raw):
-        if event[0] == "error":
-            return Outcome("reject")
-        if event[0] == "body":
-            body += event[1]
-        if event[0] == "done":
-            return Outcome("accept", parser.method, parser.target, body)
+    for i in range(len(raw)):
+        for event in parser.feed(raw[i : i + 1]):
+            if event[0] == "error":
+                return Outcome("reject")
+            if event[0] == "body":
+                body += event[1]
+            if event[0] == "done":
+                return Outcome("accept", parser.method, parser.target, body)
     return Outcome("incomplete")
 
 
@@ -363,3 +366,197 @@ def _events(raw: bytes, cuts: list[int]) -> list[tuple]:
 def test_any_split_gives_the_same_events(case: Case, data: st.DataObject) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(case.raw)), max_size=8))
     assert _events(case.raw, cuts) == _events(case.raw, [])
+
+
+# --- responses ---------------------------------------------------------------------------
+#
+# The same property for ResponseParser against httptools.HttpResponseParser and an h11
+# client, with the connection closed after the bytes (feed_eof). Intended disagreements:
+# - Transfer-Encoding with a coding other than chunked: h11 refuses it; fastgw follows
+#   RFC 9112 6.3 (final chunked -> chunked, any other final coding -> read until close);
+# - several identical Content-Length values: accepted as one (RFC 9110 8.6), llhttp refuses.
+
+
+@dataclass
+class ResponseCase:
+    raw: bytes
+    te_codings: bytes = b""
+    content_lengths: list[bytes] = field(default_factory=list)
+
+
+def run_fastgw_response(raw: bytes) -> Outcome:
+    parser = ResponseParser()
+    parser.set_request_method(METHOD_IDS["GET"])
+    body = b""
+    for i in range(len(raw)):
+        for event in parser.feed(raw[i : i + 1]):
+            if event[0] == "error":
+                return Outcome("reject")
+            if event[0] == "body":
+                body += event[1]
+            if event[0] == "done":
+                return Outcome("accept", b"%d" % parser.status, b"", body)
+    eof = parser.feed_eof_py()
+    if eof == "error":
+        return Outcome("reject")
+    if eof == "done":
+        return Outcome("accept", b"%d" % parser.status, b"", body)
+    return Outcome("incomplete")
+
+
+class _HttptoolsResponseSink(_HttptoolsSink):
+    """llhttp completes a 1xx as a message of its own: wait for the final response."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+
+    def on_message_complete(self) -> None:
+        assert self.parser is not None
+        status = self.parser.get_status_code()
+        if status >= 200 and not self.complete:
+            self.status = status
+            self.complete = True
+
+
+def run_httptools_response(raw: bytes) -> Outcome:
+    sink = _HttptoolsResponseSink()
+    parser = httptools.HttpResponseParser(sink)
+    sink.parser = parser
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserError:
+        if not sink.complete:
+            return Outcome("reject")
+    if sink.complete:
+        return Outcome("accept", b"%d" % sink.status, b"", sink.body)
+    return Outcome("incomplete")
+
+
+def run_h11_response(raw: bytes) -> Outcome:
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "example.com")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(raw)
+    conn.receive_data(b"")
+    status = b""
+    body = b""
+    try:
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Response):
+                status = b"%d" % event.status_code
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return Outcome("accept", status, b"", body)
+            elif not isinstance(event, h11.InformationalResponse):
+                return Outcome("incomplete")
+    except h11.RemoteProtocolError:
+        return Outcome("reject")
+
+
+STATUS_LINES = [b"HTTP/1.1 200 OK"] * 6 + [
+    b"HTTP/1.1 404 Not Found",
+    b"HTTP/1.0 200 OK",
+    b"HTTP/1.1 204 No Content",
+    b"HTTP/1.1 200 ",
+]
+ODD_STATUS_LINES = [
+    b"HTTP/2.0 200 OK",
+    b"http/1.1 200 OK",
+    b"HTTP/1.2 200 OK",
+    b"HTTP/1.1 20 OK",
+    b"HTTP/1.1 2000 OK",
+    b"HTTP/1.1 600 X",
+    b"HTTP/1.1  200 OK",
+    b"HTTP/1.1 200 O\x01K",
+    b"HTTP/1.1 abc OK",
+    b"<html>",
+]
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> ResponseCase:
+    mutate = draw(st.integers(0, 3)) == 0
+
+    def pick(good: list[bytes], odd: list[bytes]) -> bytes:
+        if mutate and draw(st.integers(0, 5)) == 0:
+            return draw(st.sampled_from(odd))
+        return draw(st.sampled_from(good))
+
+    def eol() -> bytes:
+        return draw(st.sampled_from(EOLS)) if mutate else b"\r\n"
+
+    lines = [pick(STATUS_LINES, ODD_STATUS_LINES)]
+    fields: list[tuple[bytes, bytes]] = []
+    for _ in range(draw(st.integers(0, 3))):
+        name = pick([b"Content-Type", b"Set-Cookie", b"X-Test"], NAMES)
+        value = draw(st.lists(st.sampled_from(VALUE_CHARS), max_size=10).map(bytes))
+        if mutate and draw(st.integers(0, 4)) == 0:
+            cut = draw(st.integers(0, len(value)))
+            value = value[:cut] + draw(st.sampled_from(ODD_VALUE_BYTES)) + value[cut:]
+        fields.append((name, value))
+    body = draw(st.binary(max_size=24))
+    if lines[0].startswith(b"HTTP/1.1 204"):
+        body = b""
+    framing = draw(st.sampled_from(["close", "length", "length", "chunked", "chunked", "both"]))
+    case = ResponseCase(b"")
+    if framing in ("length", "both"):
+        n = b"%d" % len(body)
+        cl = pick([n], [b"+" + n, n + b", " + n, n + b", 99", b"", n + b"x", b"-1"])
+        case.content_lengths.append(cl)
+        fields.append((b"Content-Length", cl))
+    if framing in ("chunked", "both"):
+        case.te_codings = pick([b"chunked"], TE_VALUES)
+        fields.append((b"Transfer-Encoding", case.te_codings))
+    draw(st.randoms()).shuffle(fields)
+    for name, value in fields:
+        lines.append(name + pick([b": "], [b" : ", b":", b"\t: "]) + value)
+        if mutate and draw(st.integers(0, 9)) == 0:
+            lines.append(b" folded")
+    head = b"".join(line + eol() for line in lines) + eol()
+    if framing in ("chunked", "both"):
+        encoded = b""
+        rest = body
+        while rest:
+            size = draw(st.integers(1, len(rest)))
+            chunk, rest = rest[:size], rest[size:]
+            size_text = pick([b"%x" % size], [b" %x" % size, b"0x%x" % size, b"%x;" % size])
+            encoded += size_text + eol() + chunk + pick([b"\r\n"], [b"\n", b""])
+        body = encoded + b"0" + eol() + eol()
+    if draw(st.integers(0, 9)) == 0:
+        body = body[: draw(st.integers(0, len(body)))]
+    if draw(st.integers(0, 9)) == 0:
+        head = b"HTTP/1.1 100 Continue\r\n\r\n" + head
+    case.raw = head + body
+    return case
+
+
+def known_response_disagreement(case: ResponseCase, llhttp: Outcome, h11_: Outcome) -> bool:
+    codings = [c.strip().lower() for c in case.te_codings.split(b",") if c.strip()]
+    if llhttp.verdict != "reject" and codings and set(codings) != {b"chunked"}:
+        return True
+    lengths = [v.strip() for cl in case.content_lengths for v in cl.split(b",")]
+    return (
+        h11_.verdict != "reject"
+        and len(lengths) > 1
+        and len(set(lengths)) == 1
+        and lengths[0].isdigit()
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(responses())
+def test_fastgw_rejects_whatever_an_oracle_rejects_in_responses(case: ResponseCase) -> None:
+    fastgw = run_fastgw_response(case.raw)
+    llhttp = run_httptools_response(case.raw)
+    h11_ = run_h11_response(case.raw)
+    if "reject" in (llhttp.verdict, h11_.verdict):
+        if fastgw.verdict != "reject":
+            assert known_response_disagreement(case, llhttp, h11_), (case.raw, fastgw, llhttp, h11_)
+        return
+    if fastgw.verdict == llhttp.verdict == h11_.verdict == "accept":
+        assert fastgw.method == llhttp.method == h11_.method
+        assert fastgw.body == llhttp.body == h11_.body

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fastgw._core import ERROR_TABLE, RequestParser
 
 FRAMING_NONE, FRAMING_LENGTH, FRAMING_CHUNKED = 0, 1, 2

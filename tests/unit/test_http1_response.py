@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastgw._core import METHOD_IDS, ResponseParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from fastgw._core import METHOD_IDS, ResponseParser
 
 FRAMING_NONE, FRAMING_LENGTH, FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_TUNNEL = range(5)
 

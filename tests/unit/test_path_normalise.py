@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fastgw._core import RequestParser
 
 # (id, raw target, normalised path or the stable error code)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastgw._core import Router
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastgw._core import Router
 from fastgw.routing_reference import ReferenceRouter
 
 # (route_id, hosts, patterns, methods, priority)
