@@ -24,8 +24,28 @@ Event = (
     | tuple[Literal["error"], str]
 )
 
-class RequestParser:
+class _Http1Parser:
+    error_code: int
+    detail_code: int
+    """For upstream errors: the syntax-level code behind the reported one (for logs)."""
+    in_message: bool
+    head_done: bool
+    version_minor: int
+    n_headers: int
+    framing: int
+    """0 none, 1 Content-Length, 2 chunked, 3 until close, 4 tunnel (after 101)."""
+    content_length: int
+    """-1 without a valid Content-Length."""
+    keep_alive: bool
+
+class RequestParser(_Http1Parser):
     """Incremental, strict HTTP/1.1 request parser (see docs/strictness.md)."""
+
+    method_id: int
+    has_query: bool
+    absolute_form: bool
+    upgrade_websocket: bool
+    expect_continue: bool
 
     def __init__(
         self,
@@ -58,8 +78,10 @@ class RequestParser:
     def forwarded_headers(self) -> list[tuple[bytes, bytes]]: ...
     def header_ids(self) -> list[int]: ...
 
-class ResponseParser:
+class ResponseParser(_Http1Parser):
     """Incremental HTTP/1.1 response parser for upstream responses."""
+
+    status: int
 
     def __init__(self, max_header_bytes: int = 32768, max_headers: int = 100) -> None: ...
     def set_request_method(self, method_id: int) -> None: ...

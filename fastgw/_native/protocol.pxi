@@ -110,6 +110,14 @@ cdef inline bint _valid_request_id(const char* p, Py_ssize_t n) noexcept:
     return True
 
 
+cdef inline bint _has_field(Http1Parser parser, int header_id) noexcept:
+    cdef int i
+    for i in range(parser.n_headers):
+        if parser.hdr_id[i] == header_id:
+            return True
+    return False
+
+
 cdef class Engine:
     """Owns the live Plan, the client connections, the clock tick and upstream targets."""
 
@@ -553,6 +561,11 @@ cdef class ClientProtocol:
                 if self.buf is not None:
                     self.up.transport.write(self.buf[self.buf_off:])
                     self.buf = None
+                return
+            if rp.framing == FRAMING_CLOSE and _has_field(rp, H_TRANSFER_ENCODING):
+                # A transfer coding other than chunked (RFC 9112 6.3 rule 4): the body would
+                # reach the client still coded, with nothing saying so. Refuse it.
+                self.on_upstream_error(E_UPSTREAM_BAD_FRAMING)
                 return
             b.put_bytes(b"HTTP/1.1 ")
             b.put_int(status)

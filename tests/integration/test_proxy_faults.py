@@ -43,6 +43,9 @@ def stack(module_upstream, module_gateway, http) -> Any:
         "bad_cl": module_upstream(
             "garbage", payload=b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nabc"
         ),
+        "gzip_te": module_upstream(
+            "garbage", payload=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxyz"
+        ),
     }
     upstreams: dict[str, Any] = dict(ups)
     upstreams["down"] = f"http://127.0.0.1:{refused_port}"
@@ -83,6 +86,7 @@ def assert_alive(stack) -> None:
         ("/ctl_header", 502, {"upstream_bad_header"}),
         ("/cl_and_te", 502, {"upstream_bad_framing"}),
         ("/bad_cl", 502, {"upstream_bad_framing", "upstream_bad_header"}),
+        ("/gzip_te", 502, {"upstream_bad_framing"}),
     ],
     ids=[
         "connect-refused",
@@ -94,6 +98,7 @@ def assert_alive(stack) -> None:
         "ctl-in-header-value",
         "cl-and-te",
         "bad-cl",
+        "coding-other-than-chunked",
     ],
 )
 def test_upstream_failure_is_a_json_gateway_error(
