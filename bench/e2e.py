@@ -50,7 +50,7 @@ WRK_SLACK_S = 15.0
 # A peer whose failed responses exceed this share of requests did not proxy the workload.
 MAX_ERROR_SHARE = 0.01
 # Shortest per-connection pause the throttled fixed-rate script may ask wrk for (ms timers).
-MIN_RATE_DELAY_MS = 2
+MIN_RATE_DELAY_MS = 10  # whole-millisecond pauses: shorter ones round too coarsely
 SUMMARY_MARK = "E2E_SUMMARY "
 DEFAULT_PEERS = "fastgw,nginx,haproxy"
 BASELINE = "nginx"
@@ -80,6 +80,7 @@ end
 # wrk has no rate mode (wrk2 does). Each connection pauses a random 0..2d-1 ms after every
 # response, so C connections offer about C*1000/d requests/s and do not fire in lockstep; the
 # mean pause d-0.5 ms leaves room for wrk's millisecond timer slack and the response time.
+# d is at least MIN_RATE_DELAY_MS so that this half-millisecond stays a small error.
 THROTTLE_LUA = r"""
 local mean_delay_ms = %(delay_ms)d
 delay = function()
