@@ -719,8 +719,10 @@ def gateway_config(
     upstreams: dict[str, UpstreamServer | str],
     **top: Any,
 ) -> dict[str, Any]:
-    """A full config dict; `timeouts`/`limits` given here are merged over test defaults."""
+    """A full config dict; `timeouts`/`limits` given here are merged over test defaults;
+    `keepalive` (if given) applies to every upstream."""
     timeouts = {"upstream_connect": "2s", "drain": "5s", **top.pop("timeouts", {})}
+    keepalive = top.pop("keepalive", None)
     config: dict[str, Any] = {
         "listen": [f"{LOOPBACK}:0"],
         "timeouts": timeouts,
@@ -730,6 +732,9 @@ def gateway_config(
         },
         "routes": routes,
     }
+    if keepalive is not None:
+        for upstream in config["upstreams"].values():
+            upstream["keepalive"] = keepalive
     if "limits" in top:
         config["limits"] = top.pop("limits")
     config.update(top)

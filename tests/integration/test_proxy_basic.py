@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -428,6 +430,38 @@ def test_upstream_connection_is_reused(upstream, gateway, http) -> None:
             assert client.request("GET", f"/k{n}").status == 200
     assert up.connections == 1
     assert {r.conn for r in up.requests} == {1}
+
+
+def test_idle_upstream_connection_closed_after_idle_timeout(upstream, gateway, http) -> None:
+    up = upstream("echo")
+    gw = gateway(
+        routes=[http.route("all", ["/{*rest}"], "up")],
+        upstreams={"up": up},
+        keepalive={"max_idle": 8, "idle_timeout": "300ms"},
+    )
+    assert gw.request("GET", "/first").status == 200
+    assert up.wait_all_closed(2.0), "the idle pooled connection outlived its idle_timeout"
+    assert gw.request("GET", "/second").status == 200
+    assert up.connections == 2
+
+
+def test_pool_keeps_at_most_max_idle(upstream, gateway, http) -> None:
+    up = upstream("slow", delay=0.3)
+    gw = gateway(
+        routes=[http.route("all", ["/{*rest}"], "up")],
+        upstreams={"up": up},
+        keepalive={"max_idle": 2, "idle_timeout": "60s"},
+    )
+    threads = [threading.Thread(target=gw.request, args=("GET", f"/c{i}")) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert up.connections == 5
+    deadline = time.monotonic() + 2
+    while up.connections - up.closed_connections > 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert up.connections - up.closed_connections == 2
 
 
 # -- Expect: 100-continue --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Process signals: SIGTERM drains in-flight requests, refuses new connections, exits 0."""
+"""Process signals: SIGTERM and SIGINT drain in-flight requests and refuse new connections."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 from typing import Any
+
+import pytest
 
 DRAIN = 5.0
 
@@ -32,7 +34,8 @@ def refused_within(address: tuple[str, int], timeout: float) -> bool:
     return False
 
 
-def test_sigterm_drains_in_flight_request(upstream, gateway, http) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_drains_in_flight_request(upstream, gateway, http, sig) -> None:
     up = upstream("slow", delay=1.5)
     gw = start(up, gateway, http)
     result: dict[str, Any] = {}
@@ -46,8 +49,8 @@ def test_sigterm_drains_in_flight_request(upstream, gateway, http) -> None:
     thread = threading.Thread(target=client)
     thread.start()
     up.wait_requests(1)
-    gw.proc.send_signal(signal.SIGTERM)
-    assert refused_within((gw.host, gw.port), 1.0), "still accepting 1 s after SIGTERM"
+    gw.proc.send_signal(sig)
+    assert refused_within((gw.host, gw.port), 1.0), f"still accepting 1 s after {sig.name}"
     thread.join(10)
     assert "error" not in result, result.get("error")
     resp = result["resp"]
