@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from fastgw.api import Gateway
 from fastgw.config import Config, load_config, parse_config
 from fastgw.errors import ConfigError, ConfigErrors, FastgwError, GatewayError
+from fastgw.policy import Policy, PolicyConfig, Response
 
 __all__ = [
     "Config",
@@ -20,6 +21,9 @@ __all__ = [
     "FastgwError",
     "Gateway",
     "GatewayError",
+    "Policy",
+    "PolicyConfig",
+    "Response",
     "__version__",
     "load_config",
     "parse_config",

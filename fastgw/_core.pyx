@@ -12,6 +12,7 @@ include "_native/http1.pxi"
 include "_native/router.pxi"
 include "_native/serialize.pxi"
 include "_native/upstream.pxi"
+include "_native/policy.pxi"
 include "_native/protocol.pxi"
 
 

@@ -57,7 +57,7 @@ class Gateway:
             raise GatewayError("gateway already started")
         loop = asyncio.get_running_loop()
         engine = _core.Engine(loop)
-        plan = build_plan(self.config, self._config_file, engine)
+        plan = build_plan(self.config, self._config_file, engine, strict=False)
         engine.plan = plan.core
         self._engine = engine
         self.plan = plan
@@ -104,9 +104,14 @@ class Gateway:
             config = load_config(config)
         elif not isinstance(config, Config):
             config = parse_config(config, file)
-        plan = build_plan(config, file, self._engine)
+        plan = build_plan(config, file, self._engine, strict=False)
+        old = self.plan
         self._engine.plan = plan.core
         self.plan = plan
+        if old is not None:
+            # Requests in flight may still run the old chain's hooks: release its policies
+            # once they have had the drain timeout to finish.
+            asyncio.get_running_loop().call_later(self.config.timeouts.drain, old.close)
         self.config = config
         self._config_file = file
         return plan
@@ -126,6 +131,8 @@ class Gateway:
         while engine.busy_connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
         engine.close()
+        if self.plan is not None:
+            self.plan.close()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()

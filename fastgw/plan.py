@@ -8,14 +8,27 @@ the limits and timeouts, and reports problems as ConfigError with the `$.path` t
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastgw import _core
 from fastgw.config import Config, parse_target_url
 from fastgw.errors import ConfigError, raise_config_errors
+from fastgw.policy import (
+    HOOK_ABSENT,
+    HOOK_ASYNC,
+    RouteChain,
+    RouteChains,
+    build_route_chains,
+    hook_kind,
+)
+
+logger = logging.getLogger("fastgw")
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -34,6 +47,8 @@ class RouteInfo:
     upstream: str
     rewrite: str | None
     strip_prefix: str | None
+    policies: tuple[str, ...] = ()
+    disabled: bool = False
 
 
 @dataclass
@@ -45,6 +60,12 @@ class Plan:
     router: Any
     pools: dict[str, Any]
     routes: list[RouteInfo] = field(default_factory=list)
+    chains: RouteChains | None = None
+
+    def close(self) -> None:
+        """Release what the policies hold (their close()); errors are logged."""
+        if self.chains is not None:
+            self.chains.close()
 
     def describe_routes(self) -> list[dict[str, Any]]:
         return [info.__dict__.copy() for info in self.routes]
@@ -94,8 +115,113 @@ def _compile_rewrite(template: str, params: list[str]) -> tuple[bytes | int, ...
     return tuple(parts)
 
 
-def build_plan(config: Config, file: str | None = None, engine: Any = None) -> Plan:
-    """Compile `config`; raise ConfigErrors listing every problem found."""
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("ascii"))
+
+
+def _resolve_template(template: Sequence[Any], params: list[str]) -> tuple[bytes | int, ...]:
+    """Policy template parts -> core parts: bytes, a capture index, or a variable code."""
+    parts: list[bytes | int] = []
+    for part in template:
+        if isinstance(part, bytes):
+            parts.append(part)
+        elif part[0] == "var":
+            parts.append(_core.TEMPLATE_VARIABLES[part[1]])
+        else:
+            parts.append(params.index(part[1]))
+    return tuple(parts)
+
+
+def _compile_ops(ops: list[Any], params: list[str]) -> tuple[Any, ...]:
+    return tuple(
+        (
+            _core.HEADER_OPS[op],
+            name,
+            None if template is None else _resolve_template(template, params),
+            new_name,
+        )
+        for op, name, template, new_name in ops
+    )
+
+
+def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any:
+    """A provisioned chain -> the core's CoreChain (None for an empty, healthy chain)."""
+    if chain.disabled:
+        return _core.CoreChain(True, (), None, None, ())
+    if not chain.policies:
+        return None
+    steps: list[tuple[int, Any]] = []
+    request_ops: list[Any] = []
+    response_ops: list[Any] = []
+    response_hooks: list[tuple[Any, bool]] = []
+    codes = _core.CHAIN_STEPS
+    params = {pid: router.pattern_params(pid) for pid in pattern_ids}
+    for provisioned in chain.policies:
+        policy = provisioned.policy
+        if policy.kind == "python":
+            on_request, on_response = hook_kind(policy)
+            if on_request != HOOK_ABSENT:
+                step = codes["async" if on_request == HOOK_ASYNC else "sync"]
+                steps.append((step, policy.on_request))
+            if on_response != HOOK_ABSENT:
+                response_hooks.append((policy.on_response, on_response == HOOK_ASYNC))
+        elif policy.kind in ("request_headers", "response_headers"):
+            ops = policy.compiled()[1]
+            (request_ops if policy.kind == "request_headers" else response_ops).extend(ops)
+        elif policy.kind == "respond":
+            _, status, fields, body = policy.compiled()
+            head = _status_line(status) + b"".join(b"%s: %s\r\n" % pair for pair in fields)
+            steps.append((codes["respond"], (head, body, status)))
+        elif policy.kind == "redirect":
+            _, status, template, keep_query = policy.compiled()
+            steps.append(
+                (
+                    codes["redirect"],
+                    {
+                        pid: (
+                            _status_line(status),
+                            _resolve_template(template, params[pid]),
+                            # the kept query joins one the location already has with "&"
+                            (
+                                b"&"
+                                if any(b"?" in p for p in template if isinstance(p, bytes))
+                                else b"?"
+                            )
+                            if keep_query
+                            else None,
+                            status,
+                        )
+                        for pid in pattern_ids
+                    },
+                )
+            )
+        else:
+            raise ValueError(f"policy kind {policy.kind!r} is not known to the core")
+    return _core.CoreChain(
+        False,
+        steps,
+        {pid: _compile_ops(request_ops, params[pid]) for pid in pattern_ids}
+        if request_ops
+        else None,
+        {pid: _compile_ops(response_ops, params[pid]) for pid in pattern_ids}
+        if response_ops
+        else None,
+        response_hooks,
+    )
+
+
+def build_plan(
+    config: Config, file: str | None = None, engine: Any = None, *, strict: bool = True
+) -> Plan:
+    """Compile `config`; raise ConfigErrors listing every problem found.
+
+    With strict=False (serving), a policy that fails to provision is logged and disables
+    only the routes whose chain holds it; they answer 503 route_unavailable.
+    """
     errors: list[ConfigError] = []
     router = _core.Router()
     pools: dict[str, Any] = {}
@@ -115,9 +241,10 @@ def build_plan(config: Config, file: str | None = None, engine: Any = None) -> P
             weights.append(target.weight)
         pools[name] = _core.UpstreamPool(name, targets, weights)
 
-    actions = []
+    actions: list[Any] = []
     infos: list[RouteInfo] = []
     route_patterns: list[list[int]] = []
+    route_rewrites: list[dict[int, Any] | None] = []
     for index, route in enumerate(config.routes):
         path = f"$.routes[{index}]"
         bad = False
@@ -129,7 +256,7 @@ def build_plan(config: Config, file: str | None = None, engine: Any = None) -> P
                 bad = True
         if bad:
             route_patterns.append([])
-            actions.append(None)
+            route_rewrites.append(None)
             continue
         methods = list(route.match.methods) or None
         ids = router.add(
@@ -152,14 +279,43 @@ def build_plan(config: Config, file: str | None = None, engine: Any = None) -> P
                             file=file,
                         )
                     )
+        route_rewrites.append(rewrites)
+
+    # Policy chains need every route's captures, known once all patterns are added.
+    route_params = []
+    for ids in route_patterns:
+        common = [router.pattern_params(pid) for pid in ids]
+        route_params.append(
+            tuple(name for name in common[0] if all(name in other for other in common))
+            if common
+            else ()
+        )
+    chains = build_route_chains(config, route_params, file)
+    if chains.errors:
+        if strict:
+            errors.extend(chains.errors)
+        else:
+            for error in chains.errors:
+                logger.error("policy disabled its routes: %s", error)
+    for index, route in enumerate(config.routes):
+        ids = route_patterns[index]
         pool = pools.get(route.upstream)
+        core_chain = compile_chain(chains[index], ids, router) if ids else None
         actions.append(
             _core.RouteAction(
-                route.name, index, pool, route.strip_prefix, rewrites, route.preserve_host
+                route.name,
+                index,
+                pool,
+                route.strip_prefix,
+                route_rewrites[index],
+                route.preserve_host,
+                core_chain,
             )
-            if pool is not None
+            if pool is not None and ids
             else None
         )
+        if not ids:
+            continue  # its patterns are invalid: reported above
         for pattern_id, pattern in zip(ids, route.match.paths, strict=True):
             infos.append(
                 RouteInfo(
@@ -173,6 +329,8 @@ def build_plan(config: Config, file: str | None = None, engine: Any = None) -> P
                     upstream=route.upstream,
                     rewrite=route.rewrite,
                     strip_prefix=route.strip_prefix,
+                    policies=tuple(chains[index].describe()),
+                    disabled=chains[index].disabled,
                 )
             )
     if not errors:
@@ -186,7 +344,9 @@ def build_plan(config: Config, file: str | None = None, engine: Any = None) -> P
                     file=file,
                 )
             )
-    raise_config_errors(errors)
+    if errors:
+        chains.close()
+        raise_config_errors(errors)
 
     limits = config.limits
     timeouts = config.timeouts
@@ -206,5 +366,6 @@ def build_plan(config: Config, file: str | None = None, engine: Any = None) -> P
             "upstream_read": timeouts.upstream_read,
         },
         [ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies],
+        pools,
     )
-    return Plan(config=config, core=core, router=router, pools=pools, routes=infos)
+    return Plan(config=config, core=core, router=router, pools=pools, routes=infos, chains=chains)

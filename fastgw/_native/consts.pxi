@@ -123,6 +123,7 @@ cdef enum ErrorCode:
     # routing
     E_ROUTE_NOT_FOUND = 60
     E_METHOD_NOT_ALLOWED = 61
+    E_ROUTE_UNAVAILABLE = 62
     # client timing
     E_CLIENT_HEADER_TIMEOUT = 70
     E_CLIENT_BODY_TIMEOUT = 71
@@ -140,6 +141,7 @@ cdef enum ErrorCode:
     E_NO_UPSTREAM_TARGET = 90
     # gateway
     E_INTERNAL = 99
+    E_POLICY_ERROR = 100
 
 
 # code -> (status, stable code, message). The JSON error body is built from this table.
@@ -191,6 +193,8 @@ ERROR_TABLE = {
     E_PATH_ABOVE_ROOT: (400, "path_above_root", "dot segments climb above the root"),
     E_ROUTE_NOT_FOUND: (404, "route_not_found", "no route matches the request"),
     E_METHOD_NOT_ALLOWED: (405, "method_not_allowed", "method not allowed on this route"),
+    E_ROUTE_UNAVAILABLE: (503, "route_unavailable",
+                          "route disabled: one of its policies failed to start"),
     E_CLIENT_HEADER_TIMEOUT: (408, "client_header_timeout",
                               "request head not received in time"),
     E_CLIENT_BODY_TIMEOUT: (408, "client_body_timeout", "request body stalled"),
@@ -210,4 +214,5 @@ ERROR_TABLE = {
                                  "upstream connection not established in time"),
     E_NO_UPSTREAM_TARGET: (503, "no_upstream_target", "no upstream target available"),
     E_INTERNAL: (500, "internal_error", "internal gateway error"),
+    E_POLICY_ERROR: (500, "policy_error", "a policy failed while handling the request"),
 }

@@ -43,15 +43,19 @@ cdef class RouteAction:
     cdef bytes strip_prefix               # None when the route does not strip
     cdef dict rewrites                    # pattern_id -> tuple of bytes / int parts, or None
     cdef bint preserve_host
+    cdef readonly CoreChain chain         # None when the route has no policies
+    cdef bytes name_bytes
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
-                 rewrites, bint preserve_host):
+                 rewrites, bint preserve_host, CoreChain chain=None):
         self.name = name
+        self.name_bytes = name.encode("utf-8")
         self.route_id = route_id
         self.pool = pool
         self.strip_prefix = strip_prefix.encode() if strip_prefix else None
         self.rewrites = rewrites
         self.preserve_host = preserve_host
+        self.chain = chain
 
 
 cdef class CorePlan:
@@ -68,11 +72,13 @@ cdef class CorePlan:
     cdef double keepalive_idle
     cdef double upstream_read
     cdef tuple trusted_networks
+    cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
 
     def __init__(self, Router router, list actions, dict limits, dict timeouts,
-                 trusted_networks):
+                 trusted_networks, dict pools=None):
         self.router = router
         self.actions = actions
+        self.pools = pools or {}
         self.max_header_bytes = limits["max_header_bytes"]
         self.max_headers = limits["max_headers"]
         self.max_target_bytes = limits["max_target_bytes"]
@@ -251,6 +257,14 @@ cdef class ClientProtocol:
     cdef int out_framing
     cdef int retries
     cdef bint local_response       # answered locally; the rest of this request is skipped
+    cdef RouteMatch match
+    cdef CoreChain chain
+    cdef PolicyRequest preq        # the request as Python hooks see it (None without hooks)
+    cdef ResponseView rview
+    cdef Py_ssize_t hook_index     # where a suspended chain resumes
+    cdef object hook_task
+    cdef bint response_hold        # an async response hook holds the response head
+    cdef bytes client_ip_value
 
     def __init__(self, Engine engine):
         self.engine = engine
@@ -308,6 +322,9 @@ cdef class ClientProtocol:
         self.engine.connections.discard(self)
         self.up = None
         self.buf = None
+        if self.preq is not None:
+            self.preq.conn = None
+            self.preq = None
         if up is not None:
             up.client = None
             up.abort()
@@ -367,7 +384,6 @@ cdef class ClientProtocol:
             self.block_reading(BLOCK_PENDING, False)
 
     cdef void on_request_head(self) noexcept:
-        cdef RouteMatch match
         cdef RequestParser p = self.parser
         cdef int result
         try:
@@ -383,26 +399,324 @@ cdef class ClientProtocol:
             self.local_response = False
             self.out_framing = OUT_NONE
             self.retries = 0
+            self.client_ip_value = None
             self.request_id = self.pick_request_id()
             self.engine.requests_total += 1
             result = self.plan.router.match(p.hostname, p.hostname_len, p.path, p.path_len,
-                                            p.method_id, &match)
+                                            p.method_id, &self.match)
             if result != MATCH_FOUND:
                 if result == MATCH_METHOD_NOT_ALLOWED:
-                    self.respond_local(E_METHOD_NOT_ALLOWED, match.allowed_methods)
+                    self.respond_local(E_METHOD_NOT_ALLOWED, self.match.allowed_methods)
                 else:
                     self.respond_local(E_ROUTE_NOT_FOUND, 0)
                 return
-            self.action = <RouteAction>self.plan.actions[match.route_id]
-            self.target = self.action.pool.pick()
-            self.up_head = self.build_upstream_head(&match)
-            if p.expect_continue and p.framing != FRAMING_NONE:
-                # RFC 9110 10.1.1: we will read the body, so say so before the upstream does.
-                self.out.append(_CONTINUE)
-            self.deadline = _now + self.plan.client_body_idle
-            self.attach_upstream()
+            self.action = <RouteAction>self.plan.actions[self.match.route_id]
+            self.chain = self.action.chain
+            if self.chain is not None:
+                if self.chain.disabled:
+                    self.respond_local(E_ROUTE_UNAVAILABLE, 0)
+                    return
+                if self.chain.python_hooks:
+                    self.preq = _new_policy_request(self)
+                if self.run_request_steps(0) != HOOK_STEP_DONE:
+                    return
+            self.proceed_upstream()
         except BaseException:
             self.fail_internal()
+
+    cdef void proceed_upstream(self) except *:
+        """Every request step passed: pick the target, serialise the head, go."""
+        cdef UpstreamPool pool = self.action.pool
+        if self.preq is not None and self.preq.new_pool is not None:
+            pool = self.preq.new_pool
+        self.target = pool.pick()
+        self.up_head = self.build_upstream_head()
+        if self.parser.expect_continue and self.parser.framing != FRAMING_NONE:
+            # RFC 9110 10.1.1: we will read the body, so say so before the upstream does.
+            self.out.append(_CONTINUE)
+        self.deadline = _now + self.plan.client_body_idle
+        self.attach_upstream()
+
+    # --- policies -----------------------------------------------------------------------
+
+    cdef int run_request_steps(self, Py_ssize_t start) except -1:
+        cdef tuple steps = self.chain.steps
+        cdef Py_ssize_t i
+        cdef int kind
+        for i in range(start, len(steps)):
+            kind, payload = steps[i]
+            if kind == STEP_PY_SYNC:
+                try:
+                    result = payload(self.preq)
+                except BaseException as exc:
+                    self.policy_failed(exc)
+                    return HOOK_STEP_ANSWERED
+                if result is not None:
+                    self.answer_policy(result)
+                    return HOOK_STEP_ANSWERED
+            elif kind == STEP_PY_ASYNC:
+                # PERF: drive the coroutine ourselves; a hook that never really waits
+                # finishes here without an asyncio Task.
+                try:
+                    coro = payload(self.preq)
+                    blocked_on = coro.send(None)
+                except StopIteration as stop:
+                    if stop.value is not None:
+                        self.answer_policy(stop.value)
+                        return HOOK_STEP_ANSWERED
+                    continue
+                except BaseException as exc:
+                    self.policy_failed(exc)
+                    return HOOK_STEP_ANSWERED
+                self.hook_index = i + 1
+                self.hook_task = self.engine.loop.create_task(
+                    _resume_hook(self, coro, blocked_on, False))
+                return HOOK_STEP_SUSPENDED
+            elif kind == STEP_RESPOND:
+                self.answer_prebuilt(payload)
+                return HOOK_STEP_ANSWERED
+            else:
+                self.answer_redirect((<dict>payload)[self.match.pattern_id])
+                return HOOK_STEP_ANSWERED
+        return HOOK_STEP_DONE
+
+    cdef void on_hook_done(self, object exc, object result, bint response) noexcept:
+        """An async hook that had to wait is finished: carry on where the chain stopped."""
+        self.hook_task = None
+        if self.closed or self.state != CS_EXCHANGE:
+            return
+        try:
+            if response:
+                self.response_hold = False
+                if exc is not None:
+                    self.log_policy_failure(exc)
+                    self.on_upstream_error(E_POLICY_ERROR)
+                elif self.run_response_hooks(self.hook_index) and self.up is not None:
+                    self.write_response_head(self.up.parser)
+                    self.up.release_hold()
+                self.flush()
+                return
+            if exc is not None:
+                self.policy_failed(exc)
+            elif result is not None:
+                self.answer_policy(result)
+            elif self.run_request_steps(self.hook_index) == HOOK_STEP_DONE:
+                self.proceed_upstream()
+            self.process()
+            self.flush()
+        except BaseException:
+            self.fail_internal()
+
+    cdef void log_policy_failure(self, object exc):
+        _policy_log.error("policy failed on route %r, request %s", self.action.name,
+                          self.request_id.decode("ascii"), exc_info=exc)
+
+    cdef void policy_failed(self, object exc):
+        self.log_policy_failure(exc)
+        self.respond_local(E_POLICY_ERROR, 0)
+
+    cdef void answer_policy(self, object response) except *:
+        """A hook returned a Response: send it instead of going upstream."""
+        cdef HeadBuffer b = _head_buffer
+        try:
+            status = response.status
+            body = response.body
+            fields = response.headers
+            if type(body) is not bytes or not 200 <= status <= 599:
+                raise TypeError(f"a hook must return fastgw.policy.Response or None, "
+                                f"got {response!r}")
+        except BaseException as exc:
+            self.policy_failed(exc)
+            return
+        self.start_local()
+        b.put_bytes(status_line(status))
+        # Response validated its fields when it was made (names, values, no framing).
+        for name, value in fields:
+            b.put_bytes(<bytes>name)
+            b.put_bytes(b": ")
+            b.put_bytes(<bytes>value)
+            b.put_bytes(_CRLF)
+        self.finish_local(<bytes>body, status)
+
+    cdef void answer_prebuilt(self, tuple payload) except *:
+        """direct_response: status line and fields were serialised at plan time."""
+        self.start_local()
+        _head_buffer.put_bytes(<bytes>payload[0])
+        self.finish_local(<bytes>payload[1], payload[2])
+
+    cdef void answer_redirect(self, tuple payload) except *:
+        cdef HeadBuffer b = _head_buffer
+        cdef RequestParser p = self.parser
+        self.start_local()
+        b.put_bytes(<bytes>payload[0])
+        b.put_bytes(b"location: ")
+        self.put_template(<tuple>payload[1], True)
+        if payload[2] is not None and p.has_query:
+            b.put_bytes(<bytes>payload[2])
+            b.put(p.head + p.query_off, p.query_len)
+        b.put_bytes(_CRLF)
+        self.finish_local(b"", payload[3])
+
+    cdef void start_local(self):
+        self.local_response = True
+        self.response_started = False
+        if self.request_framing != FRAMING_NONE:
+            self.keep_alive = False
+        self.settle()
+        _head_buffer.length = 0
+
+    cdef void finish_local(self, bytes body, int status) except *:
+        cdef HeadBuffer b = _head_buffer
+        b.put_bytes(b"content-length: ")
+        b.put_int(PyBytes_GET_SIZE(body))
+        b.put_bytes(b"\r\nx-request-id: ")
+        b.put_bytes(self.request_id)
+        b.put_bytes(_CRLF)
+        if not self.keep_alive:
+            b.put_bytes(b"connection: close\r\n")
+        b.put_bytes(_CRLF)
+        if self.method_id != M_HEAD:
+            b.put_bytes(body)
+        self.out.append(b.take())
+        if self.request_framing != FRAMING_NONE:
+            self.flush()
+            self.close_transport()
+
+    cdef bint run_response_hooks(self, Py_ssize_t start) except *:
+        """Run response hooks from `start`; False when one suspended or failed."""
+        cdef tuple hooks = self.chain.response_hooks
+        cdef Py_ssize_t i
+        if self.preq is None:
+            self.preq = _new_policy_request(self)
+        for i in range(start, len(hooks)):
+            hook, is_async = hooks[i]
+            try:
+                if not is_async:
+                    hook(self.preq, self.rview)
+                    continue
+                coro = hook(self.preq, self.rview)
+                blocked_on = coro.send(None)
+            except StopIteration:
+                continue
+            except BaseException as exc:
+                self.log_policy_failure(exc)
+                self.on_upstream_error(E_POLICY_ERROR)
+                return False
+            self.hook_index = i + 1
+            self.response_hold = True
+            self.hook_task = self.engine.loop.create_task(
+                _resume_hook(self, coro, blocked_on, True))
+            return False
+        return True
+
+    cdef bytes client_ip(self):
+        """The client's address: the peer, or with trusted proxies the rightmost untrusted
+        X-Forwarded-For hop."""
+        cdef RequestParser p = self.parser
+        cdef int i
+        if self.client_ip_value is not None:
+            return self.client_ip_value
+        value = self.peer_ip_bytes
+        if self.peer_trusted:
+            hops = []
+            for i in range(p.n_headers):
+                if p.hdr_id[i] == H_X_FORWARDED_FOR:
+                    hops.extend(h.strip() for h in PyBytes_FromStringAndSize(
+                        p.head + p.hdr_value_off[i], p.hdr_value_len[i]).split(b","))
+            for hop in reversed(hops):
+                if not hop:
+                    continue
+                value = hop
+                if not self.plan.is_trusted(hop.decode("latin-1")):
+                    break
+        self.client_ip_value = value
+        return value
+
+    cdef void put_template(self, tuple parts, bint for_url) except *:
+        cdef HeadBuffer b = _head_buffer
+        cdef RequestParser p = self.parser
+        cdef int index
+        cdef bytes value
+        for part in parts:
+            if type(part) is bytes:
+                b.put_bytes(<bytes>part)
+                continue
+            index = <int>part
+            if index >= 0:
+                value = PyBytes_FromStringAndSize(p.path + self.match.param_off[index],
+                                                  self.match.param_len[index])
+            elif index == VAR_CLIENT_IP:
+                value = self.client_ip()
+            elif index == VAR_REQUEST_ID:
+                value = self.request_id
+            elif index == VAR_HOST:
+                value = PyBytes_FromStringAndSize(p.head + p.host_off, p.host_len)
+            elif index == VAR_METHOD:
+                value = PyBytes_FromStringAndSize(p.head + p.method_off, p.method_len)
+            elif index == VAR_PATH:
+                value = PyBytes_FromStringAndSize(p.path, p.path_len)
+            else:
+                value = self.action.name_bytes
+            if for_url:
+                value = _percent_encode_unsafe(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            b.put_bytes(value)
+
+    cdef void put_fields(self, Http1Parser parser, tuple ops, HeaderChanges changes,
+                         bint request) except *:
+        """Forwarded fields of `parser` with the chain's operations, then hook changes."""
+        cdef HeadBuffer b = _head_buffer
+        cdef const char* head = parser.head
+        cdef const char* name
+        cdef Py_ssize_t name_len
+        cdef int i, hid
+        cdef bint handled
+        for i in range(parser.n_headers):
+            if parser.hdr_flags[i] & HF_DROP:
+                continue
+            hid = parser.hdr_id[i]
+            if request:
+                if (hid == H_X_FORWARDED_FOR or hid == H_X_REQUEST_ID
+                        or ((hid == H_X_FORWARDED_PROTO or hid == H_X_FORWARDED_HOST)
+                            and not self.peer_trusted)):
+                    continue
+            elif hid == H_X_REQUEST_ID:
+                continue
+            name = head + parser.hdr_name_off[i]
+            name_len = parser.hdr_name_len[i]
+            handled = False
+            if ops is not None:
+                for op, op_name, template, new_name in ops:
+                    if op != OP_ADD and _name_is(name, name_len, <bytes>op_name):
+                        if op == OP_RENAME:
+                            b.put_bytes(<bytes>new_name)
+                            b.put_bytes(b": ")
+                            b.put(head + parser.hdr_value_off[i], parser.hdr_value_len[i])
+                            b.put_bytes(_CRLF)
+                        handled = True
+                        break
+            if handled or (changes is not None and changes.hides(name, name_len)):
+                continue
+            b.put(name, name_len)
+            b.put_bytes(b": ")
+            b.put(head + parser.hdr_value_off[i], parser.hdr_value_len[i])
+            b.put_bytes(_CRLF)
+        if ops is not None:
+            for op, op_name, template, new_name in ops:
+                if op == OP_SET or op == OP_ADD:
+                    if op == OP_SET and changes is not None and changes.hides(
+                            PyBytes_AS_STRING(<bytes>op_name), PyBytes_GET_SIZE(<bytes>op_name)):
+                        continue
+                    b.put_bytes(<bytes>op_name)
+                    b.put_bytes(b": ")
+                    self.put_template(<tuple>template, False)
+                    b.put_bytes(_CRLF)
+        if changes is not None:
+            for op, _, field_name, value in changes.changes:
+                if op == OP_SET or op == OP_ADD:
+                    b.put_bytes(<bytes>field_name)
+                    b.put_bytes(b": ")
+                    b.put_bytes(<bytes>value)
+                    b.put_bytes(_CRLF)
 
     cdef void on_request_body(self, const char* ptr, Py_ssize_t n) noexcept:
         cdef bytes chunk
@@ -567,49 +881,69 @@ cdef class ClientProtocol:
                 # reach the client still coded, with nothing saying so. Refuse it.
                 self.on_upstream_error(E_UPSTREAM_BAD_FRAMING)
                 return
-            b.put_bytes(b"HTTP/1.1 ")
-            b.put_int(status)
-            b.put_bytes(b" ")
-            b.put(rp.head + rp.reason_off, rp.reason_len)
-            b.put_bytes(b"\r\n")
-            self.put_response_fields(rp)
-            b.put_bytes(b"x-request-id: ")
-            b.put_bytes(self.request_id)
-            b.put_bytes(b"\r\n")
-            close_after = not self.keep_alive
-            if rp.framing == FRAMING_LENGTH:
-                self.out_framing = OUT_LENGTH
-                b.put_bytes(b"content-length: ")
-                b.put_int(rp.content_length)
-                b.put_bytes(b"\r\n")
-            elif rp.framing == FRAMING_NONE:
-                self.out_framing = OUT_NONE
-                if self.method_id == M_HEAD or status == 304:
-                    # The length of the representation, not of this message (RFC 9110 8.6).
-                    for i in range(rp.n_headers):
-                        if rp.hdr_id[i] == H_CONTENT_LENGTH:
-                            b.put_bytes(b"content-length: ")
-                            b.put(rp.head + rp.hdr_value_off[i], rp.hdr_value_len[i])
-                            b.put_bytes(b"\r\n")
-                            break
-            elif self.client_minor == 1:
-                self.out_framing = OUT_CHUNKED
-                b.put_bytes(b"transfer-encoding: chunked\r\n")
-            else:
-                self.out_framing = OUT_CLOSE
-                close_after = True
-            if close_after:
-                self.keep_alive = False
-                b.put_bytes(b"connection: close\r\n")
-            elif self.client_minor == 0:
-                b.put_bytes(b"connection: keep-alive\r\n")
-            b.put_bytes(b"\r\n")
-            # PERF: the head stays in the buffer so a small body can join it: one bytes
-            # object and one write per response.
-            self.head_pending = True
-            self.response_started = True
+            if self.chain is not None and self.chain.response_hooks:
+                self.rview = _new_response_view(rp)
+                if not self.run_response_hooks(0):
+                    return
+            self.write_response_head(rp)
         except BaseException:
             self.fail_internal()
+
+    cdef void write_response_head(self, ResponseParser rp) except *:
+        cdef HeadBuffer b = _head_buffer
+        cdef int status = rp.status
+        cdef int i
+        cdef bint close_after
+        b.put_bytes(b"HTTP/1.1 ")
+        b.put_int(status)
+        b.put_bytes(b" ")
+        b.put(rp.head + rp.reason_off, rp.reason_len)
+        b.put_bytes(b"\r\n")
+        if self.chain is None:
+            self.put_response_fields(rp)
+        else:
+            self.put_fields(
+                rp,
+                None if self.chain.response_ops is None
+                else self.chain.response_ops.get(self.match.pattern_id),
+                None if self.rview is None else self.rview.changes,
+                False,
+            )
+        b.put_bytes(b"x-request-id: ")
+        b.put_bytes(self.request_id)
+        b.put_bytes(b"\r\n")
+        close_after = not self.keep_alive
+        if rp.framing == FRAMING_LENGTH:
+            self.out_framing = OUT_LENGTH
+            b.put_bytes(b"content-length: ")
+            b.put_int(rp.content_length)
+            b.put_bytes(b"\r\n")
+        elif rp.framing == FRAMING_NONE:
+            self.out_framing = OUT_NONE
+            if self.method_id == M_HEAD or status == 304:
+                # The length of the representation, not of this message (RFC 9110 8.6).
+                for i in range(rp.n_headers):
+                    if rp.hdr_id[i] == H_CONTENT_LENGTH:
+                        b.put_bytes(b"content-length: ")
+                        b.put(rp.head + rp.hdr_value_off[i], rp.hdr_value_len[i])
+                        b.put_bytes(b"\r\n")
+                        break
+        elif self.client_minor == 1:
+            self.out_framing = OUT_CHUNKED
+            b.put_bytes(b"transfer-encoding: chunked\r\n")
+        else:
+            self.out_framing = OUT_CLOSE
+            close_after = True
+        if close_after:
+            self.keep_alive = False
+            b.put_bytes(b"connection: close\r\n")
+        elif self.client_minor == 0:
+            b.put_bytes(b"connection: keep-alive\r\n")
+        b.put_bytes(b"\r\n")
+        # PERF: the head stays in the buffer so a small body can join it: one bytes
+        # object and one write per response.
+        self.head_pending = True
+        self.response_started = True
 
     cdef void put_response_fields(self, ResponseParser rp):
         cdef HeadBuffer b = _head_buffer
@@ -678,6 +1012,11 @@ cdef class ClientProtocol:
         self.target = None
         self.up_head = None
         self.up = None
+        self.chain = None
+        self.rview = None
+        if self.preq is not None:
+            self.preq.conn = None
+            self.preq = None
         if not self.keep_alive or self.engine.draining:
             self.flush()
             self.close_transport()
@@ -847,10 +1186,11 @@ cdef class ClientProtocol:
                 break
         return self.engine.new_request_id()
 
-    cdef bytes build_upstream_head(self, RouteMatch* match):
+    cdef bytes build_upstream_head(self):
         cdef HeadBuffer b = _head_buffer
         cdef RequestParser p = self.parser
         cdef RouteAction action = self.action
+        cdef RouteMatch* match = &self.match
         cdef const char* head = p.head
         cdef Py_ssize_t prefix_len, i
         cdef int hid
@@ -863,7 +1203,9 @@ cdef class ClientProtocol:
         parts = None
         if action.rewrites is not None:
             parts = action.rewrites.get(match.pattern_id)
-        if parts is not None:
+        if self.preq is not None and self.preq.new_path is not None:
+            b.put_bytes(self.preq.new_path)
+        elif parts is not None:
             for part in parts:
                 if type(part) is int:
                     i = <int>part
@@ -895,24 +1237,36 @@ cdef class ClientProtocol:
         else:
             b.put_bytes(self.target.host_header)
         b.put_bytes(b"\r\n")
-        for i in range(p.n_headers):
-            if p.hdr_flags[i] & HF_DROP:
-                continue
-            hid = p.hdr_id[i]
-            if hid == H_X_FORWARDED_FOR or hid == H_X_REQUEST_ID:
-                continue
-            if hid == H_X_FORWARDED_PROTO or hid == H_X_FORWARDED_HOST:
-                # A client's claims about the original request count only from a trusted proxy.
-                if not self.peer_trusted:
+        if self.chain is None:
+            for i in range(p.n_headers):
+                if p.hdr_flags[i] & HF_DROP:
                     continue
-                if hid == H_X_FORWARDED_PROTO:
+                hid = p.hdr_id[i]
+                if hid == H_X_FORWARDED_FOR or hid == H_X_REQUEST_ID:
+                    continue
+                if hid == H_X_FORWARDED_PROTO or hid == H_X_FORWARDED_HOST:
+                    # A client's claims about the original request count only from a
+                    # trusted proxy.
+                    if not self.peer_trusted:
+                        continue
+                b.put(head + p.hdr_name_off[i], p.hdr_name_len[i])
+                b.put_bytes(b": ")
+                b.put(head + p.hdr_value_off[i], p.hdr_value_len[i])
+                b.put_bytes(b"\r\n")
+        else:
+            self.put_fields(
+                p,
+                None if self.chain.request_ops is None
+                else self.chain.request_ops.get(match.pattern_id),
+                None if self.preq is None else self.preq.upstream_changes,
+                True,
+            )
+        if self.peer_trusted:
+            for i in range(p.n_headers):
+                if p.hdr_id[i] == H_X_FORWARDED_PROTO:
                     proto_seen = True
-                else:
+                elif p.hdr_id[i] == H_X_FORWARDED_HOST:
                     fwd_host_seen = True
-            b.put(head + p.hdr_name_off[i], p.hdr_name_len[i])
-            b.put_bytes(b": ")
-            b.put(head + p.hdr_value_off[i], p.hdr_value_len[i])
-            b.put_bytes(b"\r\n")
         b.put_bytes(b"x-forwarded-for: ")
         if self.peer_trusted:
             for i in range(p.n_headers):

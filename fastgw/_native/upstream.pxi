@@ -150,6 +150,10 @@ cdef class UpstreamConnection:
     cdef bint got_bytes          # any response byte for the current exchange
     cdef bint tunnel
     cdef bint reading_paused
+    cdef bint held                 # an async response hook holds the response head
+    cdef bytes held_data           # bytes of that read not yet parsed
+    cdef Py_ssize_t held_off
+    cdef bint lost_while_held
     cdef double idle_since
 
     def __init__(self, UpstreamTarget target):
@@ -185,20 +189,36 @@ cdef class UpstreamConnection:
                 pass
 
     def data_received(self, bytes data):
-        cdef ClientProtocol client = self.client
-        cdef Py_ssize_t off = 0, used = 0, n = PyBytes_GET_SIZE(data)
-        cdef const char* base = PyBytes_AS_STRING(data)
-        cdef int ev
         if self.tunnel:
-            if client is not None:
-                client.transport.write(data)
+            if self.client is not None:
+                self.client.transport.write(data)
             return
-        if client is None:
+        if self.client is None:
             # An idle connection must stay silent; anything else means it is unusable.
             self.close()
             return
         self.got_bytes = True
-        client.touch_upstream()
+        self.client.touch_upstream()
+        self.feed(data, 0)
+
+    cdef void release_hold(self) noexcept:
+        """The response head went out after an async hook: parse what arrived meanwhile."""
+        cdef bytes data = self.held_data
+        self.held = False
+        self.held_data = None
+        if self.client is not None:
+            self.pause_reading(self.client.writing_paused)
+        if data is not None and self.client is not None:
+            self.feed(data, self.held_off)
+        if self.lost_while_held:
+            self.lost_while_held = False
+            self.on_lost()
+
+    cdef void feed(self, bytes data, Py_ssize_t off) noexcept:
+        cdef ClientProtocol client = self.client
+        cdef Py_ssize_t used = 0, n = PyBytes_GET_SIZE(data)
+        cdef const char* base = PyBytes_AS_STRING(data)
+        cdef int ev
         while True:
             ev = self.parser.execute(base + off, n - off, &used)
             off += used
@@ -214,6 +234,13 @@ cdef class UpstreamConnection:
                         client.transport.write(data[off:])
                     break
                 client.on_response_head(self.parser)
+                if client.response_hold and self.client is client:
+                    # PERF: no copy; the rest of this read waits with the connection paused.
+                    self.held = True
+                    self.held_data = data
+                    self.held_off = off
+                    self.pause_reading(True)
+                    break
             elif ev == EV_DONE:
                 # Bytes after a complete response that nobody asked for: never reuse.
                 self.finish_exchange(client, off == n)
@@ -239,11 +266,17 @@ cdef class UpstreamConnection:
         return False
 
     def connection_lost(self, exc):
-        cdef ClientProtocol client = self.client
-        cdef int ev
         self.alive = False
         self.target.open_connections -= 1
         self.target.forget(self)
+        if self.held:
+            self.lost_while_held = True      # finish the held bytes first
+            return
+        self.on_lost()
+
+    cdef void on_lost(self) noexcept:
+        cdef ClientProtocol client = self.client
+        cdef int ev
         self.client = None
         if client is None:
             return
@@ -269,7 +302,7 @@ cdef class UpstreamConnection:
             self.client.block_reading(BLOCK_UPSTREAM_FULL, False)
 
     cdef void pause_reading(self, bint paused) noexcept:
-        if not self.alive or paused == self.reading_paused:
+        if not self.alive or paused == self.reading_paused or (self.held and not paused):
             return
         self.reading_paused = paused
         try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastgw.config.schema import ALLOWED_METHODS, Config, Route, json_path
@@ -28,19 +29,23 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def check_config(config: Config, policy_names: Collection[str] = ()) -> list[ConfigError]:
+def check_config(config: Config) -> list[ConfigError]:
     """Every cross-field problem of `config` (an empty list when it is consistent).
 
-    `policy_names` are the registered policies; any other policy name is an error.
+    Policy chain entries are checked for their shape only: which names exist and what their
+    configs hold is the policy registry's to judge when the chains are built.
     """
     errors: list[ConfigError] = []
     errors.extend(_check_listen(config))
     errors.extend(_check_trusted_proxies(config))
     errors.extend(_check_limits(config))
     errors.extend(_check_upstreams(config))
+    errors.extend(_check_chain(config.global_policies, ["global_policies"]))
+    for group, entries in config.policy_groups.items():
+        errors.extend(_check_chain(entries, ["policy_groups", group]))
     seen_names: dict[str, int] = {}
     for index, route in enumerate(config.routes):
-        errors.extend(_check_route(config, index, route, seen_names, policy_names))
+        errors.extend(_check_route(config, index, route, seen_names))
     return errors
 
 
@@ -171,7 +176,6 @@ def _check_route(
     index: int,
     route: Route,
     seen_names: dict[str, int],
-    policy_names: Collection[str],
 ) -> Iterator[ConfigError]:
     base: list[str | int] = ["routes", index]
     if route.name in seen_names:
@@ -191,23 +195,33 @@ def _check_route(
     yield from _check_match(route, base)
     yield from _check_path_rewriting(route, base)
 
-    for position, entry in enumerate(route.policies):
-        path = json_path([*base, "policies", position])
+    seen_groups: dict[str, int] = {}
+    for position, group in enumerate(route.groups):
+        if group in seen_groups:
+            first = json_path([*base, "groups", seen_groups[group]])
+            yield ConfigError(
+                f"group {group!r} is listed twice (also {first})",
+                json_path([*base, "groups", position]),
+            )
+        seen_groups.setdefault(group, position)
+        if group not in config.policy_groups:
+            known = ", ".join(config.policy_groups)
+            yield ConfigError(
+                f"unknown policy group {group!r}",
+                json_path([*base, "groups", position]),
+                expected=f"one of: {known}" if known else "a group defined under policy_groups",
+            )
+    yield from _check_chain(route.policies, [*base, "policies"])
+
+
+def _check_chain(entries: Iterable[dict[str, Any]], base: list[str | int]) -> Iterator[ConfigError]:
+    for position, entry in enumerate(entries):
         if len(entry) != 1:
             yield ConfigError(
                 "a policy entry is a mapping with exactly one key, the policy name",
-                path,
+                json_path([*base, position]),
                 expected="{name: {options}}",
                 got=f"{len(entry)} keys",
-            )
-            continue
-        (policy,) = entry
-        if policy not in policy_names:
-            known = ", ".join(sorted(policy_names))
-            yield ConfigError(
-                f"unknown policy {policy!r}",
-                path,
-                expected=f"one of: {known}" if known else "a registered policy; none exist yet",
             )
 
 

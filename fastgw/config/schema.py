@@ -32,6 +32,7 @@ __all__ = [
     "Upstream",
     "decode_config",
     "decode_hook",
+    "decode_value",
     "json_path",
     "parse_duration",
     "schema_hook",
@@ -172,6 +173,7 @@ class Route(_Section, kw_only=True):
     rewrite: Annotated[str, Meta(pattern=ABSOLUTE_PATH_PATTERN)] | None = None
     preserve_host: bool = False
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
+    groups: tuple[str, ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
 
 
@@ -185,6 +187,11 @@ class Config(_Section, kw_only=True):
     timeouts: Timeouts = Timeouts()
     upstreams: dict[Annotated[str, Meta(pattern=UPSTREAM_NAME_PATTERN)], Upstream]
     routes: Annotated[tuple[Route, ...], Meta(min_length=1)]
+    # Chain entries run before every route's own: global first, then the route's groups.
+    global_policies: tuple[dict[str, Any], ...] = ()
+    policy_groups: dict[
+        Annotated[str, Meta(pattern=UPSTREAM_NAME_PATTERN)], tuple[dict[str, Any], ...]
+    ] = {}
 
     def __post_init__(self) -> None:
         # One listen address may be written as a plain string; the decoded form is a tuple.
@@ -215,6 +222,22 @@ def decode_config(data: Any, file: str | None = None) -> Config:
         return msgspec.convert(data, Config, dec_hook=decode_hook)
     except msgspec.ValidationError as exc:
         error = _translate(str(exc), data, Config, [])
+        error.file = file
+        raise error from None
+
+
+def decode_value(
+    data: Any, type_: Any, at: Iterable[str | int] = (), file: str | None = None
+) -> Any:
+    """Convert `data` found at `at` (path segments) to `type_` the way decode_config does.
+
+    For sections decoded on their own, such as a policy's config: a mismatch becomes a
+    ConfigError whose `$.path` starts with `at`.
+    """
+    try:
+        return msgspec.convert(data, type_, dec_hook=decode_hook)
+    except msgspec.ValidationError as exc:
+        error = _translate(str(exc), data, type_, list(at))
         error.file = file
         raise error from None
 

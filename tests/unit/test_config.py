@@ -336,11 +336,46 @@ ERROR_CASES = [
         "",
     ),
     (
-        "unknown-policy",
-        with_route(policies="[{key_auth: {header: x-api-key}}]"),
-        "$.routes[0].policies[0]",
-        "unknown policy 'key_auth'",
+        "unknown-policy-group",
+        with_route(groups="[public]"),
+        "$.routes[0].groups[0]",
+        "unknown policy group 'public'",
+        "(expected a group defined under policy_groups)",
+    ),
+    (
+        "unknown-policy-group-lists-known",
+        "policy_groups: {a: [], b: []}\n" + with_route(groups="[a, c]"),
+        "$.routes[0].groups[1]",
+        "unknown policy group 'c'",
+        "(expected one of: a, b)",
+    ),
+    (
+        "policy-group-twice",
+        "policy_groups: {a: []}\n" + with_route(groups="[a, a]"),
+        "$.routes[0].groups[1]",
+        "group 'a' is listed twice (also $.routes[0].groups[0])",
         "",
+    ),
+    (
+        "policy-group-name",
+        "policy_groups: {'a b': []}\n" + MINIMAL,
+        "$.policy_groups['a b']",
+        "invalid name",
+        "letters, digits",
+    ),
+    (
+        "global-policy-two-keys",
+        "global_policies: [{a: {}, b: {}}]\n" + MINIMAL,
+        "$.global_policies[0]",
+        "exactly one key",
+        "(expected {name: {options}}, got 2 keys)",
+    ),
+    (
+        "group-policy-not-a-mapping",
+        "policy_groups: {g: [request_headers]}\n" + MINIMAL,
+        "$.policy_groups.g[0]",
+        "wrong type",
+        "(expected mapping, got 'request_headers')",
     ),
     (
         "policy-two-keys",
@@ -510,6 +545,7 @@ def test_defaults_and_normalisation() -> None:
     assert route.match.hosts == ("api.example.com",)
     assert route.match.methods == ("GET",)
     assert (route.preserve_host, route.priority, route.policies) == (False, 0, ())
+    assert (route.groups, config.global_policies, config.policy_groups) == ((), (), {})
     assert parse_config(config) == config
 
 

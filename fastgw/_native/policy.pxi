@@ -1,0 +1,347 @@
+# policy.pxi: what a route's policy chain compiles to, and the objects Python hooks see.
+#
+# plan.py turns the provisioned chain into a CoreChain: compiled header operations per path
+# pattern (applied while heads are serialised, no Python involved), terminal answers built
+# once (direct responses, redirects), and the Python hooks with their sync/async nature
+# decided at plan time. A route without policies has no CoreChain at all.
+
+import logging as _logging
+import re as _re
+
+_policy_log = _logging.getLogger("fastgw.policy")
+
+cdef enum:
+    STEP_PY_SYNC = 1
+    STEP_PY_ASYNC = 2
+    STEP_RESPOND = 3
+    STEP_REDIRECT = 4
+    OP_SET = 1
+    OP_ADD = 2
+    OP_REMOVE = 3
+    OP_RENAME = 4
+    # template variables are stored as negative ints; params as their capture index (>= 0)
+    VAR_CLIENT_IP = -1
+    VAR_REQUEST_ID = -2
+    VAR_HOST = -3
+    VAR_METHOD = -4
+    VAR_PATH = -5
+    VAR_ROUTE = -6
+    HOOK_STEP_RUNNING = 0
+    HOOK_STEP_DONE = 1            # every step ran: go upstream
+    HOOK_STEP_ANSWERED = 2        # a step answered (or failed); the exchange is local now
+    HOOK_STEP_SUSPENDED = 3       # an async hook is waiting; a task will resume the chain
+
+TEMPLATE_VARIABLES = {
+    "client_ip": VAR_CLIENT_IP, "request_id": VAR_REQUEST_ID, "host": VAR_HOST,
+    "method": VAR_METHOD, "path": VAR_PATH, "route": VAR_ROUTE,
+}
+HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RENAME}
+CHAIN_STEPS = {"sync": STEP_PY_SYNC, "async": STEP_PY_ASYNC, "respond": STEP_RESPOND,
+               "redirect": STEP_REDIRECT}
+
+# Fields the gateway itself manages: no policy may set, remove or rename them.
+MANAGED_FIELDS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+    "trailer", "proxy-connection", "upgrade", "expect", "x-forwarded-for",
+    "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+})
+_TOKEN = _re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FIELD_VALUE = _re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def check_field(str name, str value=None):
+    """Raise ValueError unless name is a token a policy may change and value is safe."""
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid header name {name!r}")
+    if name.lower() in MANAGED_FIELDS:
+        raise ValueError(f"header {name!r} is managed by the gateway")
+    if value is not None and not _FIELD_VALUE.match(value):
+        raise ValueError(f"invalid header value for {name!r}: control characters or CR/LF")
+
+
+cdef class CoreChain:
+    """A route's compiled policy chain."""
+
+    cdef readonly bint disabled
+    cdef tuple steps                 # ((kind, payload), ...) in chain order
+    cdef dict request_ops            # pattern_id -> ((op, name, template, new_name), ...)
+    cdef dict response_ops
+    cdef tuple response_hooks        # ((callable, is_async), ...)
+    cdef readonly bint python_hooks  # a request hook written in Python is on the chain
+
+    def __init__(self, bint disabled, steps, request_ops, response_ops, response_hooks):
+        self.disabled = disabled
+        self.steps = tuple(steps)
+        self.request_ops = request_ops or None
+        self.response_ops = response_ops or None
+        self.response_hooks = tuple(response_hooks)
+        self.python_hooks = any(kind in (STEP_PY_SYNC, STEP_PY_ASYNC) for kind, _ in self.steps)
+
+
+cdef class Headers:
+    """Case-insensitive, read-only view of header fields: get, getall, `in`, iteration."""
+
+    cdef list fields                 # [(name, value)] as received
+
+    def __init__(self, fields):
+        self.fields = list(fields)
+
+    def get(self, str name, default=None):
+        cdef str lower = name.lower()
+        for field_name, value in self.fields:
+            if field_name.lower() == lower:
+                return value
+        return default
+
+    def getall(self, str name):
+        cdef str lower = name.lower()
+        return [value for field_name, value in self.fields if field_name.lower() == lower]
+
+    def __getitem__(self, str name):
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name):
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self):
+        return iter(self.fields)
+
+    def items(self):
+        return list(self.fields)
+
+    def keys(self):
+        return [name for name, _ in self.fields]
+
+    def __len__(self):
+        return len(self.fields)
+
+    def __repr__(self):
+        return f"Headers({self.fields!r})"
+
+
+cdef list _field_list(Http1Parser parser, bint forwarded_only):
+    cdef int i
+    cdef list fields = []
+    for i in range(parser.n_headers):
+        if forwarded_only and parser.hdr_flags[i] & HF_DROP:
+            continue
+        fields.append((
+            PyBytes_FromStringAndSize(parser.head + parser.hdr_name_off[i],
+                                      parser.hdr_name_len[i]).decode("latin-1"),
+            PyBytes_FromStringAndSize(parser.head + parser.hdr_value_off[i],
+                                      parser.hdr_value_len[i]).decode("latin-1"),
+        ))
+    return fields
+
+
+cdef class HeaderChanges:
+    """set/add/remove requested by Python hooks, applied after the compiled operations."""
+
+    cdef list changes                # [(op, lowercase name bytes, name bytes, value bytes)]
+
+    def __cinit__(self):
+        self.changes = []
+
+    cdef void record(self, int op, str name, str value) except *:
+        check_field(name, value)
+        self.changes.append((op, name.lower().encode("latin-1"), name.encode("latin-1"),
+                             None if value is None else value.encode("latin-1")))
+
+    cdef bint hides(self, const char* name, Py_ssize_t n):
+        """True when a set or remove by a hook replaces fields of this name."""
+        for op, lower, _, _ in self.changes:
+            if (op == OP_SET or op == OP_REMOVE) and _name_is(name, n, <bytes>lower):
+                return True
+        return False
+
+
+cdef inline bint _name_is(const char* name, Py_ssize_t n, bytes lower) noexcept:
+    """Case-insensitive compare of a received field name with a lowercase name."""
+    cdef Py_ssize_t i
+    cdef const char* other = PyBytes_AS_STRING(lower)
+    cdef unsigned char c
+    if n != PyBytes_GET_SIZE(lower):
+        return False
+    for i in range(n):
+        c = <unsigned char>name[i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != <unsigned char>other[i]:
+            return False
+    return True
+
+
+cdef class PolicyRequest:
+    """The request as a Python policy sees it (see the policy contract in the README)."""
+
+    cdef ClientProtocol conn          # None once the exchange is over
+    cdef readonly str route
+    cdef readonly str request_id
+    cdef public object consumer
+    cdef readonly dict scratch
+    cdef HeaderChanges upstream_changes
+    cdef bytes new_path
+    cdef UpstreamPool new_pool
+    cdef object _method, _path, _query, _params, _headers, _client_ip
+
+    def __init__(self):
+        raise TypeError("PolicyRequest objects are made by the gateway")
+
+    cdef ClientProtocol attached(self):
+        if self.conn is None:
+            raise RuntimeError("this request is finished; keep what you need in scratch")
+        return self.conn
+
+    @property
+    def method(self):
+        cdef RequestParser p
+        if self._method is None:
+            p = self.attached().parser
+            self._method = PyBytes_FromStringAndSize(p.head + p.method_off,
+                                                     p.method_len).decode("ascii")
+        return self._method
+
+    @property
+    def path(self):
+        cdef RequestParser p
+        if self._path is None:
+            p = self.attached().parser
+            self._path = PyBytes_FromStringAndSize(p.path, p.path_len).decode("latin-1")
+        return self._path
+
+    @property
+    def query(self):
+        cdef RequestParser p
+        if self._query is None:
+            p = self.attached().parser
+            self._query = (PyBytes_FromStringAndSize(p.head + p.query_off, p.query_len)
+                           .decode("latin-1") if p.has_query else "")
+        return self._query or None
+
+    @property
+    def params(self):
+        cdef ClientProtocol conn
+        cdef int i
+        if self._params is None:
+            conn = self.attached()
+            names = conn.plan.router.pattern_params(conn.match.pattern_id)
+            self._params = {
+                names[i]: PyBytes_FromStringAndSize(conn.parser.path + conn.match.param_off[i],
+                                                    conn.match.param_len[i]).decode("latin-1")
+                for i in range(conn.match.n_params)
+            }
+        return self._params
+
+    @property
+    def headers(self):
+        if self._headers is None:
+            self._headers = Headers(_field_list(self.attached().parser, False))
+        return self._headers
+
+    @property
+    def client_ip(self):
+        if self._client_ip is None:
+            self._client_ip = self.attached().client_ip().decode("ascii")
+        return self._client_ip
+
+    def set_header(self, str name, str value):
+        """Set an upstream request header (replacing the client's fields of that name)."""
+        self.upstream_changes.record(OP_SET, name, value)
+
+    def add_header(self, str name, str value):
+        self.upstream_changes.record(OP_ADD, name, value)
+
+    def remove_header(self, str name):
+        self.upstream_changes.record(OP_REMOVE, name, None)
+
+    def rewrite_path(self, str path):
+        """Send this path upstream instead (the query is kept)."""
+        if not path.startswith("/") or any(c in path for c in "?# ") or not path.isprintable():
+            raise ValueError(f"invalid path {path!r}: must start with '/', no '?', '#', "
+                             "spaces or control characters")
+        self.new_path = path.encode("utf-8")
+
+    def set_upstream(self, str name):
+        """Send this request to another upstream of the configuration."""
+        self.new_pool = <UpstreamPool>self.attached().plan.pools[name]
+
+    def __repr__(self):
+        return f"<PolicyRequest {self.request_id} route={self.route!r}>"
+
+
+cdef PolicyRequest _new_policy_request(ClientProtocol conn):
+    cdef PolicyRequest request = PolicyRequest.__new__(PolicyRequest)
+    request.conn = conn
+    request.route = conn.action.name
+    request.request_id = conn.request_id.decode("ascii")
+    request.scratch = {}
+    request.upstream_changes = HeaderChanges()
+    return request
+
+
+cdef class ResponseView:
+    """The upstream's response as a response hook sees it: status, headers, changes."""
+
+    cdef readonly int status
+    cdef readonly Headers headers
+    cdef HeaderChanges changes
+
+    def __init__(self):
+        raise TypeError("ResponseView objects are made by the gateway")
+
+    def set_header(self, str name, str value):
+        self.changes.record(OP_SET, name, value)
+
+    def add_header(self, str name, str value):
+        self.changes.record(OP_ADD, name, value)
+
+    def remove_header(self, str name):
+        self.changes.record(OP_REMOVE, name, None)
+
+
+cdef ResponseView _new_response_view(ResponseParser rp):
+    cdef ResponseView view = ResponseView.__new__(ResponseView)
+    view.status = rp.status
+    view.headers = Headers(_field_list(rp, True))
+    view.changes = HeaderChanges()
+    return view
+
+
+async def _resume_hook(ClientProtocol conn, object coro, object blocked_on, bint response):
+    """Finish an async hook that suspended on its first step (what a Task would do)."""
+    try:
+        if blocked_on is None:
+            await _asyncio.sleep(0)
+        else:
+            # We took the coroutine's first yield ourselves: undo what Task.__step would.
+            blocked_on._asyncio_future_blocking = False
+            try:
+                await blocked_on
+            except BaseException:
+                pass                  # the hook sees the outcome itself when resumed
+        result = await coro
+    except BaseException as exc:
+        conn.on_hook_done(exc, None, response)
+        return
+    conn.on_hook_done(None, result, response)
+
+
+cdef bytes _percent_encode_unsafe(const char* data, Py_ssize_t n):
+    """Bytes outside the URI characters become %XX, so no CR, LF or space can enter."""
+    cdef HeadBuffer out = HeadBuffer()
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    cdef char escape[3]
+    for i in range(n):
+        c = <unsigned char>data[i]
+        if c <= 0x20 or c >= 0x7f or c in b'"<>\\^`{|}':
+            escape[0] = b"%"
+            escape[1] = b"0123456789ABCDEF"[c >> 4]
+            escape[2] = b"0123456789ABCDEF"[c & 15]
+            out.put(escape, 3)
+        else:
+            out.put(data + i, 1)
+    return out.take()
