@@ -18,6 +18,9 @@ Try it (in another terminal):
   curl -i http://127.0.0.1:8080/v1/orders/7          # rewritten to /orders/7
   curl -i -X DELETE http://127.0.0.1:8080/api/users  # 405 with Allow
   curl -i http://127.0.0.1:8080/nowhere              # 404, JSON error
+  curl -i -H 'x-tenant: acme' http://127.0.0.1:8080/tenants/1   # a Python policy lets it in
+  curl -i http://127.0.0.1:8080/tenants/1            # ... and answers 403 without x-tenant
+  curl -i http://127.0.0.1:8080/old-docs/intro       # 301 to /docs/intro
 Ctrl-C stops both.
 """
 

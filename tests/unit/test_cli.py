@@ -82,7 +82,9 @@ def test_routes_table() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["NAME", "HOSTS", "METHODS", "PATTERN"]
     names = {line.split()[0] for line in lines[1:]}
-    assert names == {"user", "users", "static", "orders-v1", "admin-site"}
+    assert names == {
+        "user", "users", "static", "orders-v1", "admin-site", "tenants", "maintenance", "moved"
+    }
 
 
 def test_routes_explain() -> None:
