@@ -148,11 +148,17 @@ _COLUMNS = ("name", "hosts", "methods", "pattern", "priority", "upstream")
 
 
 def format_route_table(routes: list[dict[str, Any]]) -> str:
-    """Align `Plan.describe_routes()` rows into a table with a header line."""
-    header = [*(column.upper() for column in _COLUMNS), "FORWARD"]
+    """Align `Plan.describe_routes()` rows into a table with a header line.
+
+    POLICIES lists each route's chain in the order it runs: global policies, then its groups'
+    policies, then its own (registered names or "module:attr" references).
+    """
+    header = [*(column.upper() for column in _COLUMNS), "POLICIES", "FORWARD"]
     rows = [header]
     for route in routes:
-        rows.append([*(_cell(route.get(column)) for column in _COLUMNS), _forward(route)])
+        rows.append(
+            [*(_cell(route.get(column)) for column in _COLUMNS), _policies(route), _forward(route)]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -167,6 +173,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset):
         return ",".join(str(item) for item in value) if value else "*"
     return str(value)
+
+
+def _policies(route: dict[str, Any]) -> str:
+    """The chain in run order ("-" when empty); "DISABLED:" when a policy failed to start."""
+    chain = ",".join(route.get("policies") or ()) or "-"
+    return f"DISABLED:{chain}" if route.get("disabled") else chain
 
 
 def _forward(route: dict[str, Any]) -> str:

@@ -98,6 +98,12 @@ class Plan:
             lines.append(f"=> 405 method_not_allowed; Allow: {', '.join(result[1])}")
         else:
             lines.append("=> 404 route_not_found")
+        conditional = [r.name for r in self.config.routes if r.match.headers or r.match.query]
+        if conditional:
+            lines.append(
+                "note: routes with header or query conditions are tried first at request time "
+                f"and are left out here: {', '.join(conditional)}"
+            )
         return lines
 
 
@@ -260,7 +266,13 @@ def build_plan(
             continue
         methods = list(route.match.methods) or None
         ids = router.add(
-            index, list(route.match.hosts), list(route.match.paths), methods, route.priority
+            index,
+            list(route.match.hosts),
+            list(route.match.paths),
+            methods,
+            route.priority,
+            dict(route.match.headers),
+            dict(route.match.query),
         )
         route_patterns.append(ids)
         rewrites = None

@@ -706,9 +706,10 @@ class UpstreamFactory:
 
 
 def route(name: str, paths: list[str], upstream: str, **extra: Any) -> dict[str, Any]:
-    """A route entry; `methods`/`hosts` go into match, anything else is a route key."""
+    """A route entry; `methods`/`hosts`/`headers`/`query` go into match, the rest is a route
+    key."""
     match: dict[str, Any] = {"paths": paths}
-    for key in ("methods", "hosts"):
+    for key in ("methods", "hosts", "headers", "query"):
         if key in extra:
             match[key] = extra.pop(key)
     return {"name": name, "match": match, "upstream": upstream, **extra}

@@ -146,8 +146,13 @@ cdef class HeaderChanges:
         self.changes = []
 
     cdef void record(self, int op, str name, str value) except *:
+        cdef bytes lower
         check_field(name, value)
-        self.changes.append((op, name.lower().encode("latin-1"), name.encode("latin-1"),
+        lower = name.lower().encode("latin-1")
+        if op != OP_ADD:
+            # A later set or remove replaces what earlier hooks set or added for this name.
+            self.changes = [change for change in self.changes if change[1] != lower]
+        self.changes.append((op, lower, name.encode("latin-1"),
                              None if value is None else value.encode("latin-1")))
 
     cdef bint hides(self, const char* name, Py_ssize_t n):

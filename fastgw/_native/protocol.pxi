@@ -385,6 +385,7 @@ cdef class ClientProtocol:
 
     cdef void on_request_head(self) noexcept:
         cdef RequestParser p = self.parser
+        cdef RequestFields fields
         cdef int result
         try:
             self.plan = self.engine.plan
@@ -402,8 +403,18 @@ cdef class ClientProtocol:
             self.client_ip_value = None
             self.request_id = self.pick_request_id()
             self.engine.requests_total += 1
-            result = self.plan.router.match(p.hostname, p.hostname_len, p.path, p.path_len,
-                                            p.method_id, &self.match)
+            # PERF: route conditions read the parser's arrays in place.
+            fields.head = p.head
+            fields.n_headers = p.n_headers
+            fields.name_off = p.hdr_name_off
+            fields.name_len = p.hdr_name_len
+            fields.value_off = p.hdr_value_off
+            fields.value_len = p.hdr_value_len
+            fields.query = p.head + p.query_off if p.has_query else NULL
+            fields.query_len = p.query_len if p.has_query else 0
+            result = self.plan.router.match_fields(p.hostname, p.hostname_len, p.path,
+                                                   p.path_len, p.method_id, &fields,
+                                                   &self.match)
             if result != MATCH_FOUND:
                 if result == MATCH_METHOD_NOT_ALLOWED:
                     self.respond_local(E_METHOD_NOT_ALLOWED, self.match.allowed_methods)

@@ -11,6 +11,10 @@
 #    The walk backtracks, so it visits every full path match in precedence order.
 # 4. Routes on the same trie node (same pattern shape) are ordered by route_id, then pattern id.
 #
+# Routes with conditions (`match: {headers, query}`) come first among the routes of one trie
+# node, and a candidate whose conditions the request does not meet is passed over as if its
+# path did not match (it never causes a 405).
+#
 # The first path match whose methods contain the request method wins. When no level of any
 # tier yields such a match, but some level matched the path, the answer is 405 and the Allow set
 # is the union of the methods of all path matches on the FIRST (tier, host level) in search
@@ -90,6 +94,33 @@ cdef struct _RouterCandidate:
     int32_t route_id
     int32_t pattern_id
     uint32_t methods
+    int32_t cond_first    # into _RouterTables.conds
+    int32_t cond_count    # 0: unconditional
+
+
+cdef enum:
+    _ROUTER_COND_HEADER = 0
+    _ROUTER_COND_QUERY = 1
+
+
+cdef struct _RouterCondition:
+    int32_t kind
+    int32_t name_offset   # into _RouterTables.bytes; header names lowercase
+    int32_t name_length
+    int32_t value_offset
+    int32_t value_length  # -1: any value, the field only has to be present
+
+
+cdef struct RequestFields:
+    # What conditions look at, borrowed from the request parser for one match() call.
+    const char* head
+    int n_headers
+    const Py_ssize_t* name_off
+    const Py_ssize_t* name_len
+    const Py_ssize_t* value_off
+    const Py_ssize_t* value_len
+    const char* query     # raw query without "?", or NULL
+    Py_ssize_t query_len
 
 
 cdef struct _RouterHost:
@@ -103,6 +134,8 @@ cdef struct _RouterTables:
     _RouterEdge* edges
     int32_t* slots
     _RouterCandidate* cands
+    _RouterCondition* conds
+    const RequestFields* request   # set around one match() call; NULL: conditions fail
     char* bytes
     _RouterHost* hosts
     int32_t* host_slots
@@ -176,12 +209,79 @@ cdef inline int32_t _router_child(_RouterTables* t, _RouterNode* node, const cha
         j = (j + 1) & node.slot_mask
 
 
+cdef bint _router_field_is(const char* a, Py_ssize_t a_len, const char* lower,
+                           Py_ssize_t lower_len) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if a_len != lower_len:
+        return False
+    for i in range(a_len):
+        c = <unsigned char>a[i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != <unsigned char>lower[i]:
+            return False
+    return True
+
+
+cdef bint _router_condition_met(_RouterTables* t, _RouterCondition* cond) noexcept nogil:
+    cdef const RequestFields* req = t.request
+    cdef const char* name = t.bytes + cond.name_offset
+    cdef const char* value = t.bytes + cond.value_offset
+    cdef const char* q
+    cdef const char* amp
+    cdef const char* eq
+    cdef Py_ssize_t left, pair_len, key_len
+    cdef int i
+    if cond.kind == _ROUTER_COND_HEADER:
+        for i in range(req.n_headers):
+            if _router_field_is(req.head + req.name_off[i], req.name_len[i], name,
+                                cond.name_length):
+                if cond.value_length < 0 or (
+                        req.value_len[i] == cond.value_length
+                        and memcmp(req.head + req.value_off[i], value, cond.value_length) == 0):
+                    return True
+        return False
+    if req.query == NULL:
+        return False
+    q = req.query
+    left = req.query_len
+    while left >= 0:
+        amp = <const char*>memchr(q, b"&", <size_t>left)
+        pair_len = left if amp == NULL else amp - q
+        eq = <const char*>memchr(q, b"=", <size_t>pair_len)
+        key_len = pair_len if eq == NULL else eq - q
+        if key_len == cond.name_length and memcmp(q, name, key_len) == 0:
+            if cond.value_length < 0:
+                return True
+            if (eq != NULL and pair_len - key_len - 1 == cond.value_length
+                    and memcmp(eq + 1, value, cond.value_length) == 0):
+                return True
+        if amp == NULL:
+            break
+        left -= pair_len + 1
+        q = amp + 1
+    return False
+
+
+cdef bint _router_conditions_met(_RouterTables* t, _RouterCandidate* cand) noexcept nogil:
+    cdef int32_t i
+    if t.request == NULL:
+        return False
+    for i in range(cand.cond_first, cand.cond_first + cand.cond_count):
+        if not _router_condition_met(t, &t.conds[i]):
+            return False
+    return True
+
+
 cdef inline int _router_pick(_RouterTables* t, int32_t first, int32_t count, uint32_t bit,
                              int n_params, RouteMatch* out, uint32_t* allowed) noexcept nogil:
     cdef int32_t i
     cdef _RouterCandidate* cand
     for i in range(first, first + count):
         cand = &t.cands[i]
+        if cand.cond_count and not _router_conditions_met(t, cand):
+            continue
         if cand.methods & bit:
             out.route_id = cand.route_id
             out.pattern_id = cand.pattern_id
@@ -433,6 +533,7 @@ cdef class Router:
     cdef list _patterns        # pattern_id -> (route_id, text, segments, capture names)
     cdef list _tiers           # priorities, highest first
     cdef list _host_keys       # host index -> key bytes
+    cdef dict _conditions      # route_id -> ((kind, name bytes, value bytes or None), ...)
 
     def __cinit__(self):
         memset(&self._t, 0, sizeof(_RouterTables))  # NULL tables: match() answers 404
@@ -443,6 +544,7 @@ cdef class Router:
         self._patterns = []
         self._tiers = []
         self._host_keys = []
+        self._conditions = {}
 
     def __dealloc__(self):
         self._free_tables()
@@ -452,6 +554,7 @@ cdef class Router:
         free(self._t.edges)
         free(self._t.slots)
         free(self._t.cands)
+        free(self._t.conds)
         free(self._t.bytes)
         free(self._t.hosts)
         free(self._t.host_slots)
@@ -459,8 +562,12 @@ cdef class Router:
         free(self._t.any_roots)
         memset(&self._t, 0, sizeof(_RouterTables))
 
-    def add(self, int route_id, hosts, patterns, methods=None, int priority=0):
-        """Register a route; returns one pattern id per pattern, in order."""
+    def add(self, int route_id, hosts, patterns, methods=None, int priority=0,
+            headers=None, query=None):
+        """Register a route; returns one pattern id per pattern, in order.
+
+        `headers` / `query` ({name: value}, "*" for any value) are conditions the request must
+        meet too: header names case-insensitive, values and query parts compared raw."""
         if self._compiled:
             raise RuntimeError("Router.add() after compile()")
         if route_id in self._routes:
@@ -478,6 +585,14 @@ cdef class Router:
                 host_texts.append(host.lower())
         mask, method_names = _parse_route_methods(methods)
         parsed = [_parse_route_pattern(p) for p in patterns]
+        conditions = []
+        for kind, table in ((_ROUTER_COND_HEADER, headers), (_ROUTER_COND_QUERY, query)):
+            for name, value in (table or {}).items():
+                key = name.lower() if kind == _ROUTER_COND_HEADER else name
+                conditions.append((kind, key.encode("latin-1"),
+                                   None if value == "*" else value.encode("latin-1")))
+        if conditions:
+            self._conditions[route_id] = tuple(conditions)
         self._routes[route_id] = (tuple(host_keys), tuple(host_texts), mask, method_names,
                                   priority)
         ids = []
@@ -509,10 +624,12 @@ cdef class Router:
                             node[1] = [{}, None, [], []]
                         node = node[1]
                     else:
-                        node[3].append((route_id, pattern_id, mask))
+                        node[3].append((route_id not in self._conditions, route_id,
+                                        pattern_id, mask))
                         break
                 else:
-                    node[2].append((route_id, pattern_id, mask))
+                    node[2].append((route_id not in self._conditions, route_id,
+                                    pattern_id, mask))
         self._tiers = sorted({key[0] for key in tries}, reverse=True)
         self._host_keys = sorted({key[1] for key in tries if key[1] is not None})
         nodes = []
@@ -526,7 +643,28 @@ cdef class Router:
         for key in self._host_keys:
             host_offsets.append(len(pool))
             pool += key
+        # Conditions: one run per conditional route; names and values go to the byte pool.
+        conds = []
+        cond_runs = {}
+        for route_id, conditions in self._conditions.items():
+            cond_runs[route_id] = (len(conds), len(conditions))
+            for kind, name, value in conditions:
+                name_offset = len(pool)
+                pool += name
+                value_offset = len(pool)
+                if value is not None:
+                    pool += value
+                conds.append((kind, name_offset, len(name), value_offset,
+                              -1 if value is None else len(value)))
+        cands = [(route_id, pattern_id, mask) + cond_runs.get(route_id, (0, 0))
+                 for _unconditional, route_id, pattern_id, mask in cands]
         self._allocate(nodes, edges, slots, cands, pool, host_offsets, roots)
+        self._t.conds = <_RouterCondition*>malloc(max(1, len(conds)) * sizeof(_RouterCondition))
+        if self._t.conds == NULL:
+            raise MemoryError()
+        for i, cond in enumerate(conds):
+            (self._t.conds[i].kind, self._t.conds[i].name_offset, self._t.conds[i].name_length,
+             self._t.conds[i].value_offset, self._t.conds[i].value_length) = cond
         self._compiled = True
 
     cdef int32_t _flatten(self, list trie, list nodes, list edges, list slots, list cands,
@@ -598,7 +736,8 @@ cdef class Router:
         for i, slot in enumerate(slots):
             t.slots[i] = slot
         for i, cand in enumerate(cands):
-            t.cands[i].route_id, t.cands[i].pattern_id, t.cands[i].methods = cand
+            (t.cands[i].route_id, t.cands[i].pattern_id, t.cands[i].methods,
+             t.cands[i].cond_first, t.cands[i].cond_count) = cand
         if len(pool):
             memcpy(t.bytes, <char*>pool, len(pool))
         t.host_slot_mask = size - 1
@@ -695,16 +834,53 @@ cdef class Router:
         if not self._compiled:
             raise RuntimeError("Router.compile() has not been called")
 
-    def lookup(self, str method, str host, str path):
-        """("found", route_id, pattern_id, {name: value}) | ("not_found",)
-        | ("method_not_allowed", [method, ...])"""
-        cdef RouteMatch m
+    cdef int match_fields(self, const char* host, Py_ssize_t host_len, const char* path,
+                          Py_ssize_t path_len, int method_id, const RequestFields* fields,
+                          RouteMatch* out) noexcept:
+        """match() for a request whose header and query fields conditions may look at."""
         cdef int result
+        self._t.request = fields
+        result = self.match(host, host_len, path, path_len, method_id, out)
+        self._t.request = NULL
+        return result
+
+    def lookup(self, str method, str host, str path, headers=None, query=None):
+        """("found", route_id, pattern_id, {name: value}) | ("not_found",)
+        | ("method_not_allowed", [method, ...])
+
+        `headers` ([(name, value)]) and `query` (raw, without "?") feed route conditions."""
+        cdef RouteMatch m
+        cdef int result, i
+        cdef RequestFields fields
+        cdef Py_ssize_t name_off[16]
+        cdef Py_ssize_t name_len[16]
+        cdef Py_ssize_t value_off[16]
+        cdef Py_ssize_t value_len[16]
+        headers = list(headers or ())
+        if len(headers) > 16:
+            raise ValueError("lookup() takes at most 16 headers")
         self._check_compiled()
         host_bytes = _router_host_bytes(host)
         path_bytes = path.encode("utf-8")
-        result = self.match(host_bytes, len(host_bytes), path_bytes, len(path_bytes),
-                            METHOD_IDS.get(method, M_OTHER), &m)
+        head = b""
+        for i, (name, value) in enumerate(headers):
+            name_b, value_b = name.encode("latin-1"), value.encode("latin-1")
+            name_off[i] = len(head)
+            name_len[i] = len(name_b)
+            value_off[i] = len(head) + len(name_b)
+            value_len[i] = len(value_b)
+            head += name_b + value_b
+        query_bytes = query.encode("latin-1") if query is not None else None
+        fields.head = head
+        fields.n_headers = len(headers)
+        fields.name_off = name_off
+        fields.name_len = name_len
+        fields.value_off = value_off
+        fields.value_len = value_len
+        fields.query = NULL if query_bytes is None else <const char*>query_bytes
+        fields.query_len = 0 if query_bytes is None else len(query_bytes)
+        result = self.match_fields(host_bytes, len(host_bytes), path_bytes, len(path_bytes),
+                                   METHOD_IDS.get(method, M_OTHER), &fields, &m)
         if result == MATCH_FOUND:
             names = self._patterns[m.pattern_id][3]
             params = {
@@ -919,7 +1095,10 @@ cdef class Router:
 
     def _shadower(self, route_a, key, segments, mask_a, priority_a, same_shape, higher,
                   by_route):
+        conditional_a = route_a in self._conditions
         for route_b in same_shape:
+            if conditional_a or route_b in self._conditions:
+                continue  # conditions decide at request time (conditional routes go first)
             keys_b, _h, mask_b, _n, priority_b = self._routes[route_b]
             if (route_b < route_a and priority_b == priority_a and key in (keys_b or (None,))
                     and mask_a & mask_b == mask_a):
@@ -928,6 +1107,8 @@ cdef class Router:
             keys_b, _h, mask_b, _n, priority_b = self._routes[route_b]
             if priority_b <= priority_a:
                 break
+            if route_b in self._conditions:
+                continue
             if mask_a & mask_b != mask_a:
                 continue
             if not any(_router_host_covers(k, key) for k in keys_b or (None,)):

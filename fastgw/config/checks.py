@@ -250,6 +250,31 @@ def _check_match(route: Route, base: list[str | int]) -> Iterator[ConfigError]:
                 json_path([*base, "match", "methods", position]),
                 expected="one of: " + ", ".join(ALLOWED_METHODS),
             )
+    seen_headers: set[str] = set()
+    for name, value in route.match.headers.items():
+        at = json_path([*base, "match", "headers", name])
+        if not _TOKEN.match(name):
+            yield ConfigError("invalid header name", at, expected="a token", got=repr(name))
+        elif name.lower() in seen_headers:
+            yield ConfigError(f"header {name!r} is listed twice (names ignore case)", at)
+        seen_headers.add(name.lower())
+        if not _CONDITION_VALUE.match(value):
+            yield ConfigError("invalid header value", at, expected=_CONDITION_HINT, got=repr(value))
+    for name, value in route.match.query.items():
+        at = json_path([*base, "match", "query", name])
+        if not name or not _QUERY_PART.match(name):
+            yield ConfigError(
+                "invalid query parameter name", at, expected=_QUERY_HINT, got=repr(name)
+            )
+        if value != "*" and not _QUERY_PART.match(value):
+            yield ConfigError("invalid query value", at, expected=_QUERY_HINT, got=repr(value))
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_CONDITION_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")
+_CONDITION_HINT = "printable ASCII without surrounding spaces, or '*' for any value"
+_QUERY_PART = re.compile(r"^[A-Za-z0-9\-._~!$'()*+,;:@/?%]*$")
+_QUERY_HINT = "the raw query text: URI characters without '&', '=' or '#'"
 
 
 def _check_path_rewriting(route: Route, base: list[str | int]) -> Iterator[ConfigError]:

@@ -147,7 +147,9 @@ class Upstream(_Section, kw_only=True):
 class Match(_Section, kw_only=True):
     """What a request must look like for its route to apply.
 
-    Hosts are lowercased and methods uppercased when decoded; empty means "any".
+    Hosts are lowercased and methods uppercased when decoded; empty means "any". `headers`
+    and `query` are conditions: each named field must be present with exactly that value
+    ("*": any value); header names are case-insensitive, query parts are compared raw.
     """
 
     paths: Annotated[
@@ -155,6 +157,8 @@ class Match(_Section, kw_only=True):
     ]
     hosts: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
+    headers: dict[str, str] = {}
+    query: dict[str, str] = {}
 
     def __post_init__(self) -> None:
         msgspec.structs.force_setattr(self, "hosts", tuple(host.lower() for host in self.hosts))

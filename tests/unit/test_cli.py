@@ -12,7 +12,8 @@ import pytest
 import fastgw
 from fastgw.cli import format_route_table
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 INVALID = """
 workers: 1
@@ -25,11 +26,13 @@ routes:
 
 
 def fastgw_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    # From the repo root, so "examples.custom_policy:TenantGuard" imports as in the docs.
     return subprocess.run(
         [sys.executable, "-m", "fastgw", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=ROOT,
     )
 
 
@@ -83,7 +86,14 @@ def test_routes_table() -> None:
     assert lines[0].split()[:4] == ["NAME", "HOSTS", "METHODS", "PATTERN"]
     names = {line.split()[0] for line in lines[1:]}
     assert names == {
-        "user", "users", "static", "orders-v1", "admin-site", "tenants", "maintenance", "moved"
+        "user",
+        "users",
+        "static",
+        "orders-v1",
+        "admin-site",
+        "tenants",
+        "maintenance",
+        "moved",
     }
 
 
@@ -172,6 +182,7 @@ def test_route_table_is_aligned() -> None:
         "PATTERN",
         "PRIORITY",
         "UPSTREAM",
+        "POLICIES",
         "FORWARD",
     ]
     assert lines[1].split() == [
@@ -181,6 +192,7 @@ def test_route_table_is_aligned() -> None:
         "/users/{id}",
         "0",
         "backend",
+        "-",
         "rewrite",
         "/v2/users/{id}",
     ]
@@ -189,3 +201,77 @@ def test_route_table_is_aligned() -> None:
     column = lines[0].index("PATTERN")
     assert lines[1][column:].startswith("/users/{id}")
     assert lines[2][column:].startswith("/static/{*path}")
+
+
+POLICY_FAILURES = """
+upstreams:
+  app: {targets: [{url: "http://127.0.0.1:9001"}]}
+global_policies:
+  - response_headers: {set: {x-served-by: fastgw}}
+routes:
+  - {name: ok, match: {paths: ["/ok"]}, upstream: app}
+  - name: vars
+    match: {paths: ["/v/{id}"]}
+    upstream: app
+    policies:
+      - request_headers: {set: {x-user: "{id}", x-a: "$nope"}}
+  - name: tenants
+    match: {paths: ["/t/{*rest}"]}
+    upstream: app
+    policies:
+      - "examples.custom_policy:TenantGuard": {allow: []}
+"""
+
+
+def test_check_reports_policies_that_fail_provisioning(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(POLICY_FAILURES)
+    result = fastgw_cli("check", file)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(
+        f"{file}: $.routes[1].policies[0].request_headers.set['x-a']: unknown variable $nope"
+    )
+    assert lines[1] == (
+        f"{file}: $.routes[2].policies[0]['examples.custom_policy:TenantGuard'].allow: "
+        "no tenant is allowed: list at least one"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_routes_lists_each_policy_chain() -> None:
+    result = fastgw_cli("routes", EXAMPLES / "gateway.yaml")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    column = lines[0].index("POLICIES")
+    chains = {line.split()[0]: line[column:].split()[0] for line in lines[1:]}
+    # global policies first, then the groups' (traced), then the route's own
+    assert chains["user"] == "response_headers,request_headers,request_headers"
+    assert chains["users"] == "response_headers"
+    assert chains["tenants"] == "response_headers,examples.custom_policy:TenantGuard"
+    assert chains["maintenance"] == "response_headers,direct_response"
+    assert chains["moved"] == "response_headers,redirect"
+
+
+def test_route_table_marks_disabled_chains() -> None:
+    row = {
+        "name": "t",
+        "hosts": [],
+        "pattern": "/t",
+        "methods": [],
+        "priority": 0,
+        "upstream": "app",
+        "rewrite": None,
+        "strip_prefix": None,
+    }
+    table = format_route_table(
+        [
+            {**row, "policies": ("request_headers", "mod:Guard"), "disabled": True},
+            {**row, "name": "u", "policies": ("redirect",), "disabled": False},
+            {**row, "name": "v", "policies": (), "disabled": False},
+        ]
+    )
+    rows = [line.split() for line in table.splitlines()[1:]]
+    assert [r[6] for r in rows] == ["DISABLED:request_headers,mod:Guard", "redirect", "-"]

@@ -405,6 +405,41 @@ ERROR_CASES = [
         "wrong type",
         "expected bool",
     ),
+    (
+        "match-header-name",
+        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], headers: {"x y": "1"}'),
+        "$.routes[0].match.headers['x y']",
+        "invalid header name",
+        "expected a token",
+    ),
+    (
+        "match-header-value-spaces",
+        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], headers: {x-env: " a"}'),
+        "$.routes[0].match.headers['x-env']",
+        "invalid header value",
+        "'*' for any value",
+    ),
+    (
+        "match-header-twice",
+        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], headers: {X-Env: a, x-env: b}'),
+        "$.routes[0].match.headers['x-env']",
+        "listed twice",
+        "",
+    ),
+    (
+        "match-query-name",
+        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], query: {"a&b": "1"}'),
+        "$.routes[0].match.query['a&b']",
+        "invalid query parameter name",
+        "without '&'",
+    ),
+    (
+        "match-query-value",
+        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], query: {v: "1=2"}'),
+        "$.routes[0].match.query.v",
+        "invalid query value",
+        "",
+    ),
 ]
 
 

@@ -607,3 +607,91 @@ def test_compiled_router_agrees_with_reference(
         assert next(line for line in lines if line.startswith(expected)).endswith(
             ": " + ", ".join(result[1])
         )
+
+
+# -- route conditions: match.headers / match.query --------------------------------------
+
+CONDITION_ROUTES = [
+    # (route_id, patterns, methods, headers, query)
+    (0, ["/api/{*rest}"], None, None, None),
+    (1, ["/api/{*rest}"], None, {"X-Canary": "yes"}, None),
+    (2, ["/api/{*rest}"], ["GET"], None, {"v": "2"}),
+    (3, ["/api/{*rest}"], None, {"x-any": "*"}, {"flag": "*"}),
+    (4, ["/only/{id}"], None, {"x-key": "k"}, None),
+]
+
+
+@pytest.fixture(scope="module")
+def condition_router() -> Router:
+    router = Router()
+    for route_id, patterns, methods, headers, query in CONDITION_ROUTES:
+        router.add(route_id, [], patterns, methods, 0, headers, query)
+    router.compile()
+    return router
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "query", "expected"),
+    [
+        pytest.param("GET", "/api/x", [], None, ("found", 0), id="no-condition-met"),
+        pytest.param("GET", "/api/x", [("x-canary", "yes")], None, ("found", 1), id="header"),
+        pytest.param(
+            "GET", "/api/x", [("X-CANARY", "yes")], None, ("found", 1), id="header-name-any-case"
+        ),
+        pytest.param(
+            "GET", "/api/x", [("x-canary", "YES")], None, ("found", 0), id="header-value-exact"
+        ),
+        pytest.param("GET", "/api/x", [], "a=1&v=2", ("found", 2), id="query-value"),
+        pytest.param("GET", "/api/x", [], "v=22", ("found", 0), id="query-value-exact"),
+        pytest.param("GET", "/api/x", [], "xv=2", ("found", 0), id="query-name-exact"),
+        pytest.param("POST", "/api/x", [], "v=2", ("found", 0), id="condition-and-method"),
+        pytest.param(
+            "GET",
+            "/api/x",
+            [("x-any", "")],
+            "flag",
+            ("found", 3),
+            id="any-value-needs-presence-only",
+        ),
+        pytest.param(
+            "GET",
+            "/api/x",
+            [("x-any", "1")],
+            "flags=1",
+            ("found", 0),
+            id="all-conditions-must-hold",
+        ),
+        pytest.param(
+            "GET", "/only/7", [], None, ("not_found",), id="unmet-condition-is-404-not-405"
+        ),
+        pytest.param("GET", "/only/7", [("x-key", "k")], None, ("found", 4), id="only-route"),
+    ],
+)
+def test_conditions(
+    condition_router: Router,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    query: str | None,
+    expected: tuple[Any, ...],
+) -> None:
+    result = condition_router.lookup(method, "h", path, headers=headers, query=query)
+    assert result[: len(expected)] == expected
+
+
+def test_conditional_route_goes_first_whatever_its_order() -> None:
+    router = Router()
+    router.add(0, [], ["/a"])
+    router.add(1, [], ["/a"], headers={"x-beta": "1"})
+    router.compile()
+    assert router.lookup("GET", "h", "/a", headers=[("x-beta", "1")])[1] == 1
+    assert router.lookup("GET", "h", "/a")[1] == 0
+    assert router.shadowed() == []
+
+
+def test_conditional_route_below_an_unconditional_higher_priority_is_shadowed() -> None:
+    router = Router()
+    router.add(0, [], ["/{*rest}"], priority=5)
+    router.add(1, [], ["/a"], headers={"x-beta": "1"})
+    router.compile()
+    assert router.shadowed() == [(1, 0)]

@@ -1,0 +1,219 @@
+"""Small Python policies the integration tests put in chains as "tests.policies_for_tests:Name".
+
+Each one does one observable thing so a test can tell from the wire that it ran, and in
+which order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastgw.policy import Policy, PolicyConfig, PolicyConfigError, ProvisionContext, Response
+
+
+class Mark(Policy):
+    """Appends `tag` to scratch["order"] and sends the order so far upstream in `header`;
+    on the response, the same in `header`-response."""
+
+    class Config(PolicyConfig):
+        tag: str
+        header: str = "x-order"
+
+    def on_request(self, request: Any) -> None:
+        order = request.scratch.setdefault("order", [])
+        order.append(self.config.tag)
+        request.set_header(self.config.header, ",".join(order))
+
+    def on_response(self, request: Any, response: Any) -> None:
+        # The view shows the upstream's fields; the order so far is kept in scratch.
+        order = request.scratch.setdefault("response_order", [])
+        order.append(self.config.tag)
+        response.set_header(self.config.header + "-response", ",".join(order))
+
+
+class AsyncMark(Mark):
+    """Mark, with async hooks that really wait before they act."""
+
+    async def on_request(self, request: Any) -> None:  # type: ignore[override]
+        await asyncio.sleep(0.005)
+        super().on_request(request)
+
+    async def on_response(self, request: Any, response: Any) -> None:  # type: ignore[override]
+        await asyncio.sleep(0.005)
+        super().on_response(request, response)
+
+
+class SetHeader(Policy):
+    """request.set_header(name, value) with exactly the configured strings."""
+
+    class Config(PolicyConfig):
+        name: str
+        value: str
+
+    def on_request(self, request: Any) -> None:
+        request.set_header(self.config.name, self.config.value)
+
+
+class Raise(Policy):
+    """Raises in the configured hook ("request" or "response")."""
+
+    class Config(PolicyConfig):
+        hook: str = "request"
+
+    def on_request(self, request: Any) -> None:
+        if self.config.hook == "request":
+            raise RuntimeError("policy bug on purpose")
+
+    def on_response(self, request: Any, response: Any) -> None:
+        if self.config.hook == "response":
+            raise RuntimeError("policy bug on purpose")
+
+
+class AsyncRaise(Policy):
+    """Raises after awaiting, in the configured hook ("request" or "response")."""
+
+    class Config(PolicyConfig):
+        hook: str = "request"
+
+    async def on_request(self, request: Any) -> None:
+        await asyncio.sleep(0.005)
+        if self.config.hook == "request":
+            raise RuntimeError("async policy bug on purpose")
+
+    async def on_response(self, request: Any, response: Any) -> None:
+        await asyncio.sleep(0.005)
+        if self.config.hook == "response":
+            raise RuntimeError("async policy bug on purpose")
+
+
+class FailProvision(Policy):
+    """Refuses to provision, always."""
+
+    class Config(PolicyConfig):
+        reason: str = "cannot start"
+
+    def __init__(self, config: Config, context: ProvisionContext) -> None:
+        super().__init__(config, context)
+        raise PolicyConfigError(self.config.reason, "reason")
+
+
+class Answer(Policy):
+    """Returns Response(status, body, headers) from a plain hook."""
+
+    class Config(PolicyConfig):
+        status: int = 200
+        body: str = "answered"
+        headers: dict[str, str] = {}
+
+    def on_request(self, request: Any) -> Response:
+        return Response(self.config.status, self.config.body, self.config.headers)
+
+
+class AsyncAnswer(Answer):
+    """Answer, from an `async def` hook that waits first."""
+
+    async def on_request(self, request: Any) -> Response:  # type: ignore[override]
+        await asyncio.sleep(0.005)
+        return Response(self.config.status, self.config.body, self.config.headers)
+
+
+class ReturnJunk(Policy):
+    """Returns something that is neither None nor a Response."""
+
+    def on_request(self, request: Any) -> Any:
+        return {"status": 200}
+
+
+class Inspect(Policy):
+    """Answers with JSON describing what the hook saw of the request."""
+
+    def on_request(self, request: Any) -> Response:
+        headers = request.headers
+        return Response.json(
+            200,
+            {
+                "method": request.method,
+                "path": request.path,
+                "params": request.params,
+                "query": request.query,
+                "client_ip": request.client_ip,
+                "route": request.route,
+                "request_id": request.request_id,
+                "tenant_upper": headers.get("X-TENANT"),
+                "tenant_lower": headers.get("x-tenant"),
+                "tenant_mixed": headers["X-Tenant"],
+                "missing": headers.get("x-missing", "default"),
+                "all_tags": headers.getall("X-Tag"),
+                "has_tenant": "x-TENANT" in headers,
+                "has_missing": "x-missing" in headers,
+                "names": [name for name, _ in headers],
+                "consumer": request.consumer,
+            },
+        )
+
+
+class Probe(Policy):
+    """Async: asks another HTTP server over a real TCP connection and forwards what it said.
+
+    Sends `GET /probe/<request path>` to `host:port`, reads the whole JSON answer and sets
+    x-probe-target (the target the server saw) and x-probe-upstream (its name) upstream.
+    """
+
+    class Config(PolicyConfig):
+        host: str
+        port: int
+
+    async def on_request(self, request: Any) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.config.host, self.config.port), 5
+        )
+        try:
+            writer.write(
+                f"GET /probe{request.path} HTTP/1.1\r\nHost: probe\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            raw = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise RuntimeError(f"probe failed: {head!r}")
+        seen = json.loads(body)
+        request.set_header("x-probe-target", seen["target"])
+        request.set_header("x-probe-upstream", seen["upstream"])
+
+
+class AsyncResponseHeaders(Policy):
+    """Async on_response: waits, then sets, adds and removes client response headers."""
+
+    class Config(PolicyConfig):
+        delay: float = 0.02
+
+    async def on_response(self, request: Any, response: Any) -> None:
+        await asyncio.sleep(self.config.delay)
+        response.set_header("x-after-wait", f"status={response.status}")
+        response.add_header("x-added", "one")
+        response.add_header("x-added", "two")
+        response.remove_header("content-type")
+
+
+class Rewrite(Policy):
+    """request.rewrite_path(path)."""
+
+    class Config(PolicyConfig):
+        path: str
+
+    def on_request(self, request: Any) -> None:
+        request.rewrite_path(self.config.path)
+
+
+class Switch(Policy):
+    """request.set_upstream(upstream)."""
+
+    class Config(PolicyConfig):
+        upstream: str
+
+    def on_request(self, request: Any) -> None:
+        request.set_upstream(self.config.upstream)
