@@ -207,6 +207,7 @@ def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any
             )
         else:
             raise ValueError(f"policy kind {policy.kind!r} is not known to the core")
+    body_limit = max((p.policy.needs_body for p in chain.policies), default=0)
     return _core.CoreChain(
         False,
         steps,
@@ -217,6 +218,7 @@ def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any
         if response_ops
         else None,
         response_hooks,
+        body_limit,
     )
 
 

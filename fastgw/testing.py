@@ -322,6 +322,11 @@ class TestConnection:
         self._writer.write(_request_bytes(method, path, headers, body, self._host))
         return await asyncio.wait_for(self._send_and_read(method), self.timeout)
 
+    async def send_raw(self, data: bytes, method: str = "GET") -> TestResponse:
+        """Send `data` as is (a hand-framed request) and read the final response."""
+        self._writer.write(data)
+        return await asyncio.wait_for(self._send_and_read(method), self.timeout)
+
     async def _send_and_read(self, method: str) -> TestResponse:
         await self._writer.drain()
         return await self._read_final(method)

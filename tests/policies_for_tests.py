@@ -217,3 +217,28 @@ class Switch(Policy):
 
     def on_request(self, request: Any) -> None:
         request.set_upstream(self.config.upstream)
+
+
+class BodySigner(Policy):
+    """Reads the request body (up to 64 bytes) and tells the upstream its length and start."""
+
+    needs_body = 64
+
+    def on_request(self, request: Any) -> Response | None:
+        body = request.body
+        if body.startswith(b"deny"):
+            return Response(403, "denied by body")
+        request.set_header("x-body-length", str(len(body)))
+        request.set_header("x-body-start", body[:8].decode("ascii", "replace") or "-")
+        return None
+
+
+class AsyncBodyCheck(Policy):
+    """The same through an async hook that really waits."""
+
+    needs_body = 64
+
+    async def on_request(self, request: Any) -> Response | None:
+        await asyncio.sleep(0.01)
+        request.set_header("x-body-length", str(len(request.body)))
+        return None

@@ -68,9 +68,12 @@ cdef class CoreChain:
     cdef dict response_ops
     cdef tuple response_hooks        # ((callable, is_async), ...)
     cdef readonly bint python_hooks  # a request hook written in Python is on the chain
+    cdef readonly int64_t body_limit  # read this much of the body before the steps; 0: stream
 
-    def __init__(self, bint disabled, steps, request_ops, response_ops, response_hooks):
+    def __init__(self, bint disabled, steps, request_ops, response_ops, response_hooks,
+                 int64_t body_limit=0):
         self.disabled = disabled
+        self.body_limit = body_limit
         self.steps = tuple(steps)
         self.request_ops = request_ops or None
         self.response_ops = response_ops or None
@@ -191,6 +194,7 @@ cdef class PolicyRequest:
     cdef bytes new_path
     cdef UpstreamPool new_pool
     cdef object _method, _path, _query, _params, _headers, _client_ip
+    cdef readonly bytes body          # the request body when the chain asked for it
 
     def __init__(self):
         raise TypeError("PolicyRequest objects are made by the gateway")

@@ -265,6 +265,7 @@ cdef class ClientProtocol:
     cdef object hook_task
     cdef bint response_hold        # an async response hook holds the response head
     cdef bytes client_ip_value
+    cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
 
     def __init__(self, Engine engine):
         self.engine = engine
@@ -356,7 +357,7 @@ cdef class ClientProtocol:
             if self.state == CS_EXCHANGE:
                 if self.request_complete:
                     break               # pipelined bytes wait for this response
-                if self.up is None and not self.local_response:
+                if self.up is None and not self.local_response and self.body_buffer is None:
                     break               # upstream connection not attached yet
             elif self.state == CS_TUNNEL:
                 break
@@ -429,6 +430,18 @@ cdef class ClientProtocol:
                     return
                 if self.chain.python_hooks:
                     self.preq = _new_policy_request(self)
+                    if self.chain.body_limit and p.framing == FRAMING_NONE:
+                        self.preq.body = b""
+                if self.chain.body_limit and p.framing != FRAMING_NONE:
+                    if p.framing == FRAMING_LENGTH and p.content_length > self.chain.body_limit:
+                        self.respond_local(E_BODY_TOO_LARGE, 0)
+                        return
+                    # A policy reads the body: take it whole first, run the chain at its end.
+                    self.body_buffer = bytearray()
+                    if p.expect_continue:
+                        self.out.append(_CONTINUE)
+                    self.deadline = _now + self.plan.client_body_idle
+                    return
                 if self.run_request_steps(0) != HOOK_STEP_DONE:
                     return
             self.proceed_upstream()
@@ -731,6 +744,14 @@ cdef class ClientProtocol:
 
     cdef void on_request_body(self, const char* ptr, Py_ssize_t n) noexcept:
         cdef bytes chunk
+        if self.body_buffer is not None and not self.local_response:
+            self.deadline = _now + self.plan.client_body_idle
+            if len(self.body_buffer) + n > self.chain.body_limit:
+                self.body_buffer = None
+                self.respond_local(E_BODY_TOO_LARGE, 0)
+                return
+            self.body_buffer.extend(PyBytes_FromStringAndSize(ptr, n))
+            return
         if self.local_response or self.up is None:
             return
         try:
@@ -748,7 +769,17 @@ cdef class ClientProtocol:
     cdef void on_request_done(self) noexcept:
         self.request_complete = True
         if self.local_response:
+            self.body_buffer = None
             self.end_exchange()
+            return
+        if self.body_buffer is not None:
+            try:
+                if self.preq is not None:
+                    self.preq.body = bytes(self.body_buffer)
+                if self.run_request_steps(0) == HOOK_STEP_DONE:
+                    self.proceed_upstream()
+            except BaseException:
+                self.fail_internal()
             return
         try:
             if self.request_framing == FRAMING_CHUNKED and self.up is not None:
@@ -791,6 +822,17 @@ cdef class ClientProtocol:
         # PERF: the head goes out with the body bytes of the same read in one writev.
         self.up_out.clear()
         self.up_out.append(self.up_head)
+        if self.body_buffer is not None:
+            # The body a policy read whole, framed as the client framed it.
+            if self.request_framing == FRAMING_CHUNKED:
+                if self.body_buffer:
+                    self.up_out.append(chunk_header(len(self.body_buffer)))
+                    self.up_out.append(bytes(self.body_buffer))
+                    self.up_out.append(_CRLF)
+                self.up_out.append(_LAST_CHUNK)
+            else:
+                self.up_out.append(bytes(self.body_buffer))
+            self.body_buffer = None
         if self.request_complete or self.request_framing == FRAMING_NONE:
             self.deadline = _now + self.plan.upstream_read
 
@@ -1025,6 +1067,7 @@ cdef class ClientProtocol:
         self.up = None
         self.chain = None
         self.rview = None
+        self.body_buffer = None
         if self.preq is not None:
             self.preq.conn = None
             self.preq = None

@@ -201,6 +201,10 @@ class Policy:
     # "python": fastgw calls the hooks. Built-ins the core runs itself name their kind and
     # give the core its data through compiled().
     kind: ClassVar[str] = "python"
+    # Bytes of the request body to read before on_request runs (request.body); 0: none.
+    # Bodies are streamed, never buffered, unless a policy of the chain asks; a larger
+    # body is answered with 413 body_too_large.
+    needs_body: ClassVar[int] = 0
 
     def __init__(self, config: Any, context: ProvisionContext) -> None:
         self.config = config

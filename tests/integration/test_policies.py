@@ -619,3 +619,58 @@ def test_tenant_guard_example_end_to_end(upstream: Any, gateway: Any, http: Any)
     verified = [v for k, v in received["headers"] if k.lower() == "x-tenant-verified"]
     assert verified == ["globex"]  # set replaced the client's forged field
     assert [r.target for r in up.requests] == ["/api/a"]
+
+
+# --- policies that read the body (needs_body) ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["BodySigner", "AsyncBodyCheck"])
+def test_policy_reads_the_body_and_the_upstream_still_gets_it(name: str) -> None:
+    result = run_policy_sync(policy(name), "POST", "/upload", body=b"hello body")
+    assert result.status == 200
+    upstream = result.upstream_request
+    assert upstream is not None
+    assert upstream.headers.get("x-body-length") == "10"
+    assert upstream.body == b"hello body"
+
+
+def test_policy_reads_a_chunked_body_and_forwards_it_chunked() -> None:
+    async def main() -> None:
+        async with (
+            EchoUpstream() as echo,
+            running_gateway(
+                config({"echo": echo}, [route("r", ["/{*rest}"], policy("BodySigner"))])
+            ) as gw,
+        ):
+            async with gw.connection() as conn:
+                response = await conn.send_raw(
+                    b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                    "POST",
+                )
+            assert response.status == 200
+            received = echo.requests[-1]
+            assert received.headers.get("x-body-length") == "11"
+            assert received.headers.get("x-body-start") == "hello wo"
+            assert received.body == b"hello world"
+            assert received.headers.get("transfer-encoding") == "chunked"
+
+    run(main())
+
+
+def test_policy_can_refuse_on_the_body() -> None:
+    result = run_policy_sync(policy("BodySigner"), "POST", "/upload", body=b"deny this")
+    assert result.status == 403
+    assert result.upstream_request is None
+
+
+def test_body_beyond_the_policy_limit_is_413_and_never_reaches_the_upstream() -> None:
+    result = run_policy_sync(policy("BodySigner"), "POST", "/upload", body=b"x" * 65)
+    assert_error(result, 413, "body_too_large")
+    assert result.upstream_request is None
+
+
+def test_needs_body_on_a_bodyless_request_sees_empty_bytes() -> None:
+    result = run_policy_sync(policy("BodySigner"), "GET", "/nothing")
+    assert result.status == 200
+    assert result.upstream_request.headers.get("x-body-length") == "0"
