@@ -33,6 +33,8 @@ __all__ = [
     "DirectResponse",
     "DirectResponseConfig",
     "HeadersConfig",
+    "PathRewrite",
+    "PathRewriteConfig",
     "Redirect",
     "RedirectConfig",
     "RequestHeaders",
@@ -385,9 +387,61 @@ class Redirect(Policy):
         return ("redirect", self.config.status, self.template, self.config.keep_query)
 
 
+# --- path_rewrite ------------------------------------------------------------------------
+
+_BACKREFERENCE = re.compile(r"\\(?:(\d+)|g<([^>]*)>)")
+
+
+class PathRewriteConfig(PolicyConfig):
+    """Rewrite the upstream path when the normalised path matches `match` (a regular
+    expression, searched from the start); `replace` may use \\1 or \\g<name>."""
+
+    match: str
+    replace: str
+
+
+class PathRewrite(Policy):
+    """Regex path rewrite (nginx `rewrite` style); the regex is compiled at provisioning."""
+
+    name = "path_rewrite"
+    Config = PathRewriteConfig
+
+    def __init__(self, config: PathRewriteConfig, context: ProvisionContext) -> None:
+        super().__init__(config, context)
+        try:
+            self.regex = re.compile(config.match)
+        except re.error as exc:
+            raise PolicyConfigError(f"invalid regular expression: {exc}", ("match",)) from None
+        for found in _BACKREFERENCE.finditer(config.replace):
+            number, name = found.groups()
+            if number is not None:
+                known = int(number) <= self.regex.groups
+            elif name.isdigit():
+                known = int(name) <= self.regex.groups
+            else:
+                known = name in self.regex.groupindex
+            if not known:
+                raise PolicyConfigError(
+                    f"{found.group(0)} refers to no group of the expression",
+                    ("replace",),
+                    expected=f"\\1 to \\{self.regex.groups} or a named group"
+                    if self.regex.groups
+                    else "no group reference: the expression has no groups",
+                )
+        if not config.replace.startswith("/"):
+            raise PolicyConfigError("the replacement must start with '/'", ("replace",))
+        self.replace = config.replace
+
+    def on_request(self, request: Any) -> None:
+        found = self.regex.match(request.path)
+        if found is not None:
+            request.rewrite_path(found.expand(self.replace))
+
+
 BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     RequestHeaders,
     ResponseHeaders,
     DirectResponse,
     Redirect,
+    PathRewrite,
 )

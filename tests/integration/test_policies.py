@@ -674,3 +674,35 @@ def test_needs_body_on_a_bodyless_request_sees_empty_bytes() -> None:
     result = run_policy_sync(policy("BodySigner"), "GET", "/nothing")
     assert result.status == 200
     assert result.upstream_request.headers.get("x-body-length") == "0"
+
+
+# --- path_rewrite ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "target", "forwarded"),
+    [
+        pytest.param(
+            {"match": "^/old/(.*)$", "replace": "/new/\\1"},
+            "/old/a/b?q=1",
+            "/new/a/b?q=1",
+            id="numbered-group-query-kept",
+        ),
+        pytest.param(
+            {"match": "^/v(?P<n>[0-9]+)/(?P<rest>.*)$", "replace": "/api/\\g<rest>/v\\g<n>"},
+            "/v2/items",
+            "/api/items/v2",
+            id="named-groups",
+        ),
+        pytest.param(
+            {"match": "^/old/(.*)$", "replace": "/new/\\1"},
+            "/other/x",
+            "/other/x",
+            id="no-match-unchanged",
+        ),
+    ],
+)
+def test_path_rewrite(entry: dict[str, str], target: str, forwarded: str) -> None:
+    result = run_policy_sync({"path_rewrite": entry}, "GET", target)
+    assert result.status == 200
+    assert result.upstream_request.target == forwarded

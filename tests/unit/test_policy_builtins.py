@@ -208,6 +208,7 @@ RH = f"{ROUTE_PATH}.request_headers"
 RS = f"{ROUTE_PATH}.response_headers"
 DR = f"{ROUTE_PATH}.direct_response"
 RD = f"{ROUTE_PATH}.redirect"
+PR = f"{ROUTE_PATH}.path_rewrite"
 
 INVALID = [
     ("headers-not-mapping", {"request_headers": "x"}, RH, "wrong type", "mapping"),
@@ -527,7 +528,36 @@ INVALID = [
         "wrong type",
         "bool",
     ),
+    (
+        "path-rewrite-bad-regex",
+        {"path_rewrite": {"match": "^/(a", "replace": "/b"}},
+        f"{PR}.match",
+        "invalid regular expression",
+        "",
+    ),
+    (
+        "path-rewrite-unknown-group",
+        {"path_rewrite": {"match": "^/old/(.*)$", "replace": "/new/\\2"}},
+        f"{PR}.replace",
+        "refers to no group",
+        "expected \\1 to \\1",
+    ),
+    (
+        "path-rewrite-unknown-named-group",
+        {"path_rewrite": {"match": "^/old/(?P<rest>.*)$", "replace": "/new/\\g<other>"}},
+        f"{PR}.replace",
+        "refers to no group",
+        "",
+    ),
+    (
+        "path-rewrite-relative",
+        {"path_rewrite": {"match": "^/old/(.*)$", "replace": "\\1"}},
+        f"{PR}.replace",
+        "must start with '/'",
+        "",
+    ),
 ]
+
 
 
 @pytest.mark.parametrize(
