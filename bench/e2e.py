@@ -60,6 +60,43 @@ TARGET_RPS_RATIO = 1.0
 TARGET_CPU_RATIO = 1.0
 TARGET_USER_US = 4.5
 
+# fastgw scenarios (--scenario): the policy chain of fastgw's one route, as a YAML flow
+# sequence, or None for no `policies:` key at all. Everything else in the config is the same.
+PLAIN = "plain"
+SCENARIOS: dict[str, str | None] = {
+    PLAIN: None,
+    "empty-chain": "[]",
+    "sync-noop": '[{"bench.policies:NoopSync": {}}]',
+    "async-noop": '[{"bench.policies:NoopAsync": {}}]',
+    "async-sleep0": '[{"bench.policies:SleepZeroAsync": {}}]',
+    "headers": (
+        '[{request_headers: {set: {x-client-ip: "$client_ip", x-request-from: fastgw}, '
+        "remove: [x-debug]}}, {response_headers: {set: {x-served-by: fastgw}}}]"
+    ),
+}
+# Policy cost targets: the largest rps drop against fastgw[plain] of the same run, as a share
+# of plain's rps. empty-chain has none: it must be within the run-to-run noise of plain.
+POLICY_TARGETS: dict[str, float | None] = {
+    "empty-chain": None,
+    "sync-noop": 0.05,
+    "async-noop": 0.15,
+    "headers": 0.02,
+}
+POLICY_TARGET_LABELS = {
+    "empty-chain": "empty chain: no measurable cost (within plain's round-to-round noise)",
+    "sync-noop": "sync no-op Python hook: rps drop <= 5%",
+    "async-noop": "async no-op Python hook: rps drop <= 15%",
+    "headers": "compiled header set/remove (request + response): rps drop <= 2%",
+    "async-sleep0": "async hook awaiting asyncio.sleep(0): informative, no target",
+}
+# The noise floor used when plain's rounds happen to agree better than a shared box allows.
+MIN_NOISE_SHARE = 0.01
+# A policy-cost verdict needs a quiet run: other load (CPU-s) on plain's or the scenario's
+# round at most this, and for the empty chain plain's rounds at most MAX_NOISE_SHARE apart.
+# Otherwise the verdict is "inconclusive" and says what it would have been.
+MAX_OTHER_LOAD_S = 0.5
+MAX_NOISE_SHARE = 0.05
+
 # wrk Lua: print one machine-readable line when the run ends (latencies in µs).
 SUMMARY_LUA = r"""
 done = function(summary, latency, requests)
@@ -432,18 +469,52 @@ def haproxy_peer_argv(workdir: Path, port: int, upstream_port: int) -> list[str]
     return ["haproxy", "-db", "-f", str(path)]
 
 
-def fastgw_peer_argv(workdir: Path, port: int, upstream_port: int, python: str) -> list[str]:
-    conf = (
+def fastgw_config(port: int, upstream_port: int, scenario: str = PLAIN) -> str:
+    """fastgw's gateway.yaml: one listener, one upstream, one catch-all route.
+
+    The scenario only changes the route's policy chain (SCENARIOS).
+    """
+    route = '{name: all, match: {paths: ["/{*rest}"]}, upstream: backend'
+    chain = SCENARIOS[scenario]
+    if chain is not None:
+        route += f", policies: {chain}"
+    return (
         f'listen: ["{LOOPBACK}:{port}"]\n'
         "upstreams:\n"
         f'  backend: {{targets: [{{url: "http://{LOOPBACK}:{upstream_port}"}}], '
         "keepalive: {max_idle: 64, idle_timeout: 60s}}\n"
         "routes:\n"
-        '  - {name: all, match: {paths: ["/{*rest}"]}, upstream: backend}\n'
+        f"  - {route}}}\n"
     )
+
+
+def fastgw_peer_argv(
+    workdir: Path, port: int, upstream_port: int, python: str, scenario: str = PLAIN
+) -> list[str]:
     path = workdir / "gateway.yaml"
-    path.write_text(conf)
+    path.write_text(fastgw_config(port, upstream_port, scenario))
     return [python, "-m", "fastgw", "run", "-c", str(path)]
+
+
+def fastgw_peer_name(scenario: str, scenarios: list[str]) -> str:
+    """``fastgw`` when only the plain config runs (as before scenarios existed), else
+    ``fastgw[SCENARIO]`` for every row."""
+    return "fastgw" if scenarios == [PLAIN] else f"fastgw[{scenario}]"
+
+
+def parse_scenarios(text: str) -> list[str]:
+    """``--scenario`` value: known names, duplicates dropped; ``plain`` is added first when
+    other scenarios are asked for, since their cost is measured against it."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s): {', '.join(unknown) or '(none)'}; known: {', '.join(SCENARIOS)}"
+        )
+    ordered = list(dict.fromkeys(names))
+    if PLAIN not in ordered:
+        ordered.insert(0, PLAIN)
+    return ordered
 
 
 @dataclasses.dataclass
@@ -472,23 +543,32 @@ def custom_peer(spec: str) -> PeerSpec:
     return PeerSpec(name, build)
 
 
-def peer_specs(names: list[str], fastgw_python: str, custom: list[PeerSpec]) -> list[PeerSpec]:
-    known = {
-        "nginx": PeerSpec("nginx", nginx_peer_argv),
-        "haproxy": PeerSpec("haproxy", haproxy_peer_argv),
-        "fastgw": PeerSpec(
-            "fastgw",
-            lambda workdir, port, upstream_port: fastgw_peer_argv(
-                workdir, port, upstream_port, fastgw_python
-            ),
-            cwd=REPO,
-        ),
+def fastgw_spec(fastgw_python: str, scenario: str, scenarios: list[str]) -> PeerSpec:
+    def build(workdir: Path, port: int, upstream_port: int) -> list[str]:
+        return fastgw_peer_argv(workdir, port, upstream_port, fastgw_python, scenario)
+
+    # From the repository root, so "bench.policies:..." imports without installing anything.
+    return PeerSpec(fastgw_peer_name(scenario, scenarios), build, cwd=REPO)
+
+
+def peer_specs(
+    names: list[str],
+    fastgw_python: str,
+    custom: list[PeerSpec],
+    scenarios: list[str] | None = None,
+) -> list[PeerSpec]:
+    """The peers in order; ``fastgw`` stands for one row per scenario, in scenario order."""
+    scenarios = scenarios or [PLAIN]
+    known: dict[str, list[PeerSpec]] = {
+        "nginx": [PeerSpec("nginx", nginx_peer_argv)],
+        "haproxy": [PeerSpec("haproxy", haproxy_peer_argv)],
+        "fastgw": [fastgw_spec(fastgw_python, scenario, scenarios) for scenario in scenarios],
     }
-    known.update((spec.name, spec) for spec in custom)
+    known.update((spec.name, [spec]) for spec in custom)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise SystemExit(f"unknown peer(s): {', '.join(unknown)}; known: {', '.join(known)}")
-    return [known[name] for name in names]
+    return [spec for name in names for spec in known[name]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -816,6 +896,101 @@ def target_verdicts(peers: dict[str, dict[str, Any]], name: str) -> list[dict[st
     return verdicts
 
 
+def plain_noise(record: dict[str, Any] | None) -> dict[str, Any]:
+    """How far fastgw[plain]'s rounds lie apart: the yardstick for "no measurable cost".
+
+    ``rps`` and ``cpu`` are (max - min) / mean over its successful rounds; None with fewer
+    than two rounds. ``threshold`` is the larger of the rps spread and MIN_NOISE_SHARE.
+    """
+    rounds = [r for r in (record or {}).get("rounds", []) if r["status"] == "ok"]
+    if len(rounds) < 2:
+        return {"rounds": len(rounds), "rps": None, "cpu": None, "threshold": MIN_NOISE_SHARE}
+    rps = [r["rps"] for r in rounds]
+    cpu = [r["user_us_per_request"] + r["system_us_per_request"] for r in rounds]
+
+    def spread(values: list[float]) -> float:
+        return (max(values) - min(values)) / (sum(values) / len(values))
+
+    return {
+        "rounds": len(rounds),
+        "rps": spread(rps),
+        "cpu": spread(cpu),
+        "threshold": max(spread(rps), MIN_NOISE_SHARE),
+    }
+
+
+def policy_cost(peers: dict[str, dict[str, Any]], scenarios: list[str]) -> dict[str, Any] | None:
+    """Each fastgw scenario against fastgw[plain] of the same run, with its target's verdict.
+
+    The drop is plain's rps minus the scenario's, as a share of plain's (negative: faster).
+    Sets ``ratio_to_plain`` on every measured fastgw scenario record. None with one scenario.
+    """
+    if len(scenarios) < 2:
+        return None
+    plain = peers.get(fastgw_peer_name(PLAIN, scenarios), {})
+    noise = plain_noise(plain)
+    rows = []
+    for scenario in scenarios:
+        name = fastgw_peer_name(scenario, scenarios)
+        record = peers.get(name, {})
+        row: dict[str, Any] = {
+            "scenario": scenario,
+            "peer": name,
+            "target": POLICY_TARGET_LABELS.get(scenario, "baseline"),
+        }
+        rows.append(row)
+        if record.get("status") != "ok" or plain.get("status") != "ok":
+            failed = name if record.get("status") != "ok" else fastgw_peer_name(PLAIN, scenarios)
+            row["verdict"] = f"n/a ({failed} failed)"
+            continue
+        run, base = record["max"], plain["max"]
+        ratios = {
+            "rps": run["rps"] / base["rps"],
+            "cpu_per_request": run["cpu"]["total_us_per_request"]
+            / base["cpu"]["total_us_per_request"],
+            "user_per_request": run["cpu"]["user_us_per_request"]
+            / base["cpu"]["user_us_per_request"],
+        }
+        record["ratio_to_plain"] = ratios
+        row.update(
+            rps=run["rps"],
+            cpu_us_per_request=run["cpu"]["total_us_per_request"],
+            user_us_per_request=run["cpu"]["user_us_per_request"],
+            busy=run["cpu"]["busy"],
+            other_load_cpu_s=run.get("machine_cpu_s", {}).get("other"),
+            ratio_to_plain=ratios,
+            ratio_to_nginx=record.get("ratio_to_nginx"),
+            rps_drop=1.0 - ratios["rps"],
+            # What the drop would be with the proxy the bottleneck: rps = 1 / CPU per request.
+            cpu_drop=1.0 - 1.0 / ratios["cpu_per_request"],
+            user_us_delta=run["cpu"]["user_us_per_request"] - base["cpu"]["user_us_per_request"],
+        )
+        if scenario == PLAIN:
+            row["verdict"] = "baseline"
+            continue
+        if scenario not in POLICY_TARGETS:
+            row["verdict"] = "informative"
+            continue
+        limit = POLICY_TARGETS[scenario]
+        if limit is None:
+            limit = noise["threshold"]
+        row["limit"] = limit
+        drop = row["rps_drop"]
+        verdict = (
+            "PASS" if drop <= limit else f"MISS by {(drop - limit) * 100:.1f} points of plain rps"
+        )
+        disturbed = max(
+            run.get("machine_cpu_s", {}).get("other", 0.0),
+            base.get("machine_cpu_s", {}).get("other", 0.0),
+        )
+        if disturbed > MAX_OTHER_LOAD_S:
+            verdict = f"inconclusive: other load {disturbed:.2f} CPU-s (would be {verdict})"
+        elif POLICY_TARGETS[scenario] is None and limit > MAX_NOISE_SHARE:
+            verdict = f"inconclusive: plain's rounds {limit:.1%} apart (would be {verdict})"
+        row["verdict"] = verdict
+    return {"noise": noise, "rows": rows}
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -824,9 +999,68 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.1f}%"
+
+
+def render_policy_cost(cost: dict[str, Any]) -> list[str]:
+    noise = cost["noise"]
+    if noise["rps"] is None:
+        noise_text = (
+            f"fastgw[plain] ran {noise['rounds']} round(s), so its run-to-run noise was not "
+            f"measured; the empty chain is held to {noise['threshold']:.1%}."
+        )
+    else:
+        noise_text = (
+            f"Noise: fastgw[plain]'s {noise['rounds']} rounds differed by {noise['rps']:.1%} in "
+            f"rps and {noise['cpu']:.1%} in CPU µs/req; the empty chain is held to "
+            f"{noise['threshold']:.1%} (that rps spread, at least {MIN_NOISE_SHARE:.0%})."
+        )
+    lines = [
+        "## Policy cost (fastgw scenarios against fastgw[plain] in this run)",
+        "",
+        "Each scenario changes only the policy chain of fastgw's one route. rps drop is "
+        "plain's rps minus the scenario's, as a share of plain's; with the proxy near 100% "
+        "busy it matches the drop implied by CPU µs/req (1 - plain's CPU/req over the "
+        "scenario's), which is shown too because on a shared box it is the steadier number; "
+        "the verdict is on rps. " + noise_text,
+        "",
+        "| scenario | rps | rps vs plain | rps vs nginx | CPU µs/req | CPU vs plain "
+        "| CPU vs nginx | user µs/req | Δ user µs/req | proxy CPU busy | rps drop "
+        "| drop from CPU | target | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in cost["rows"]:
+        if "rps" not in row:
+            lines.append(
+                f"| {row['peer']} |" + " - |" * 11 + f" {row['target']} | {row['verdict']} |"
+            )
+            continue
+        to_plain, to_nginx = row["ratio_to_plain"], row.get("ratio_to_nginx") or {}
+        lines.append(
+            f"| {row['peer']} | {_fmt(row['rps'], 0)} | {_fmt(to_plain['rps'])}x "
+            f"| {_fmt(to_nginx.get('rps'))}x | {_fmt(row['cpu_us_per_request'])} "
+            f"| {_fmt(to_plain['cpu_per_request'])}x | {_fmt(to_nginx.get('cpu_per_request'))}x "
+            f"| {_fmt(row['user_us_per_request'])} | {row['user_us_delta']:+.2f} "
+            f"| {row['busy']:.0%} | {_pct(row['rps_drop'])} | {_pct(row['cpu_drop'])} "
+            f"| {row['target']} | {row['verdict']} |"
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     machine, workload, peers = report["machine"], report["workload"], report["peers"]
     versions = machine["versions"]
+    scenarios = workload.get("scenarios") or [PLAIN]
+    plain_name = fastgw_peer_name(PLAIN, scenarios)
+    scenario_lines = (
+        [
+            "- fastgw scenarios (`--scenario`, only the route's policy chain differs): "
+            + ", ".join(f"`{name}`" for name in scenarios)
+        ]
+        if len(scenarios) > 1
+        else []
+    )
     lines = [
         f"# fastgw end-to-end benchmark, {report['started_at']}",
         "",
@@ -843,6 +1077,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if workload["rounds"] > 1
         else "- Rounds: 1",
         f"- Pinning: {workload['pinning']}",
+        *scenario_lines,
         "",
         "## Maximum throughput",
         "",
@@ -890,9 +1125,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {_fmt(latency.get('p50'), 0)} | {_fmt(latency.get('p99'), 0)} "
                 f"| {_fmt(latency.get('p99.9'), 0)} |"
             )
+    cost = report.get("policy_cost")
+    if cost:
+        lines += ["", *render_policy_cost(cost)]
     lines += [
         "",
-        "## Targets (fastgw, against nginx in this run)",
+        f"## Targets ({plain_name}, against nginx in this run)",
         "",
         "| target | fastgw | verdict |",
         "|---|---:|---|",
@@ -982,10 +1220,15 @@ def run_benchmark(
     fastgw_python: str | None = None,
     custom: list[PeerSpec] | None = None,
     rounds: int = 1,
+    scenarios: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Runs every peer in turn, ``rounds`` times, against one shared upstream."""
+    """Runs every peer in turn, ``rounds`` times, against one shared upstream.
+
+    ``fastgw`` in ``peer_names`` runs once per scenario (default: plain only).
+    """
     fastgw_python = fastgw_python or default_fastgw_python()
-    specs = peer_specs(peer_names, fastgw_python, custom or [])
+    scenarios = scenarios or [PLAIN]
+    specs = peer_specs(peer_names, fastgw_python, custom or [], scenarios)
     now = datetime.datetime.now()
     report: dict[str, Any] = {
         "stamp": now.strftime("%Y%m%d-%H%M%S"),
@@ -1005,6 +1248,7 @@ def run_benchmark(
         else "none",
     }
     report["workload"]["rounds"] = rounds
+    report["workload"]["scenarios"] = scenarios if "fastgw" in peer_names else []
     runs: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in specs}
     with upstream_server(upstream_kind, pinning) as (upstream_port, upstream_pid, description):
         report["workload"]["upstream"] = description
@@ -1021,7 +1265,9 @@ def run_benchmark(
     peers = {name: least_disturbed(records) for name, records in runs.items()}
     add_ratios(peers)
     report["peers"] = peers
-    report["targets"] = {"fastgw": target_verdicts(peers, "fastgw")}
+    report["targets"] = {"fastgw": target_verdicts(peers, fastgw_peer_name(PLAIN, scenarios))}
+    if "fastgw" in peer_names:
+        report["policy_cost"] = policy_cost(peers, scenarios)
     return report
 
 
@@ -1042,6 +1288,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=COMMAND",
         help="another proxy to compare; COMMAND may use {port}, {upstream_port}, {workdir}; "
         "add NAME to --peers",
+    )
+    parser.add_argument(
+        "--scenario",
+        type=parse_scenarios,
+        default=[PLAIN],
+        metavar="NAME[,NAME...]",
+        help="fastgw policy chains to measure, one row each: "
+        + ", ".join(SCENARIOS)
+        + f" (default {PLAIN}; {PLAIN} is always added as the baseline)",
     )
     parser.add_argument("--rate", type=int, help="also measure latency at this offered rate")
     parser.add_argument(
@@ -1078,7 +1333,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         report = run_benchmark(
-            names, workload, args.upstream, args.fastgw_python, args.peer_cmd, max(1, args.rounds)
+            names,
+            workload,
+            args.upstream,
+            args.fastgw_python,
+            args.peer_cmd,
+            max(1, args.rounds),
+            args.scenario,
         )
     except KeyboardInterrupt:
         print("[e2e] interrupted; started processes stopped, no results written", file=sys.stderr)

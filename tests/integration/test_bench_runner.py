@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -152,3 +153,146 @@ def test_runner_measures_nginx_and_reports_a_peer_that_cannot_start(tmp_path: Pa
     assert markdown == (tmp_path / "latest.md").read_text()
     assert "| nginx |" in markdown and "| broken | failed:" in markdown
     assert "/tmp/" not in json_path.read_text()
+
+
+FASTGW_PYTHON = e2e.default_fastgw_python()
+
+
+@pytest.mark.parametrize("scenario", list(e2e.SCENARIOS), ids=list(e2e.SCENARIOS))
+def test_every_scenario_config_passes_fastgw_check(tmp_path: Path, scenario: str) -> None:
+    argv = e2e.fastgw_peer_argv(tmp_path, 18080, 18081, FASTGW_PYTHON, scenario)
+    config = Path(argv[-1])
+    text = config.read_text()
+    assert ("policies:" in text) == (e2e.SCENARIOS[scenario] is not None)
+    # From the repository root, as the runner starts fastgw, so bench.policies imports.
+    checked = subprocess.run(
+        [FASTGW_PYTHON, "-m", "fastgw", "check", str(config)],
+        cwd=e2e.REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip().endswith(": ok")
+
+
+def test_a_policy_reference_that_does_not_exist_fails_the_check(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    text = e2e.fastgw_config(18080, 18081, "sync-noop")
+    config.write_text(text.replace("NoopSync", "NoSuchPolicy"))
+    checked = subprocess.run(
+        [FASTGW_PYTHON, "-m", "fastgw", "check", str(config)],
+        cwd=e2e.REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 1
+    assert "$.routes[0].policies[0]" in checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain", ["plain"]),
+        ("sync-noop", ["plain", "sync-noop"]),
+        ("headers,plain,headers", ["headers", "plain"]),
+        (" empty-chain , async-noop ", ["plain", "empty-chain", "async-noop"]),
+    ],
+    ids=["plain-alone", "plain-added-as-baseline", "duplicates-dropped", "spaces-ignored"],
+)
+def test_scenario_option_values(value: str, expected: list[str]) -> None:
+    assert e2e.parse_scenarios(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["nope", "plain,nope", ","], ids=["unknown", "one-unknown", "empty"]
+)
+def test_scenario_option_refuses_unknown_names(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        e2e.parse_scenarios(value)
+
+
+def test_fastgw_rows_are_named_per_scenario_only_when_there_are_several() -> None:
+    single = e2e.peer_specs(["fastgw", "nginx"], FASTGW_PYTHON, [], ["plain"])
+    assert [spec.name for spec in single] == ["fastgw", "nginx"]
+    several = e2e.peer_specs(["nginx", "fastgw"], FASTGW_PYTHON, [], ["plain", "sync-noop"])
+    assert [spec.name for spec in several] == ["nginx", "fastgw[plain]", "fastgw[sync-noop]"]
+
+
+def _record(rps: float, user_us: float, sys_us: float, rounds: list[float] | None = None) -> dict:
+    record = {
+        "status": "ok",
+        "max": {
+            "rps": rps,
+            "cpu": {
+                "user_us_per_request": user_us,
+                "system_us_per_request": sys_us,
+                "total_us_per_request": user_us + sys_us,
+                "busy": 0.95,
+            },
+        },
+    }
+    if rounds:
+        record["rounds"] = [
+            {"status": "ok", "rps": value, "user_us_per_request": user_us,
+             "system_us_per_request": sys_us}
+            for value in rounds
+        ]  # fmt: skip
+    return record
+
+
+def test_policy_cost_verdicts_against_plain_and_its_noise() -> None:
+    scenarios = ["plain", "empty-chain", "sync-noop", "async-noop", "async-sleep0", "headers"]
+    peers = {
+        # Two plain rounds 2% apart: the empty chain is held to that spread.
+        "fastgw[plain]": _record(50_000, 3.0, 13.0, rounds=[50_000, 49_000]),
+        "fastgw[empty-chain]": _record(49_200, 3.0, 13.0),  # 1.6% slower: within 2%
+        "fastgw[sync-noop]": _record(46_000, 4.0, 13.0),  # 8% slower: over 5%
+        "fastgw[async-noop]": _record(44_000, 5.0, 13.0),  # 12%: within 15%
+        "fastgw[async-sleep0]": _record(30_000, 12.0, 14.0),
+        "fastgw[headers]": _record(50_500, 3.1, 13.0),  # faster than plain
+    }
+    cost = e2e.policy_cost(peers, scenarios)
+    assert cost["noise"]["rps"] == pytest.approx(1_000 / 49_500)
+    verdicts = {row["scenario"]: row["verdict"] for row in cost["rows"]}
+    assert verdicts == {
+        "plain": "baseline",
+        "empty-chain": "PASS",
+        "sync-noop": "MISS by 3.0 points of plain rps",
+        "async-noop": "PASS",
+        "async-sleep0": "informative",
+        "headers": "PASS",
+    }
+    sync = next(row for row in cost["rows"] if row["scenario"] == "sync-noop")
+    assert sync["rps_drop"] == pytest.approx(0.08)
+    assert sync["user_us_delta"] == pytest.approx(1.0)
+    assert peers["fastgw[sync-noop]"]["ratio_to_plain"]["rps"] == pytest.approx(0.92)
+    markdown = "\n".join(e2e.render_policy_cost(cost))
+    assert "| fastgw[sync-noop] | 46,000 | 0.92x |" in markdown
+    assert "differed by 2.0% in rps" in markdown
+
+
+def test_policy_cost_says_why_a_scenario_has_no_verdict() -> None:
+    peers = {
+        "fastgw[plain]": _record(50_000, 3.0, 13.0),
+        "fastgw[sync-noop]": {"status": "failed", "reason": "exited"},
+    }
+    cost = e2e.policy_cost(peers, ["plain", "sync-noop"])
+    assert cost["noise"]["rps"] is None  # one round: noise not measured
+    assert cost["rows"][1]["verdict"] == "n/a (fastgw[sync-noop] failed)"
+    assert e2e.policy_cost(peers, ["plain"]) is None
+
+
+def test_policy_cost_withholds_verdicts_from_a_disturbed_run() -> None:
+    peers = {
+        "fastgw[plain]": _record(50_000, 3.0, 13.0, rounds=[50_000, 40_000]),
+        "fastgw[empty-chain]": _record(49_900, 3.0, 13.0),
+        "fastgw[headers]": _record(49_900, 3.0, 13.0),
+    }
+    peers["fastgw[headers]"]["max"]["machine_cpu_s"] = {"other": 2.0}
+    rows = e2e.policy_cost(peers, ["plain", "empty-chain", "headers"])["rows"]
+    assert rows[1]["verdict"] == "inconclusive: plain's rounds 22.2% apart (would be PASS)"
+    assert rows[2]["verdict"] == "inconclusive: other load 2.00 CPU-s (would be PASS)"
