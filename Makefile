@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORE_SOURCES := fastgw/_core.pyx $(wildcard fastgw/_native/*.pxi) setup.py
 
-.PHONY: run test build debug lint bench bench-e2e clean
+.PHONY: run test build debug lint bench bench-e2e bench-policy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: build
 
 bench-e2e: build
 	$(BIN)/python bench/e2e.py
+
+# CPU_US / USER_US: fastgw[plain]'s CPU and user µs per request from an e2e run.
+bench-policy: build
+	$(BIN)/python bench/policy_cost.py --cpu-us $(or $(CPU_US),16) --user-us $(or $(USER_US),3)
 
 clean:
 	rm -rf build fastgw/_core.*.so fastgw/_core.c fastgw/_core.stamp

@@ -5,8 +5,29 @@
 # once (direct responses, redirects), and the Python hooks with their sync/async nature
 # decided at plan time. A route without policies has no CoreChain at all.
 
+from cpython.ref cimport PyObject, Py_XDECREF
+
 import logging as _logging
 import re as _re
+
+
+cdef extern from "Python.h":
+    ctypedef enum PySendResult:
+        PYGEN_RETURN
+        PYGEN_ERROR
+        PYGEN_NEXT
+    # PERF: a coroutine that returns reports it here, not with a StopIteration to catch.
+    PySendResult PyIter_Send(object iterator, object value, PyObject** result) except PYGEN_ERROR
+
+
+cdef inline object _coroutine_step(object coroutine, bint* finished):
+    """Send None into `coroutine`: its return value (finished) or what it waits on."""
+    cdef PyObject* raw = NULL
+    cdef PySendResult outcome = PyIter_Send(coroutine, None, &raw)
+    cdef object value = <object>raw if raw != NULL else None
+    Py_XDECREF(raw)
+    finished[0] = outcome == PYGEN_RETURN
+    return value
 
 _policy_log = _logging.getLogger("fastgw.policy")
 
@@ -59,13 +80,97 @@ def check_field(str name, str value=None):
         raise ValueError(f"invalid header value for {name!r}: control characters or CR/LF")
 
 
+cdef struct _FieldOp:
+    int op                    # OP_REMOVE, OP_RENAME or OP_SET (they hide received fields)
+    const char* name          # lowercase
+    Py_ssize_t name_len
+    const char* new_name      # OP_RENAME
+    Py_ssize_t new_name_len
+
+
+cdef class HeaderOps:
+    """Header operations for one path pattern, in C arrays (built once per Plan)."""
+
+    cdef _FieldOp* field_ops
+    cdef int n_field_ops
+    cdef uint64_t name_lengths     # bit (length & 63) of every name above: a quick miss
+    cdef bytes static_lines        # "name: value\r\n" of set/add with a literal value
+    cdef tuple dynamic             # ((name, template), ...) set/add with variables
+    cdef tuple emits               # ((op, name, template), ...) every set/add, in order
+    cdef list keep                 # the bytes the C pointers point into
+
+    def __cinit__(self, ops):
+        cdef int k = 0
+        self.keep = []
+        self.field_ops = <_FieldOp*>malloc(max(1, len(ops)) * sizeof(_FieldOp))
+        if self.field_ops == NULL:
+            raise MemoryError()
+        static, dynamic, emits = [], [], []
+        for op, name, template, new_name in ops:
+            self.keep.append(name)
+            if op != OP_ADD:
+                self.field_ops[k].op = op
+                self.field_ops[k].name = PyBytes_AS_STRING(name)
+                self.field_ops[k].name_len = PyBytes_GET_SIZE(name)
+                self.field_ops[k].new_name = NULL
+                self.field_ops[k].new_name_len = 0
+                if new_name is not None:
+                    self.keep.append(new_name)
+                    self.field_ops[k].new_name = PyBytes_AS_STRING(new_name)
+                    self.field_ops[k].new_name_len = PyBytes_GET_SIZE(new_name)
+                self.name_lengths |= (<uint64_t>1) << (PyBytes_GET_SIZE(name) & 63)
+                k += 1
+            if op == OP_SET or op == OP_ADD:
+                emits.append((op, name, template))
+                if all(type(part) is bytes for part in template):
+                    static.append(name + b": " + b"".join(template) + b"\r\n")
+                else:
+                    dynamic.append((name, template))
+        self.n_field_ops = k
+        self.static_lines = b"".join(static)
+        self.dynamic = tuple(dynamic)
+        self.emits = tuple(emits)
+
+    def __dealloc__(self):
+        free(self.field_ops)
+
+    cdef inline _FieldOp* find(self, const char* name, Py_ssize_t n) noexcept:
+        cdef int k
+        if not (self.name_lengths >> (n & 63)) & 1:
+            return NULL
+        for k in range(self.n_field_ops):
+            if (self.field_ops[k].name_len == n
+                    and _name_is_raw(name, n, self.field_ops[k].name)):
+                return &self.field_ops[k]
+        return NULL
+
+
+cdef object _ops_by_pattern(dict ops):
+    """One HeaderOps when every pattern has the same operations (no {param} that differs),
+    else a dict by pattern id; None without operations."""
+    if not ops:
+        return None
+    variants = set(ops.values())
+    if len(variants) == 1:
+        return HeaderOps(variants.pop())
+    return {pid: HeaderOps(pattern_ops) for pid, pattern_ops in ops.items()}
+
+
+cdef inline HeaderOps _ops_for(object ops, int pattern_id):
+    if ops is None:
+        return None
+    if type(ops) is HeaderOps:
+        return <HeaderOps>ops
+    return <HeaderOps>(<dict>ops).get(pattern_id)
+
+
 cdef class CoreChain:
     """A route's compiled policy chain."""
 
     cdef readonly bint disabled
     cdef tuple steps                 # ((kind, payload), ...) in chain order
-    cdef dict request_ops            # pattern_id -> ((op, name, template, new_name), ...)
-    cdef dict response_ops
+    cdef object request_ops          # HeaderOps for every pattern, or {pattern_id: HeaderOps}
+    cdef object response_ops
     cdef tuple response_hooks        # ((callable, is_async), ...)
     cdef readonly bint python_hooks  # a request hook written in Python is on the chain
     cdef readonly int64_t body_limit  # read this much of the body before the steps; 0: stream
@@ -75,8 +180,8 @@ cdef class CoreChain:
         self.disabled = disabled
         self.body_limit = body_limit
         self.steps = tuple(steps)
-        self.request_ops = request_ops or None
-        self.response_ops = response_ops or None
+        self.request_ops = _ops_by_pattern(request_ops)
+        self.response_ops = _ops_by_pattern(response_ops)
         self.response_hooks = tuple(response_hooks)
         self.python_hooks = any(kind in (STEP_PY_SYNC, STEP_PY_ASYNC) for kind, _ in self.steps)
 
@@ -168,11 +273,14 @@ cdef class HeaderChanges:
 
 cdef inline bint _name_is(const char* name, Py_ssize_t n, bytes lower) noexcept:
     """Case-insensitive compare of a received field name with a lowercase name."""
-    cdef Py_ssize_t i
-    cdef const char* other = PyBytes_AS_STRING(lower)
-    cdef unsigned char c
     if n != PyBytes_GET_SIZE(lower):
         return False
+    return _name_is_raw(name, n, PyBytes_AS_STRING(lower))
+
+
+cdef inline bint _name_is_raw(const char* name, Py_ssize_t n, const char* other) noexcept:
+    cdef Py_ssize_t i
+    cdef unsigned char c
     for i in range(n):
         c = <unsigned char>name[i]
         if 65 <= c <= 90:
@@ -182,15 +290,17 @@ cdef inline bint _name_is(const char* name, Py_ssize_t n, bytes lower) noexcept:
     return True
 
 
+@cython.freelist(32)
 cdef class PolicyRequest:
     """The request as a Python policy sees it (see the policy contract in the README)."""
 
     cdef ClientProtocol conn          # None once the exchange is over
     cdef readonly str route
-    cdef readonly str request_id
+    cdef bytes request_id_bytes
+    cdef str _request_id
     cdef public object consumer
-    cdef readonly dict scratch
-    cdef HeaderChanges upstream_changes
+    cdef dict _scratch
+    cdef HeaderChanges upstream_changes  # made on the first change (PERF: most hooks make none)
     cdef bytes new_path
     cdef UpstreamPool new_pool
     cdef object _method, _path, _query, _params, _headers, _client_ip
@@ -203,6 +313,24 @@ cdef class PolicyRequest:
         if self.conn is None:
             raise RuntimeError("this request is finished; keep what you need in scratch")
         return self.conn
+
+    @property
+    def request_id(self):
+        if self._request_id is None:
+            self._request_id = self.request_id_bytes.decode("ascii")
+        return self._request_id
+
+    @property
+    def scratch(self):
+        """A dict for this request only: hooks pass data to later hooks through it."""
+        if self._scratch is None:
+            self._scratch = {}
+        return self._scratch
+
+    cdef HeaderChanges changes(self):
+        if self.upstream_changes is None:
+            self.upstream_changes = HeaderChanges()
+        return self.upstream_changes
 
     @property
     def method(self):
@@ -258,13 +386,13 @@ cdef class PolicyRequest:
 
     def set_header(self, str name, str value):
         """Set an upstream request header (replacing the client's fields of that name)."""
-        self.upstream_changes.record(OP_SET, name, value)
+        self.changes().record(OP_SET, name, value)
 
     def add_header(self, str name, str value):
-        self.upstream_changes.record(OP_ADD, name, value)
+        self.changes().record(OP_ADD, name, value)
 
     def remove_header(self, str name):
-        self.upstream_changes.record(OP_REMOVE, name, None)
+        self.changes().record(OP_REMOVE, name, None)
 
     def rewrite_path(self, str path):
         """Send this path upstream instead (the query is kept)."""
@@ -278,16 +406,14 @@ cdef class PolicyRequest:
         self.new_pool = <UpstreamPool>self.attached().plan.pools[name]
 
     def __repr__(self):
-        return f"<PolicyRequest {self.request_id} route={self.route!r}>"
+        return f"<PolicyRequest {self.request_id_bytes.decode()} route={self.route!r}>"
 
 
 cdef PolicyRequest _new_policy_request(ClientProtocol conn):
     cdef PolicyRequest request = PolicyRequest.__new__(PolicyRequest)
     request.conn = conn
     request.route = conn.action.name
-    request.request_id = conn.request_id.decode("ascii")
-    request.scratch = {}
-    request.upstream_changes = HeaderChanges()
+    request.request_id_bytes = conn.request_id
     return request
 
 
@@ -295,27 +421,40 @@ cdef class ResponseView:
     """The upstream's response as a response hook sees it: status, headers, changes."""
 
     cdef readonly int status
-    cdef readonly Headers headers
-    cdef HeaderChanges changes
+    cdef ResponseParser parser       # None once the response head went out
+    cdef Headers _headers
+    cdef HeaderChanges changes       # made on the first change
 
     def __init__(self):
         raise TypeError("ResponseView objects are made by the gateway")
 
+    @property
+    def headers(self):
+        if self._headers is None:
+            if self.parser is None:
+                raise RuntimeError("this response head is gone; read headers in the hook")
+            self._headers = Headers(_field_list(self.parser, True))
+        return self._headers
+
+    cdef HeaderChanges record(self):
+        if self.changes is None:
+            self.changes = HeaderChanges()
+        return self.changes
+
     def set_header(self, str name, str value):
-        self.changes.record(OP_SET, name, value)
+        self.record().record(OP_SET, name, value)
 
     def add_header(self, str name, str value):
-        self.changes.record(OP_ADD, name, value)
+        self.record().record(OP_ADD, name, value)
 
     def remove_header(self, str name):
-        self.changes.record(OP_REMOVE, name, None)
+        self.record().record(OP_REMOVE, name, None)
 
 
 cdef ResponseView _new_response_view(ResponseParser rp):
     cdef ResponseView view = ResponseView.__new__(ResponseView)
     view.status = rp.status
-    view.headers = Headers(_field_list(rp, True))
-    view.changes = HeaderChanges()
+    view.parser = rp
     return view
 
 

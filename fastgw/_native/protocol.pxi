@@ -467,6 +467,7 @@ cdef class ClientProtocol:
         cdef tuple steps = self.chain.steps
         cdef Py_ssize_t i
         cdef int kind
+        cdef bint finished = False
         for i in range(start, len(steps)):
             kind, payload = steps[i]
             if kind == STEP_PY_SYNC:
@@ -483,15 +484,15 @@ cdef class ClientProtocol:
                 # finishes here without an asyncio Task.
                 try:
                     coro = payload(self.preq)
-                    blocked_on = coro.send(None)
-                except StopIteration as stop:
-                    if stop.value is not None:
-                        self.answer_policy(stop.value)
-                        return HOOK_STEP_ANSWERED
-                    continue
+                    blocked_on = _coroutine_step(coro, &finished)
                 except BaseException as exc:
                     self.policy_failed(exc)
                     return HOOK_STEP_ANSWERED
+                if finished:
+                    if blocked_on is not None:
+                        self.answer_policy(blocked_on)
+                        return HOOK_STEP_ANSWERED
+                    continue
                 self.hook_index = i + 1
                 self.hook_task = self.engine.loop.create_task(
                     _resume_hook(self, coro, blocked_on, False))
@@ -610,6 +611,7 @@ cdef class ClientProtocol:
         """Run response hooks from `start`; False when one suspended or failed."""
         cdef tuple hooks = self.chain.response_hooks
         cdef Py_ssize_t i
+        cdef bint finished = False
         if self.preq is None:
             self.preq = _new_policy_request(self)
         for i in range(start, len(hooks)):
@@ -619,9 +621,9 @@ cdef class ClientProtocol:
                     hook(self.preq, self.rview)
                     continue
                 coro = hook(self.preq, self.rview)
-                blocked_on = coro.send(None)
-            except StopIteration:
-                continue
+                blocked_on = _coroutine_step(coro, &finished)
+                if finished:
+                    continue
             except BaseException as exc:
                 self.log_policy_failure(exc)
                 self.on_upstream_error(E_POLICY_ERROR)
@@ -685,7 +687,7 @@ cdef class ClientProtocol:
                 value = _percent_encode_unsafe(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
             b.put_bytes(value)
 
-    cdef void put_fields(self, Http1Parser parser, tuple ops, HeaderChanges changes,
+    cdef void put_fields(self, Http1Parser parser, HeaderOps ops, HeaderChanges changes,
                          bint request) except *:
         """Forwarded fields of `parser` with the chain's operations, then hook changes."""
         cdef HeadBuffer b = _head_buffer
@@ -693,7 +695,8 @@ cdef class ClientProtocol:
         cdef const char* name
         cdef Py_ssize_t name_len
         cdef int i, hid
-        cdef bint handled
+        cdef _FieldOp* op
+        cdef bint has_changes = changes is not None and len(changes.changes) > 0
         for i in range(parser.n_headers):
             if parser.hdr_flags[i] & HF_DROP:
                 continue
@@ -707,36 +710,43 @@ cdef class ClientProtocol:
                 continue
             name = head + parser.hdr_name_off[i]
             name_len = parser.hdr_name_len[i]
-            handled = False
             if ops is not None:
-                for op, op_name, template, new_name in ops:
-                    if op != OP_ADD and _name_is(name, name_len, <bytes>op_name):
-                        if op == OP_RENAME:
-                            b.put_bytes(<bytes>new_name)
-                            b.put_bytes(b": ")
-                            b.put(head + parser.hdr_value_off[i], parser.hdr_value_len[i])
-                            b.put_bytes(_CRLF)
-                        handled = True
-                        break
-            if handled or (changes is not None and changes.hides(name, name_len)):
+                op = ops.find(name, name_len)
+                if op != NULL:
+                    if op.op == OP_RENAME:
+                        b.put(op.new_name, op.new_name_len)
+                        b.put_bytes(b": ")
+                        b.put(head + parser.hdr_value_off[i], parser.hdr_value_len[i])
+                        b.put_bytes(_CRLF)
+                    continue
+            if has_changes and changes.hides(name, name_len):
                 continue
             b.put(name, name_len)
             b.put_bytes(b": ")
             b.put(head + parser.hdr_value_off[i], parser.hdr_value_len[i])
             b.put_bytes(_CRLF)
         if ops is not None:
-            for op, op_name, template, new_name in ops:
-                if op == OP_SET or op == OP_ADD:
-                    if op == OP_SET and changes is not None and changes.hides(
-                            PyBytes_AS_STRING(<bytes>op_name), PyBytes_GET_SIZE(<bytes>op_name)):
-                        continue
-                    b.put_bytes(<bytes>op_name)
+            if not has_changes:
+                # PERF: literal values were rendered at plan time: one copy for all of them.
+                b.put_bytes(ops.static_lines)
+                for field_name, template in ops.dynamic:
+                    b.put_bytes(<bytes>field_name)
                     b.put_bytes(b": ")
                     self.put_template(<tuple>template, False)
                     b.put_bytes(_CRLF)
-        if changes is not None:
-            for op, _, field_name, value in changes.changes:
-                if op == OP_SET or op == OP_ADD:
+            else:
+                for kind, field_name, template in ops.emits:
+                    if kind == OP_SET and changes.hides(
+                            PyBytes_AS_STRING(<bytes>field_name),
+                            PyBytes_GET_SIZE(<bytes>field_name)):
+                        continue
+                    b.put_bytes(<bytes>field_name)
+                    b.put_bytes(b": ")
+                    self.put_template(<tuple>template, False)
+                    b.put_bytes(_CRLF)
+        if has_changes:
+            for kind, _, field_name, value in changes.changes:
+                if kind == OP_SET or kind == OP_ADD:
                     b.put_bytes(<bytes>field_name)
                     b.put_bytes(b": ")
                     b.put_bytes(<bytes>value)
@@ -944,6 +954,8 @@ cdef class ClientProtocol:
 
     cdef void write_response_head(self, ResponseParser rp) except *:
         cdef HeadBuffer b = _head_buffer
+        cdef HeaderOps ops
+        cdef HeaderChanges changes
         cdef int status = rp.status
         cdef int i
         cdef bint close_after
@@ -952,16 +964,17 @@ cdef class ClientProtocol:
         b.put_bytes(b" ")
         b.put(rp.head + rp.reason_off, rp.reason_len)
         b.put_bytes(b"\r\n")
-        if self.chain is None:
+        ops = None
+        changes = None
+        if self.chain is not None:
+            ops = _ops_for(self.chain.response_ops, self.match.pattern_id)
+            if self.rview is not None:
+                changes = self.rview.changes
+                self.rview.parser = None    # the view must not read a parser that moves on
+        if ops is None and changes is None:
             self.put_response_fields(rp)
         else:
-            self.put_fields(
-                rp,
-                None if self.chain.response_ops is None
-                else self.chain.response_ops.get(self.match.pattern_id),
-                None if self.rview is None else self.rview.changes,
-                False,
-            )
+            self.put_fields(rp, ops, changes, False)
         b.put_bytes(b"x-request-id: ")
         b.put_bytes(self.request_id)
         b.put_bytes(b"\r\n")
@@ -1066,7 +1079,9 @@ cdef class ClientProtocol:
         self.up_head = None
         self.up = None
         self.chain = None
-        self.rview = None
+        if self.rview is not None:
+            self.rview.parser = None
+            self.rview = None
         self.body_buffer = None
         if self.preq is not None:
             self.preq.conn = None
@@ -1242,6 +1257,8 @@ cdef class ClientProtocol:
 
     cdef bytes build_upstream_head(self):
         cdef HeadBuffer b = _head_buffer
+        cdef HeaderOps ops
+        cdef HeaderChanges changes
         cdef RequestParser p = self.parser
         cdef RouteAction action = self.action
         cdef RouteMatch* match = &self.match
@@ -1291,7 +1308,13 @@ cdef class ClientProtocol:
         else:
             b.put_bytes(self.target.host_header)
         b.put_bytes(b"\r\n")
-        if self.chain is None:
+        ops = None
+        changes = None
+        if self.chain is not None:
+            ops = _ops_for(self.chain.request_ops, match.pattern_id)
+            if self.preq is not None:
+                changes = self.preq.upstream_changes
+        if ops is None and changes is None:
             for i in range(p.n_headers):
                 if p.hdr_flags[i] & HF_DROP:
                     continue
@@ -1308,13 +1331,7 @@ cdef class ClientProtocol:
                 b.put(head + p.hdr_value_off[i], p.hdr_value_len[i])
                 b.put_bytes(b"\r\n")
         else:
-            self.put_fields(
-                p,
-                None if self.chain.request_ops is None
-                else self.chain.request_ops.get(match.pattern_id),
-                None if self.preq is None else self.preq.upstream_changes,
-                True,
-            )
+            self.put_fields(p, ops, changes, True)
         if self.peer_trusted:
             for i in range(p.n_headers):
                 if p.hdr_id[i] == H_X_FORWARDED_PROTO:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -296,3 +297,23 @@ def test_policy_cost_withholds_verdicts_from_a_disturbed_run() -> None:
     rows = e2e.policy_cost(peers, ["plain", "empty-chain", "headers"])["rows"]
     assert rows[1]["verdict"] == "inconclusive: plain's rounds 22.2% apart (would be PASS)"
     assert rows[2]["verdict"] == "inconclusive: other load 2.00 CPU-s (would be PASS)"
+
+
+# --- bench/policy_cost.py ----------------------------------------------------------------
+
+
+def test_policy_cost_client_drives_a_real_gateway(upstream: Any, gateway: Any, http: Any) -> None:
+    from bench import policy_cost
+
+    up = upstream("echo")
+    gw = gateway(routes=[http.route("all", ["/{*rest}"], "up")], upstreams={"up": up})
+    policy_cost.send_requests(gw.port, 50)
+    assert len(up.requests) == 50
+    assert up.connections == 1
+
+
+def test_policy_cost_reads_callgrind_totals() -> None:
+    from bench import policy_cost
+
+    sample = b"# callgrind format\nevents: Ir\n\nfl=(1) x.c\nfn=(1) f\n1 5\nsummary: 123456\n"
+    assert int(policy_cost._TOTALS.search(sample).group(1)) == 123456

@@ -559,7 +559,6 @@ INVALID = [
 ]
 
 
-
 @pytest.mark.parametrize(
     ("entry", "path", "message", "rendered"),
     [v[1:] for v in INVALID],
