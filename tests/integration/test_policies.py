@@ -706,3 +706,23 @@ def test_path_rewrite(entry: dict[str, str], target: str, forwarded: str) -> Non
     result = run_policy_sync({"path_rewrite": entry}, "GET", target)
     assert result.status == 200
     assert result.upstream_request.target == forwarded
+
+
+def test_startup_log_names_the_policy_that_disabled_a_route(upstream, gateway, http) -> None:
+    up = upstream("echo")
+    gw = gateway(
+        routes=[
+            http.route("good", ["/good"], "up"),
+            http.route(
+                "broken",
+                ["/broken"],
+                "up",
+                policies=[{"request_headers": {"set": {"x-a": "$nope"}}}],
+            ),
+        ],
+        upstreams={"up": up},
+    )
+    assert gw.request("GET", "/good").status == 200
+    assert gw.request("GET", "/broken").status == 503
+    assert "$.routes[1].policies[0]" in gw.stderr
+    assert "unknown variable $nope" in gw.stderr
