@@ -378,6 +378,7 @@ def build_plan(
             "client_body_idle": timeouts.client_body_idle,
             "keepalive_idle": timeouts.keepalive_idle,
             "upstream_read": timeouts.upstream_read,
+            "client_send": timeouts.client_send,
         },
         [ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies],
         pools,

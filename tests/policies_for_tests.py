@@ -242,3 +242,23 @@ class AsyncBodyCheck(Policy):
         await asyncio.sleep(0.01)
         request.set_header("x-body-length", str(len(request.body)))
         return None
+
+
+class SlowHooks(Policy):
+    """Async hooks that sleep for the seconds in the request's x-slow header."""
+
+    async def on_request(self, request: Any) -> None:
+        await asyncio.sleep(float(request.headers.get("x-slow-request", "0")))
+
+    async def on_response(self, request: Any, response: Any) -> None:
+        await asyncio.sleep(float(request.headers.get("x-slow-response", "0")))
+        response.set_header("x-hook", "ran")
+
+
+class StrHeaders(Policy):
+    """Returns a Response whose headers were replaced by str pairs after it was made."""
+
+    def on_request(self, request: Any) -> Response:
+        answer = Response(200, b"hi")
+        answer.headers = (("x-a", "value-as-str"),)  # type: ignore[misc]
+        return answer

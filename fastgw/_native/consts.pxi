@@ -142,6 +142,7 @@ cdef enum ErrorCode:
     # gateway
     E_INTERNAL = 99
     E_POLICY_ERROR = 100
+    E_POLICY_TIMEOUT = 101
 
 
 # code -> (status, stable code, message). The JSON error body is built from this table.
@@ -215,4 +216,5 @@ ERROR_TABLE = {
     E_NO_UPSTREAM_TARGET: (503, "no_upstream_target", "no upstream target available"),
     E_INTERNAL: (500, "internal_error", "internal gateway error"),
     E_POLICY_ERROR: (500, "policy_error", "a policy failed while handling the request"),
+    E_POLICY_TIMEOUT: (504, "policy_timeout", "a policy did not finish in time"),
 }

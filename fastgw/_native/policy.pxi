@@ -458,7 +458,8 @@ cdef ResponseView _new_response_view(ResponseParser rp):
     return view
 
 
-async def _resume_hook(ClientProtocol conn, object coro, object blocked_on, bint response):
+async def _resume_hook(ClientProtocol conn, object coro, object blocked_on, bint response,
+                       uint64_t serial):
     """Finish an async hook that suspended on its first step (what a Task would do)."""
     try:
         if blocked_on is None:
@@ -471,10 +472,13 @@ async def _resume_hook(ClientProtocol conn, object coro, object blocked_on, bint
             except BaseException:
                 pass                  # the hook sees the outcome itself when resumed
         result = await coro
+    except _asyncio.CancelledError:
+        coro.close()
+        raise
     except BaseException as exc:
-        conn.on_hook_done(exc, None, response)
+        conn.on_hook_done(exc, None, response, serial)
         return
-    conn.on_hook_done(None, result, response)
+    conn.on_hook_done(None, result, response, serial)
 
 
 cdef bytes _percent_encode_unsafe(const char* data, Py_ssize_t n):

@@ -71,6 +71,7 @@ cdef class CorePlan:
     cdef double client_body_idle
     cdef double keepalive_idle
     cdef double upstream_read
+    cdef double client_send
     cdef tuple trusted_networks
     cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
 
@@ -87,6 +88,7 @@ cdef class CorePlan:
         self.client_body_idle = timeouts["client_body_idle"]
         self.keepalive_idle = timeouts["keepalive_idle"]
         self.upstream_read = timeouts["upstream_read"]
+        self.client_send = timeouts.get("client_send", 60.0)
         self.trusted_networks = tuple(trusted_networks)
 
     cdef bint is_trusted(self, str ip):
@@ -263,6 +265,9 @@ cdef class ClientProtocol:
     cdef ResponseView rview
     cdef Py_ssize_t hook_index     # where a suspended chain resumes
     cdef object hook_task
+    cdef uint64_t exchange_serial  # a finished hook of an earlier exchange must not act
+    cdef bint continue_sent
+    cdef double write_paused_at
     cdef bint response_hold        # an async response hook holds the response head
     cdef bytes client_ip_value
     cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
@@ -323,6 +328,7 @@ cdef class ClientProtocol:
         self.engine.connections.discard(self)
         self.up = None
         self.buf = None
+        self.cancel_hook()
         if self.preq is not None:
             self.preq.conn = None
             self.preq = None
@@ -332,6 +338,7 @@ cdef class ClientProtocol:
 
     def pause_writing(self):
         self.writing_paused = True
+        self.write_paused_at = _now
         if self.up is not None:
             self.up.pause_reading(True)
 
@@ -402,6 +409,8 @@ cdef class ClientProtocol:
             self.out_framing = OUT_NONE
             self.retries = 0
             self.client_ip_value = None
+            self.exchange_serial += 1
+            self.continue_sent = False
             self.request_id = self.pick_request_id()
             self.engine.requests_total += 1
             # PERF: route conditions read the parser's arrays in place.
@@ -440,6 +449,7 @@ cdef class ClientProtocol:
                     self.body_buffer = bytearray()
                     if p.expect_continue:
                         self.out.append(_CONTINUE)
+                        self.continue_sent = True
                     self.deadline = _now + self.plan.client_body_idle
                     return
                 if self.run_request_steps(0) != HOOK_STEP_DONE:
@@ -455,9 +465,11 @@ cdef class ClientProtocol:
             pool = self.preq.new_pool
         self.target = pool.pick()
         self.up_head = self.build_upstream_head()
-        if self.parser.expect_continue and self.parser.framing != FRAMING_NONE:
+        if (self.parser.expect_continue and self.parser.framing != FRAMING_NONE
+                and not self.continue_sent):
             # RFC 9110 10.1.1: we will read the body, so say so before the upstream does.
             self.out.append(_CONTINUE)
+            self.continue_sent = True
         self.deadline = _now + self.plan.client_body_idle
         self.attach_upstream()
 
@@ -495,7 +507,9 @@ cdef class ClientProtocol:
                     continue
                 self.hook_index = i + 1
                 self.hook_task = self.engine.loop.create_task(
-                    _resume_hook(self, coro, blocked_on, False))
+                    _resume_hook(self, coro, blocked_on, False, self.exchange_serial))
+                # A hook that hangs is cut off like an upstream that does not answer.
+                self.deadline = _now + self.plan.upstream_read
                 return HOOK_STEP_SUSPENDED
             elif kind == STEP_RESPOND:
                 self.answer_prebuilt(payload)
@@ -505,11 +519,12 @@ cdef class ClientProtocol:
                 return HOOK_STEP_ANSWERED
         return HOOK_STEP_DONE
 
-    cdef void on_hook_done(self, object exc, object result, bint response) noexcept:
+    cdef void on_hook_done(self, object exc, object result, bint response,
+                           uint64_t serial) noexcept:
         """An async hook that had to wait is finished: carry on where the chain stopped."""
+        if self.closed or self.state != CS_EXCHANGE or serial != self.exchange_serial:
+            return                      # the exchange it belonged to ended without it
         self.hook_task = None
-        if self.closed or self.state != CS_EXCHANGE:
-            return
         try:
             if response:
                 self.response_hold = False
@@ -532,6 +547,16 @@ cdef class ClientProtocol:
         except BaseException:
             self.fail_internal()
 
+    cdef void cancel_hook(self) noexcept:
+        cdef object task = self.hook_task
+        self.hook_task = None
+        self.response_hold = False
+        if task is not None:
+            try:
+                task.cancel()
+            except BaseException:
+                pass
+
     cdef void log_policy_failure(self, object exc):
         _policy_log.error("policy failed on route %r, request %s", self.action.name,
                           self.request_id.decode("ascii"), exc_info=exc)
@@ -546,10 +571,16 @@ cdef class ClientProtocol:
         try:
             status = response.status
             body = response.body
-            fields = response.headers
-            if type(body) is not bytes or not 200 <= status <= 599:
+            fields = tuple(response.headers)
+            if type(body) is not bytes or type(status) is not int or not 200 <= status <= 599:
                 raise TypeError(f"a hook must return fastgw.policy.Response or None, "
                                 f"got {response!r}")
+            for name, value in fields:
+                # Checked again here: a Response's attributes can be changed after it
+                # was made, and these bytes go to the wire as they are.
+                if type(name) is not bytes or type(value) is not bytes:
+                    raise TypeError("Response.headers must be (bytes, bytes) pairs")
+                check_field(name.decode("latin-1"), value.decode("latin-1"))
         except BaseException as exc:
             self.policy_failed(exc)
             return
@@ -631,7 +662,8 @@ cdef class ClientProtocol:
             self.hook_index = i + 1
             self.response_hold = True
             self.hook_task = self.engine.loop.create_task(
-                _resume_hook(self, coro, blocked_on, True))
+                _resume_hook(self, coro, blocked_on, True, self.exchange_serial))
+            self.deadline = _now + self.plan.upstream_read
             return False
         return True
 
@@ -866,7 +898,9 @@ cdef class ClientProtocol:
     cdef void on_upstream_lost(self, bint reused) noexcept:
         """The upstream closed before sending a byte of the response."""
         self.up = None
-        if reused and self.retries == 0 and self.request_framing == FRAMING_NONE:
+        if (reused and self.retries == 0 and self.request_framing == FRAMING_NONE
+                and self.method_id in (M_GET, M_HEAD, M_OPTIONS, M_PUT, M_DELETE, M_TRACE)):
+            # RFC 9110 9.2.2: only idempotent requests may be sent again.
             # A pooled connection the upstream had already closed: the request was not
             # processed, and with no body it can be sent again on a fresh connection.
             self.retries += 1
@@ -901,6 +935,11 @@ cdef class ClientProtocol:
         else:
             self.flush()
             self.close_transport()
+
+    cdef void touch_body(self) noexcept:
+        """The upstream takes body bytes again: the client's idle clock starts over."""
+        if not self.request_complete and self.state == CS_EXCHANGE:
+            self.deadline = _now + self.plan.client_body_idle
 
     cdef void touch_upstream(self) noexcept:
         if self.request_complete:
@@ -1079,10 +1118,13 @@ cdef class ClientProtocol:
         self.up_head = None
         self.up = None
         self.chain = None
+        self.cancel_hook()
         if self.rview is not None:
             self.rview.parser = None
             self.rview = None
         self.body_buffer = None
+        # A block for upstream back-pressure belongs to the exchange that is over.
+        self.block_reading(BLOCK_UPSTREAM_FULL, False)
         if self.preq is not None:
             self.preq.conn = None
             self.preq = None
@@ -1231,11 +1273,35 @@ cdef class ClientProtocol:
         elif self.state == CS_HEAD:
             self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
         elif self.state == CS_EXCHANGE:
-            if self.writing_paused:
-                # The client is slow to read; the upstream waits on it, not the reverse.
-                self.deadline = _now + self.plan.upstream_read
+            if self.hook_task is not None:
+                # An async policy hook did not finish within upstream_read.
+                self.cancel_hook()
+                if self.up is not None:
+                    self.on_upstream_error(E_POLICY_TIMEOUT)
+                else:
+                    self.keep_alive = False
+                    self.respond_local(E_POLICY_TIMEOUT, 0)
+                    if not self.closed:
+                        self.flush()
+                        self.close_transport()
+                self.flush()
+            elif self.writing_paused:
+                # The client is slow to read; the upstream waits on it, up to client_send.
+                if _now - self.write_paused_at >= self.plan.client_send:
+                    if self.up is not None:
+                        self.up.client = None
+                        self.up.abort()
+                        self.up = None
+                    self.abort_transport()
+                else:
+                    self.deadline = self.write_paused_at + self.plan.client_send
             elif not self.request_complete:
-                self.on_parse_error(E_CLIENT_BODY_TIMEOUT)
+                if self.read_blocks & BLOCK_UPSTREAM_FULL:
+                    # We stopped reading because the upstream does not take the body.
+                    self.on_upstream_error(E_UPSTREAM_TIMEOUT)
+                    self.flush()
+                else:
+                    self.on_parse_error(E_CLIENT_BODY_TIMEOUT)
             elif self.up is not None:
                 self.on_upstream_error(E_UPSTREAM_TIMEOUT)
                 self.flush()

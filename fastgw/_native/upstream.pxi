@@ -50,6 +50,13 @@ cdef class UpstreamTarget:
         if len(self.idle) >= self.max_idle:
             conn.close()
             return
+        try:
+            unsent = conn.transport.get_write_buffer_size()
+        except BaseException:
+            unsent = 1
+        if unsent:
+            conn.close()             # the upstream answered before taking all we sent
+            return
         conn.client = None
         conn.pause_reading(False)    # an idle connection must notice the upstream closing
         conn.idle_since = _now
@@ -230,6 +237,7 @@ cdef class UpstreamConnection:
                 if self.parser.framing == FRAMING_TUNNEL:
                     self.tunnel = True
                     client.on_response_head(self.parser)
+                    client.flush()          # the 101 head before any tunnelled byte
                     if off < n:
                         client.transport.write(data[off:])
                     break
@@ -300,6 +308,7 @@ cdef class UpstreamConnection:
     def resume_writing(self):
         if self.client is not None:
             self.client.block_reading(BLOCK_UPSTREAM_FULL, False)
+            self.client.touch_body()
 
     cdef void pause_reading(self, bint paused) noexcept:
         if not self.alive or paused == self.reading_paused or (self.held and not paused):

@@ -120,6 +120,7 @@ class Timeouts(_Section, kw_only=True):
     keepalive_idle: Duration = 75.0
     upstream_connect: Duration = 5.0
     upstream_read: Duration = 60.0
+    client_send: Duration = 60.0
     drain: Duration = 30.0
 
 
