@@ -50,13 +50,6 @@ cdef class UpstreamTarget:
         if len(self.idle) >= self.max_idle:
             conn.close()
             return
-        try:
-            unsent = conn.transport.get_write_buffer_size()
-        except BaseException:
-            unsent = 1
-        if unsent:
-            conn.close()             # the upstream answered before taking all we sent
-            return
         conn.client = None
         conn.pause_reading(False)    # an idle connection must notice the upstream closing
         conn.idle_since = _now
@@ -263,6 +256,13 @@ cdef class UpstreamConnection:
 
     cdef void finish_exchange(self, ClientProtocol client, bint clean) noexcept:
         cdef bint reusable = clean and self.parser.keep_alive and client.request_complete
+        if reusable and client.request_framing != FRAMING_NONE:
+            # The upstream may answer before it took the whole body: such a connection
+            # still has our bytes to write and cannot carry another request.
+            try:
+                reusable = self.transport.get_write_buffer_size() == 0
+            except BaseException:
+                reusable = False
         self.client = None
         if reusable:
             self.target.release(self)
