@@ -12,7 +12,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -186,7 +186,8 @@ class Config(_Section, kw_only=True):
     """A whole gateway configuration: what `load_config` returns and `build_plan` consumes."""
 
     listen: str | Annotated[tuple[str, ...], Meta(min_length=1)] = ("127.0.0.1:8080",)
-    workers: Annotated[int, Meta(ge=1)] = 1
+    # Worker processes sharing the listeners (SO_REUSEPORT); "auto": one per CPU.
+    workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1
     trusted_proxies: tuple[str, ...] = ()
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()

@@ -97,7 +97,8 @@ ERROR_CASES = [
         "unknown field 'max_header'",
         "expected one of: max_header_bytes, max_headers",
     ),
-    ("wrong-type", MINIMAL + "workers: many\n", "$.workers", "wrong type", "got 'many'"),
+    ("wrong-type", MINIMAL + "listen: 8080\n", "$.listen", "wrong type", "got 8080"),
+    ("workers-word", MINIMAL + "workers: many\n", "$.workers", "invalid enum value", "many"),
     ("workers-zero", MINIMAL + "workers: 0\n", "$.workers", "out of range", "int >= 1"),
     (
         "max-headers-type",
