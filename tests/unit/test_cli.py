@@ -59,7 +59,7 @@ def test_check_invalid_lists_every_error(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("workers: [", "$: YAML syntax error at line 1, column 11"),
-        (INVALID.replace("workers: 1", "workers: x"), "$.workers: wrong type (expected int"),
+        (INVALID.replace("workers: 1", "workers: 1.5"), "$.workers: wrong type (expected int"),
     ],
     ids=["syntax", "type"],
 )
