@@ -295,6 +295,7 @@ cdef class ClientProtocol:
 
     def data_received(self, bytes data):
         if self.state == CS_TUNNEL:
+            self.deadline = _now + self.plan.upstream_read
             if self.up is not None:
                 self.up.transport.write(data)
             return
@@ -972,7 +973,9 @@ cdef class ClientProtocol:
                 self.out.append(b.take())
                 self.response_started = True
                 self.state = CS_TUNNEL
-                self.deadline = 0.0
+                # A tunnel idle in both directions for upstream_read is closed (nginx:
+                # proxy_read_timeout); WebSocket pings keep a live one open.
+                self.deadline = _now + self.plan.upstream_read
                 self.block_reading(BLOCK_PENDING, False)
                 if self.buf is not None:
                     self.up.transport.write(self.buf[self.buf_off:])
@@ -1272,6 +1275,12 @@ cdef class ClientProtocol:
                 self.close_transport()
         elif self.state == CS_HEAD:
             self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
+        elif self.state == CS_TUNNEL:
+            if self.up is not None:
+                self.up.client = None
+                self.up.close()
+                self.up = None
+            self.close_transport()
         elif self.state == CS_EXCHANGE:
             if self.hook_task is not None:
                 # An async policy hook did not finish within upstream_read.

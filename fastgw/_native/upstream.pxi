@@ -191,6 +191,7 @@ cdef class UpstreamConnection:
     def data_received(self, bytes data):
         if self.tunnel:
             if self.client is not None:
+                self.client.deadline = _now + self.client.plan.upstream_read
                 self.client.transport.write(data)
             return
         if self.client is None:

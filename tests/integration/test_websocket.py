@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -87,3 +88,25 @@ def test_upgrade_refused_by_upstream_is_a_normal_response(stack) -> None:
 def test_plain_requests_still_work_after_tunnels(stack) -> None:
     resp = stack.gw.request("GET", "/plain/after")
     assert resp.status == 200 and resp.json()["target"] == "/plain/after"
+
+
+def test_idle_tunnel_is_closed_after_upstream_read_and_a_busy_one_is_not(
+    upstream, gateway, http
+) -> None:
+    ws_up = upstream("ws-echo")
+    gw = gateway(
+        routes=[http.route("ws", ["/ws/{*rest}"], "ws")],
+        upstreams={"ws": ws_up},
+        timeouts={"upstream_read": "600ms"},
+    )
+    url = f"ws://{gw.host}:{gw.port}/ws/echo"
+    with connect(url, open_timeout=5, close_timeout=2, ping_interval=None) as busy:
+        for n in range(6):  # traffic every 0.2 s keeps the tunnel open past 0.6 s
+            busy.send(f"m{n}")
+            assert busy.recv(timeout=2) == f"m{n}"
+            time.sleep(0.2)
+    with (
+        connect(url, open_timeout=5, close_timeout=2, ping_interval=None) as idle,
+        pytest.raises(ConnectionClosed),
+    ):
+        idle.recv(timeout=3)  # nothing to say: the gateway closes the tunnel
