@@ -52,7 +52,9 @@ class Gateway:
     def engine(self) -> Any:
         return self._engine
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Listen and serve; `reuse_port` opens the listeners with SO_REUSEPORT, so that
+        several processes can share them (the kernel spreads connections among them)."""
         if self._engine is not None:
             raise GatewayError("gateway already started")
         loop = asyncio.get_running_loop()
@@ -72,6 +74,7 @@ class Gateway:
                     port,
                     family=family,
                     reuse_address=True,
+                    reuse_port=reuse_port or None,
                     backlog=1024,
                 )
                 self._servers.append(server)
@@ -151,9 +154,11 @@ class Gateway:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def serve(self, *, handle_signals: bool = True, on_ready: Any = None) -> None:
+    async def serve(
+        self, *, handle_signals: bool = True, on_ready: Any = None, reuse_port: bool = False
+    ) -> None:
         """Start, then serve until SIGTERM/SIGINT (drain) ; SIGHUP reloads the config file."""
-        await self.start()
+        await self.start(reuse_port=reuse_port)
         loop = asyncio.get_running_loop()
         if on_ready is not None:
             on_ready(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +51,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers", type=_positive_int, metavar="N", help="worker processes (overrides workers:)"
     )
+    run.add_argument("--watch", action="store_true", help="reload when the config file changes")
+    # Used by the supervisor to start its workers; not part of the interface.
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    run.add_argument("--listen", action="append", default=[], help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate config files (exit 1 when invalid)")
@@ -85,12 +91,18 @@ def _positive_int(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config: Config = load_config(args.config)
+    if args.worker:
+        # From the supervisor: the config it validated last, FILE only for reloads.
+        config: Config = pickle.loads(sys.stdin.buffer.read())
+    else:
+        config = load_config(args.config)
     if args.workers is not None:
         config = msgspec.structs.replace(config, workers=args.workers)
     from fastgw import server
 
-    return int(server.run(config, config_file=args.config))
+    if args.worker:
+        return server.run_worker(config, args.config, args.listen, args.ready_fd)
+    return int(server.run(config, config_file=args.config, watch=args.watch))
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -1,9 +1,18 @@
-"""`fastgw run`: serve a config on uvloop until SIGTERM/SIGINT, reload on SIGHUP."""
+"""`fastgw run`: serve a config on uvloop until SIGTERM/SIGINT, reload on SIGHUP.
+
+With one worker (the default) this process serves. With more, fastgw.supervisor starts that
+many worker processes, each running `run_worker` here on listeners shared through SO_REUSEPORT.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
+import threading
 
+import msgspec
 import uvloop
 
 from fastgw.api import Gateway
@@ -17,8 +26,35 @@ def _announce(gateway: Gateway) -> None:
         print(f"fastgw listening on http://{shown}:{port}", file=sys.stderr, flush=True)
 
 
-def run(config: Config, config_file: str | None = None) -> int:
+def _watch_in_thread(config_file: str) -> None:
+    """--watch with one process: a changed file is reloaded as if SIGHUP had been sent."""
+    from fastgw.supervisor import WATCH_INTERVAL, FileWatcher
+
+    watcher = FileWatcher(config_file)
+
+    def poll() -> None:
+        while True:
+            threading.Event().wait(WATCH_INTERVAL)
+            if watcher.changed():
+                os.kill(os.getpid(), signal.SIGHUP)
+
+    threading.Thread(target=poll, name="fastgw-watch", daemon=True).start()
+
+
+def run(config: Config, config_file: str | None = None, *, watch: bool = False) -> int:
     """Serve until a stop signal; return the process exit code."""
+    if config_file is not None:
+        from fastgw.supervisor import Supervisor, resolve_workers
+
+        workers = resolve_workers(config)
+        if workers > 1:
+            try:
+                return Supervisor(config, config_file, workers, watch=watch).run()
+            except GatewayError as exc:
+                print(f"fastgw: {exc}", file=sys.stderr)
+                return 1
+        if watch:
+            _watch_in_thread(config_file)
     gateway = Gateway(config, config_file=config_file)
     try:
         uvloop.run(gateway.serve(on_ready=_announce))
@@ -26,4 +62,63 @@ def run(config: Config, config_file: str | None = None) -> int:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 1
     print("fastgw stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def run_worker(config: Config, config_file: str, listen: list[str], ready_fd: int) -> int:
+    """One worker of a supervisor: serve `listen` (ports already resolved) with SO_REUSEPORT.
+
+    Writes "ready" to `ready_fd` once listening. SIGTERM/SIGINT drain, SIGQUIT stops at once,
+    SIGHUP reloads the file; the worker also stops if its supervisor goes away.
+    """
+    if listen:
+        config = msgspec.structs.replace(config, listen=tuple(listen))
+    gateway = Gateway(config, config_file=config_file)
+    parent = os.getppid()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop(drain: float | None = None) -> None:
+            if not stopping:
+                stopping.append(loop.create_task(gateway.stop(drain)))
+
+        async def reload_logged() -> None:
+            # One write per message: the workers share the supervisor's stderr.
+            try:
+                await gateway.reload()
+            except Exception as exc:  # the old Plan keeps serving; say why
+                text = str(exc).replace("\n", "; ")
+                message = f"fastgw: worker {os.getpid()} reload failed: {text}\n"
+            else:
+                message = f"fastgw: worker {os.getpid()} reloaded {config_file}\n"
+            sys.stderr.write(message)
+            sys.stderr.flush()
+
+        def reload() -> None:
+            loop.create_task(reload_logged())
+
+        def on_ready(gw: Gateway) -> None:
+            loop.add_signal_handler(signal.SIGTERM, stop)
+            loop.add_signal_handler(signal.SIGINT, stop)
+            loop.add_signal_handler(signal.SIGQUIT, stop, 0.0)
+            loop.add_signal_handler(signal.SIGHUP, reload)
+            loop.create_task(orphan_check())
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+
+        async def orphan_check() -> None:
+            while not stopping:
+                await asyncio.sleep(0.5)
+                if os.getppid() != parent:
+                    stop()
+
+        await gateway.serve(handle_signals=False, on_ready=on_ready, reuse_port=True)
+
+    try:
+        uvloop.run(main())
+    except (ConfigError, GatewayError) as exc:
+        print(f"fastgw: worker {os.getpid()}: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,378 @@
+"""`fastgw run --workers N`: a supervisor process and N worker processes.
+
+The supervisor binds every listen address once (SO_REUSEPORT, never listening) so that an
+ephemeral port is resolved to one port for all workers, then starts each worker as
+`python -m fastgw run -c FILE --worker` with the resolved addresses and the last valid config
+(pickled on its stdin). Every worker runs the
+ordinary single-process gateway with its listeners opened with SO_REUSEPORT: the kernel spreads
+new connections among them. A worker reports on a pipe once it listens; the supervisor prints
+the "listening on" lines when all of them do.
+
+Signals go to the supervisor: SIGHUP (or, with --watch, a change of the file) validates and
+compiles the file first, then sends SIGHUP to every worker, which reloads it; an invalid file
+is reported and the running config keeps serving. SIGTERM/SIGINT drain every worker; SIGQUIT
+stops them without waiting for requests in flight. A worker that dies is restarted after a
+bounded back-off. Listener and worker-count changes need a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from fastgw.config import Config, load_config, parse_listen_address
+from fastgw.errors import ConfigError, GatewayError
+
+__all__ = ["FileWatcher", "Supervisor", "resolve_workers"]
+
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+# A worker that lived this long is considered healthy again: its next restart is immediate.
+BACKOFF_RESET_AFTER = 30.0
+WATCH_INTERVAL = 0.25
+# Past the drain timeout, workers that still have not exited are killed.
+KILL_GRACE = 5.0
+
+
+def resolve_workers(config: Config) -> int:
+    """The number of worker processes: `workers:`, with "auto" one per CPU."""
+    if config.workers == "auto":
+        return os.cpu_count() or 1
+    return int(config.workers)
+
+
+def _log(message: str) -> None:
+    print(f"fastgw: {message}", file=sys.stderr, flush=True)
+
+
+class FileWatcher:
+    """Polls a file's identity (inode, size, mtime); `changed()` is true once per settled edit.
+
+    An edit is reported when the new identity was seen unchanged on two polls, so a file
+    caught half-written is not read until the writer is done.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._current = self._stat()
+        self._candidate: tuple[int, int, int] | None = None
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def changed(self) -> bool:
+        seen = self._stat()
+        if seen is None or seen == self._current:
+            self._candidate = None
+            return False
+        if seen != self._candidate:
+            self._candidate = seen
+            return False
+        self._current = seen
+        self._candidate = None
+        return True
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    ready_fd: int = -1
+    ready: bool = False
+    started: float = 0.0
+    restart_at: float | None = None
+    backoff: float = BACKOFF_MIN
+    reload_pending: bool = False
+
+
+class Supervisor:
+    """Starts, restarts, reloads and stops the worker processes of one gateway."""
+
+    def __init__(
+        self, config: Config, config_file: str, workers: int, *, watch: bool = False
+    ) -> None:
+        self.config = config
+        self.config_file = config_file
+        self.workers = [_Worker(i) for i in range(workers)]
+        self.watch = watch
+        self._sockets: list[socket.socket] = []
+        self._addresses: list[tuple[str, int]] = []
+        self._signals: list[int] = []
+        self._announced = False
+        self._stopping = False
+        self._kill_at: float | None = None
+        self._failed = False
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def _reserve_listeners(self) -> None:
+        """Bind each address once with SO_REUSEPORT (never listening) to fix its port."""
+        for address in self.config.listen:
+            host, port = parse_listen_address(address)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                self._release_listeners()
+                raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+            self._sockets.append(sock)
+            bound_host, bound_port = sock.getsockname()[:2]
+            self._addresses.append((bound_host, bound_port))
+
+    def _release_listeners(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    # -- workers -----------------------------------------------------------------------
+
+    def _spawn(self, worker: _Worker) -> None:
+        read_fd, write_fd = os.pipe()
+        command = [
+            sys.executable,
+            "-m",
+            "fastgw",
+            "run",
+            "-c",
+            self.config_file,
+            "--worker",
+            "--ready-fd",
+            str(write_fd),
+        ]
+        for host, port in self._addresses:
+            shown = f"[{host}]" if ":" in host else host
+            command += ["--listen", f"{shown}:{port}"]
+        try:
+            # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
+            # forwards it once.
+            worker.proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True
+            )
+        finally:
+            os.close(write_fd)
+        # The worker serves the last config that passed validation, not whatever the file
+        # holds now: a worker restarted after a rejected reload serves what the others serve.
+        assert worker.proc.stdin is not None
+        try:
+            worker.proc.stdin.write(pickle.dumps(self.config))
+            worker.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died already; reaped and restarted like any other
+        worker.ready_fd = read_fd
+        worker.ready = False
+        worker.started = time.monotonic()
+        worker.restart_at = None
+
+    def _close_ready_fd(self, worker: _Worker) -> None:
+        if worker.ready_fd >= 0:
+            os.close(worker.ready_fd)
+            worker.ready_fd = -1
+
+    def _on_ready_fd(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.ready_fd, 64)
+        except OSError:
+            data = b""
+        if b"ready" in data and worker.proc is not None:
+            worker.ready = True
+            _log(f"worker {worker.index} pid {worker.proc.pid} ready")
+            if worker.reload_pending:
+                worker.reload_pending = False
+                self._send(worker, signal.SIGHUP)
+        if not data or worker.ready:
+            self._close_ready_fd(worker)
+        if not self._announced and all(w.ready for w in self.workers):
+            self._announced = True
+            for host, port in self._addresses:
+                shown = f"[{host}]" if ":" in host else host
+                print(f"fastgw listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+
+    def _send(self, worker: _Worker, sig: int) -> None:
+        if worker.proc is not None and worker.proc.poll() is None:
+            try:
+                worker.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self, now: float) -> None:
+        for worker in self.workers:
+            proc = worker.proc
+            if proc is None or proc.poll() is None:
+                continue
+            code = proc.returncode
+            worker.proc = None
+            worker.ready = False
+            self._close_ready_fd(worker)
+            if self._stopping:
+                continue
+            if not self._announced:
+                # A worker that cannot start (bad listener, bad config) would fail again:
+                # give up instead of looping.
+                _log(f"worker {worker.index} pid {proc.pid} exited with {code} while starting")
+                self._failed = True
+                self._begin_stop(signal.SIGTERM)
+                continue
+            if now - worker.started > BACKOFF_RESET_AFTER:
+                worker.backoff = BACKOFF_MIN
+            delay = worker.backoff
+            worker.backoff = min(worker.backoff * 2, BACKOFF_MAX)
+            worker.restart_at = now + delay
+            _log(f"worker {worker.index} pid {proc.pid} exited with {code}; restart in {delay:g}s")
+
+    def _restart_due(self, now: float) -> None:
+        if self._stopping:
+            return
+        for worker in self.workers:
+            if worker.proc is None and worker.restart_at is not None and now >= worker.restart_at:
+                self._spawn(worker)
+
+    # -- signals and reload --------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:
+                self.reload()
+            elif signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                self._begin_stop(signum)
+
+    def _begin_stop(self, signum: int) -> None:
+        """SIGTERM/SIGINT: workers drain (up to timeouts.drain); SIGQUIT: they stop now."""
+        forward = signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM
+        if not self._stopping:
+            self._stopping = True
+            self._kill_at = time.monotonic() + self.config.timeouts.drain + KILL_GRACE
+            # The reserved sockets are not listening; closing them changes nothing for
+            # connections, it only gives the port back once the workers are gone.
+            self._release_listeners()
+        elif forward != signal.SIGQUIT:
+            return
+        for worker in self.workers:
+            worker.restart_at = None
+            self._send(worker, forward)
+
+    def reload(self) -> bool:
+        """Validate and compile the file; if it is good, have every worker reload it."""
+        from fastgw.plan import build_plan
+
+        file = self.config_file
+        try:
+            config = load_config(file)
+            build_plan(config, file, strict=True).close()
+        except ConfigError as exc:
+            for error in exc.errors:
+                if error.file is None:
+                    error.file = file
+                _log(f"reload rejected, still serving the previous config: {error}")
+            return False
+        except Exception as exc:  # a policy that cannot start, a file that vanished...
+            _log(f"reload rejected, still serving the previous config: {exc}")
+            return False
+        if tuple(config.listen) != tuple(self.config.listen) or config.workers != (
+            self.config.workers
+        ):
+            _log("listen and workers changes are applied by a restart, not by a reload")
+        self.config = config
+        count = 0
+        for worker in self.workers:
+            if worker.ready:
+                self._send(worker, signal.SIGHUP)
+                count += 1
+            elif worker.proc is not None:
+                worker.reload_pending = True
+        _log(f"reloading {file} in {count} workers")
+        return True
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until a stop signal and every worker has exited; return the exit code."""
+        self._reserve_listeners()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+        previous = {sig: signal.getsignal(sig) for sig in handled}
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        try:
+            for sig in handled:
+                if sig == signal.SIGCHLD:
+                    # Only to wake the loop through the wakeup fd; children are polled.
+                    signal.signal(sig, lambda signum, frame: None)
+                else:
+                    signal.signal(sig, self._on_signal)
+            watcher = FileWatcher(self.config_file) if self.watch else None
+            for worker in self.workers:
+                self._spawn(worker)
+            self._loop(wake_r, watcher)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            for worker in self.workers:
+                self._close_ready_fd(worker)
+                if worker.proc is not None and worker.proc.poll() is None:
+                    worker.proc.kill()
+                    worker.proc.wait()
+            self._release_listeners()
+        if self._failed:
+            return 1
+        print("fastgw stopped", file=sys.stderr, flush=True)
+        return 0
+
+    def _loop(self, wake_r: int, watcher: FileWatcher | None) -> None:
+        next_watch = time.monotonic() + WATCH_INTERVAL
+        while True:
+            now = time.monotonic()
+            timeout = max(0.0, next_watch - now) if watcher is not None else 1.0
+            for worker in self.workers:
+                if worker.restart_at is not None:
+                    timeout = min(timeout, max(0.0, worker.restart_at - now))
+            fds = [wake_r] + [w.ready_fd for w in self.workers if w.ready_fd >= 0]
+            readable, _, _ = select.select(fds, [], [], timeout)
+            if wake_r in readable:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            self._handle_signals()
+            now = time.monotonic()
+            self._reap(now)
+            for worker in self.workers:
+                if worker.ready_fd >= 0 and worker.ready_fd in readable:
+                    self._on_ready_fd(worker)
+            self._restart_due(now)
+            if watcher is not None and now >= next_watch:
+                next_watch = now + WATCH_INTERVAL
+                if not self._stopping and watcher.changed():
+                    self.reload()
+            if self._stopping:
+                if all(w.proc is None for w in self.workers):
+                    return
+                if self._kill_at is not None and now > self._kill_at:
+                    for worker in self.workers:
+                        self._send(worker, signal.SIGKILL)
+                    self._kill_at = None
