@@ -73,6 +73,24 @@ async def read_for(reader: asyncio.StreamReader, seconds: float) -> bytes:
     return data
 
 
+async def answer_ok(target: str, reader: Any, writer: asyncio.StreamWriter) -> bool:
+    writer.write(response(b"ok"))
+    await writer.drain()
+    return True
+
+
+def policy_route(policy: str) -> list[dict[str, Any]]:
+    """One catch-all route to the upstream `app` whose chain is the test policy `policy`."""
+    return [
+        {
+            "name": "h",
+            "match": {"paths": ["/{*r}"]},
+            "upstream": "app",
+            "policies": [{P + policy: {}}],
+        }
+    ]
+
+
 def config(port: int, routes: list[dict[str, Any]], **timeouts: str) -> dict[str, Any]:
     return {
         "timeouts": timeouts,
@@ -125,21 +143,9 @@ def test_response_hook_outliving_its_exchange_never_touches_the_next_one() -> No
 
 
 def test_hanging_request_hook_is_cut_off_at_upstream_read() -> None:
-    async def handler(target: str, reader: Any, writer: asyncio.StreamWriter) -> bool:
-        writer.write(response(b"ok"))
-        await writer.drain()
-        return True
-
     async def main() -> None:
-        server, port = await raw_upstream(handler)
-        routes = [
-            {
-                "name": "h",
-                "match": {"paths": ["/{*r}"]},
-                "upstream": "app",
-                "policies": [{P + "SlowHooks": {}}],
-            }
-        ]
+        server, port = await raw_upstream(answer_ok)
+        routes = policy_route("SlowHooks")
         async with server, running_gateway(config(port, routes, upstream_read="500ms")) as gw:
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -180,22 +186,9 @@ def test_bytes_after_a_101_in_the_same_read_follow_the_101_head() -> None:
 
 
 def test_response_with_headers_changed_to_str_is_a_policy_error() -> None:
-    async def handler(target: str, reader: Any, writer: asyncio.StreamWriter) -> bool:
-        writer.write(response(b"ok"))
-        await writer.drain()
-        return True
-
     async def main() -> None:
-        server, port = await raw_upstream(handler)
-        routes = [
-            {
-                "name": "h",
-                "match": {"paths": ["/{*r}"]},
-                "upstream": "app",
-                "policies": [{P + "StrHeaders": {}}],
-            }
-        ]
-        async with server, running_gateway(config(port, routes)) as gw:
+        server, port = await raw_upstream(answer_ok)
+        async with server, running_gateway(config(port, policy_route("StrHeaders"))) as gw:
             answer = await gw.request("GET", "/a")
             assert answer.status == 500
             assert answer.json()["error"]["code"] == "policy_error"
@@ -213,15 +206,7 @@ def test_expect_continue_on_a_body_reading_chain_gets_one_100() -> None:
 
     async def main() -> None:
         server, port = await raw_upstream(handler)
-        routes = [
-            {
-                "name": "h",
-                "match": {"paths": ["/{*r}"]},
-                "upstream": "app",
-                "policies": [{P + "BodySigner": {}}],
-            }
-        ]
-        async with server, running_gateway(config(port, routes)) as gw:
+        async with server, running_gateway(config(port, policy_route("BodySigner"))) as gw:
             reader, writer = await asyncio.open_connection(*gw.address)
             writer.write(
                 b"POST /a HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n"
