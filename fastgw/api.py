@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -19,20 +22,34 @@ from typing import Any
 
 from fastgw import _core
 from fastgw.config import Config, load_config, parse_config, parse_listen_address
-from fastgw.errors import GatewayError
+from fastgw.errors import ConfigError, GatewayError
 from fastgw.plan import Plan, build_plan
 
 
 class Gateway:
     """One gateway: its listeners, its engine and its current Plan."""
 
-    def __init__(self, config: Config | dict[str, Any], *, config_file: str | None = None):
+    def __init__(
+        self,
+        config: Config | dict[str, Any],
+        *,
+        config_file: str | None = None,
+        admin: bool = True,
+    ):
+        """`admin=False` skips the admin listener even when the config has an `admin:` block
+        (a supervisor's workers: the supervisor answers for them)."""
         self._config_file = config_file
         self.config = config if isinstance(config, Config) else parse_config(config, config_file)
         self.plan: Plan | None = None
         self._engine: Any = None
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped: asyncio.Event | None = None
+        self._admin_enabled = admin
+        self.admin: Any = None  # the AdminServer while it runs
+        self.draining = False
+        self.config_hash = self._hash_config(self.config, config_file)
+        # The outcome of the last reload, for the admin API's /status.
+        self.last_reload: dict[str, Any] = {"result": None, "at": None, "errors": []}
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Gateway:
@@ -51,6 +68,24 @@ class Gateway:
     @property
     def engine(self) -> Any:
         return self._engine
+
+    @property
+    def config_file(self) -> str | None:
+        return self._config_file
+
+    @staticmethod
+    def _hash_config(config: Config, file: str | None) -> str:
+        """sha256 of the file's bytes, or of the canonical JSON of a config built in Python."""
+        if file is not None:
+            try:
+                with open(file, "rb") as stream:
+                    return hashlib.sha256(stream.read()).hexdigest()
+            except OSError:
+                pass
+        from fastgw.admin.server import redacted_config
+
+        canonical = json.dumps(redacted_config(config), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     async def start(self, *, reuse_port: bool = False) -> None:
         """Listen and serve; `reuse_port` opens the listeners with SO_REUSEPORT, so that
@@ -85,6 +120,25 @@ class Gateway:
             engine.close()
             self._engine = None
             raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+        self.draining = False
+        if self._admin_enabled and self.config.admin is not None:
+            from fastgw.admin.server import AdminServer, GatewayView
+
+            settings = self.config.admin
+            admin = AdminServer(GatewayView(self), settings.listen, settings.token)
+            try:
+                await admin.start()
+            except OSError as exc:
+                for server in self._servers:
+                    server.close()
+                self._servers.clear()
+                engine.close()
+                self._engine = None
+                listen = self.config.admin.listen
+                raise GatewayError(
+                    f"cannot listen on {listen} (admin): {exc.strerror or exc}"
+                ) from exc
+            self.admin = admin
         engine.start()
 
     async def reload(
@@ -97,6 +151,22 @@ class Gateway:
         """
         if self._engine is None:
             raise GatewayError("gateway not started")
+        try:
+            plan = await self._reload(config)
+        except Exception as exc:
+            errors = exc.errors if isinstance(exc, ConfigError) else [exc]
+            self._record_reload("error", [str(error) for error in errors])
+            raise
+        self._record_reload("ok", [])
+        return plan
+
+    def _record_reload(self, result: str, errors: list[str]) -> None:
+        at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.last_reload = {"result": result, "at": at, "errors": errors}
+
+    async def _reload(
+        self, config: Config | dict[str, Any] | str | os.PathLike[str] | None
+    ) -> Plan:
         file = self._config_file
         if config is None:
             if file is None:
@@ -117,6 +187,7 @@ class Gateway:
             asyncio.get_running_loop().call_later(self.config.timeouts.drain, old.close)
         self.config = config
         self._config_file = file
+        self.config_hash = self._hash_config(config, file)
         return plan
 
     async def stop(self, drain_timeout: float | None = None) -> None:
@@ -126,6 +197,7 @@ class Gateway:
             return
         if drain_timeout is None:
             drain_timeout = self.config.timeouts.drain
+        self.draining = True
         for server in self._servers:
             server.close()
         engine.begin_drain()
@@ -133,6 +205,9 @@ class Gateway:
         deadline = loop.time() + drain_timeout
         while engine.busy_connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
         engine.close()
         if self.plan is not None:
             self.plan.close()

@@ -24,6 +24,10 @@ def _announce(gateway: Gateway) -> None:
     for host, port in gateway.addresses:
         shown = f"[{host}]" if ":" in host else host
         print(f"fastgw listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+    if gateway.admin is not None:
+        from fastgw.admin.server import log_address
+
+        log_address(gateway.admin)
 
 
 def _watch_in_thread(config_file: str) -> None:
@@ -73,7 +77,7 @@ def run_worker(config: Config, config_file: str, listen: list[str], ready_fd: in
     """
     if listen:
         config = msgspec.structs.replace(config, listen=tuple(listen))
-    gateway = Gateway(config, config_file=config_file)
+    gateway = Gateway(config, config_file=config_file, admin=False)
     parent = os.getppid()
 
     async def main() -> None:

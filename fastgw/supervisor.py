@@ -13,10 +13,18 @@ compiles the file first, then sends SIGHUP to every worker, which reloads it; an
 is reported and the running config keeps serving. SIGTERM/SIGINT drain every worker; SIGQUIT
 stops them without waiting for requests in flight. A worker that dies is restarted after a
 bounded back-off. Listener and worker-count changes need a restart.
+
+With an `admin:` block the supervisor answers the admin API for all workers, from an asyncio
+loop in a thread of its own; POST /reload is handed to the main loop (through the wakeup
+pipe) and takes the same validate-then-SIGHUP path as a signal.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import datetime
+import hashlib
 import os
 import pickle
 import select
@@ -24,8 +32,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fastgw.config import Config, load_config, parse_listen_address
 from fastgw.errors import ConfigError, GatewayError
@@ -113,6 +123,14 @@ class Supervisor:
         self._stopping = False
         self._kill_at: float | None = None
         self._failed = False
+        self._wake_w = -1
+        # Admin API state: requests from its thread, answered by the main loop.
+        self._admin_requests: list[concurrent.futures.Future[list[str]]] = []
+        self._admin_lock = threading.Lock()
+        self.last_reload: dict[str, Any] = {"result": None, "at": None, "errors": []}
+        self.config_hash = _file_hash(config_file)
+        self.route_rows: list[dict[str, Any]] = []
+        self.upstream_rows: list[dict[str, Any]] = []
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -273,21 +291,25 @@ class Supervisor:
 
     def reload(self) -> bool:
         """Validate and compile the file; if it is good, have every worker reload it."""
-        from fastgw.plan import build_plan
-
         file = self.config_file
+        errors: list[str] = []
         try:
             config = load_config(file)
-            build_plan(config, file, strict=True).close()
+            self._describe(config)
         except ConfigError as exc:
             for error in exc.errors:
                 if error.file is None:
                     error.file = file
+                errors.append(str(error))
+        except Exception as exc:  # a policy that cannot start, a file that vanished...
+            errors.append(str(exc))
+        at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.last_reload = {"result": "error" if errors else "ok", "at": at, "errors": errors}
+        if errors:
+            for error in errors:
                 _log(f"reload rejected, still serving the previous config: {error}")
             return False
-        except Exception as exc:  # a policy that cannot start, a file that vanished...
-            _log(f"reload rejected, still serving the previous config: {exc}")
-            return False
+        self.config_hash = _file_hash(file)
         if tuple(config.listen) != tuple(self.config.listen) or config.workers != (
             self.config.workers
         ):
@@ -303,6 +325,56 @@ class Supervisor:
         _log(f"reloading {file} in {count} workers")
         return True
 
+    def _describe(self, config: Config) -> None:
+        """Compile `config` (raising on errors) and keep its route and upstream tables."""
+        from fastgw.plan import build_plan
+
+        plan = build_plan(config, self.config_file, strict=True)
+        try:
+            routes = plan.describe_routes()
+            upstreams = [
+                {
+                    "name": name,
+                    "targets": [{"host": t.host, "port": t.port} for t in pool.target_list],
+                }
+                for name, pool in plan.pools.items()
+            ]
+        finally:
+            plan.close()
+        self.route_rows, self.upstream_rows = routes, upstreams
+
+    # -- admin API -----------------------------------------------------------------------
+
+    def request_reload(self) -> concurrent.futures.Future[list[str]]:
+        """From the admin thread: reload on the main loop; the future holds the errors."""
+        future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
+        with self._admin_lock:
+            self._admin_requests.append(future)
+        try:
+            os.write(self._wake_w, b"r")
+        except OSError:
+            pass
+        return future
+
+    def _handle_admin_requests(self) -> None:
+        with self._admin_lock:
+            requests, self._admin_requests = self._admin_requests, []
+        for future in requests:
+            if self._stopping:
+                future.set_result(["the gateway is stopping"])
+            elif self.reload():
+                future.set_result([])
+            else:
+                future.set_result(list(self.last_reload["errors"]) or ["reload failed"])
+
+    def _start_admin(self) -> _AdminThread | None:
+        if self.config.admin is None:
+            return None
+        self._describe(self.config)
+        admin = _AdminThread(self)
+        admin.start()
+        return admin
+
     # -- main loop ---------------------------------------------------------------------
 
     def run(self) -> int:
@@ -311,6 +383,8 @@ class Supervisor:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
+        self._wake_w = wake_w
+        admin: _AdminThread | None = None
         handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
         previous = {sig: signal.getsignal(sig) for sig in handled}
         old_wakeup = signal.set_wakeup_fd(wake_w)
@@ -322,10 +396,17 @@ class Supervisor:
                 else:
                     signal.signal(sig, self._on_signal)
             watcher = FileWatcher(self.config_file) if self.watch else None
+            admin = self._start_admin()
             for worker in self.workers:
                 self._spawn(worker)
             self._loop(wake_r, watcher)
         finally:
+            if admin is not None:
+                admin.stop()
+            with self._admin_lock:
+                for future in self._admin_requests:
+                    future.set_result(["the gateway is stopping"])
+                self._admin_requests.clear()
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -359,6 +440,7 @@ class Supervisor:
                 except BlockingIOError:
                     pass
             self._handle_signals()
+            self._handle_admin_requests()
             now = time.monotonic()
             self._reap(now)
             for worker in self.workers:
@@ -376,3 +458,87 @@ class Supervisor:
                     for worker in self.workers:
                         self._send(worker, signal.SIGKILL)
                     self._kill_at = None
+
+
+def _file_hash(file: str) -> str | None:
+    try:
+        with open(file, "rb") as stream:
+            return hashlib.sha256(stream.read()).hexdigest()
+    except OSError:
+        return None
+
+
+class _SupervisorView:
+    """What the admin API shows of a supervisor and its workers (read from its thread)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    @property
+    def config(self) -> Config:
+        return self.supervisor.config
+
+    @property
+    def config_file(self) -> str:
+        return self.supervisor.config_file
+
+    @property
+    def config_hash(self) -> str | None:
+        return self.supervisor.config_hash
+
+    @property
+    def last_reload(self) -> dict[str, Any]:
+        return self.supervisor.last_reload
+
+    def ready(self) -> bool:
+        return self.supervisor._announced and not self.supervisor._stopping
+
+    def workers(self) -> list[int]:
+        return [w.proc.pid for w in self.supervisor.workers if w.proc is not None]
+
+    def routes(self) -> list[dict[str, Any]]:
+        return self.supervisor.route_rows
+
+    def upstreams(self) -> list[dict[str, Any]]:
+        # Connection counts live in the workers: only the targets are known here.
+        return self.supervisor.upstream_rows
+
+    async def reload(self) -> list[str]:
+        return await asyncio.wrap_future(self.supervisor.request_reload())
+
+
+class _AdminThread:
+    """The admin API of a supervisor: an asyncio loop in a daemon thread."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        from fastgw.admin.server import AdminServer
+
+        settings = supervisor.config.admin
+        assert settings is not None
+        self.loop = asyncio.new_event_loop()
+        self.server = AdminServer(_SupervisorView(supervisor), settings.listen, settings.token)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="fastgw-admin", daemon=True
+        )
+
+    def start(self) -> None:
+        from fastgw.admin.server import log_address
+
+        self.thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        except OSError as exc:
+            self.stop()
+            listen = self.server.listen
+            raise GatewayError(f"cannot listen on {listen} (admin): {exc.strerror or exc}") from exc
+        log_address(self.server)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+        self.loop.close()

@@ -13,6 +13,7 @@ import msgspec
 from fastgw.config.checks import check_config, parse_listen_address, parse_target_url
 from fastgw.config.schema import (
     ALLOWED_METHODS,
+    Admin,
     Config,
     Keepalive,
     Limits,
@@ -28,6 +29,7 @@ from fastgw.config.sources import load_config, parse_config, substitute_env
 
 __all__ = [
     "ALLOWED_METHODS",
+    "Admin",
     "Config",
     "Keepalive",
     "Limits",

@@ -37,6 +37,7 @@ def check_config(config: Config) -> list[ConfigError]:
     """
     errors: list[ConfigError] = []
     errors.extend(_check_listen(config))
+    errors.extend(_check_admin(config))
     errors.extend(_check_trusted_proxies(config))
     errors.extend(_check_limits(config))
     errors.extend(_check_upstreams(config))
@@ -124,6 +125,39 @@ def _check_listen(config: Config) -> Iterator[ConfigError]:
                 path,
             )
         seen.setdefault(key, index)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_admin(config: Config) -> Iterator[ConfigError]:
+    admin = config.admin
+    if admin is None:
+        return
+    try:
+        host, _ = parse_listen_address(admin.listen)
+    except ValueError as exc:
+        yield ConfigError(
+            f"invalid listen address: {exc}",
+            json_path(["admin", "listen"]),
+            expected="HOST:PORT or [IPv6]:PORT",
+            got=repr(admin.listen),
+        )
+        return
+    # Reloads and the effective config must not be reachable from the network unguarded.
+    if admin.token is None and not _is_loopback(host):
+        yield ConfigError(
+            "the admin API refuses a non-loopback address without a token",
+            json_path(["admin", "token"]),
+            expected='a token of at least 16 characters, such as "${FASTGW_ADMIN_TOKEN}"',
+            got=f"no token, listen {admin.listen!r}",
+        )
 
 
 def _check_trusted_proxies(config: Config) -> Iterator[ConfigError]:

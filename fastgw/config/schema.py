@@ -21,6 +21,7 @@ from fastgw.errors import ConfigError
 
 __all__ = [
     "ALLOWED_METHODS",
+    "Admin",
     "Config",
     "Duration",
     "Keepalive",
@@ -182,6 +183,13 @@ class Route(_Section, kw_only=True):
     policies: tuple[dict[str, Any], ...] = ()
 
 
+class Admin(_Section, kw_only=True):
+    """The admin API listener; the token (usually "${FASTGW_ADMIN_TOKEN}") guards it."""
+
+    listen: str = "127.0.0.1:9901"
+    token: Annotated[str, Meta(min_length=16)] | None = None
+
+
 class Config(_Section, kw_only=True):
     """A whole gateway configuration: what `load_config` returns and `build_plan` consumes."""
 
@@ -198,6 +206,8 @@ class Config(_Section, kw_only=True):
     policy_groups: dict[
         Annotated[str, Meta(pattern=UPSTREAM_NAME_PATTERN)], tuple[dict[str, Any], ...]
     ] = {}
+    # No admin block, no admin listener.
+    admin: Admin | None = None
 
     def __post_init__(self) -> None:
         # One listen address may be written as a plain string; the decoded form is a tuple.
