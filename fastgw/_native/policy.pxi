@@ -47,7 +47,6 @@ cdef enum:
     VAR_METHOD = -4
     VAR_PATH = -5
     VAR_ROUTE = -6
-    HOOK_STEP_RUNNING = 0
     HOOK_STEP_DONE = 1            # every step ran: go upstream
     HOOK_STEP_ANSWERED = 2        # a step answered (or failed); the exchange is local now
     HOOK_STEP_SUSPENDED = 3       # an async hook is waiting; a task will resume the chain
@@ -60,11 +59,12 @@ HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RE
 CHAIN_STEPS = {"sync": STEP_PY_SYNC, "async": STEP_PY_ASYNC, "respond": STEP_RESPOND,
                "redirect": STEP_REDIRECT}
 
-# Fields the gateway itself manages: no policy may set, remove or rename them.
+# Fields the gateway itself manages: no policy may set, remove or rename them. The one list:
+# request_headers checks its config against it too (fastgw/policy/builtins.py).
 MANAGED_FIELDS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
-    "trailer", "proxy-connection", "upgrade", "expect", "x-forwarded-for",
-    "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+    "trailer", "proxy-connection", "proxy-authenticate", "proxy-authorization", "upgrade",
+    "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
 })
 _TOKEN = _re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _FIELD_VALUE = _re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")

@@ -100,7 +100,3 @@ cdef bytes chunk_header(Py_ssize_t size):
     _head_buffer.put_hex(size)
     _head_buffer.put("\r\n", 2)
     return _head_buffer.take()
-
-
-def _chunk_header_for_tests(Py_ssize_t size):
-    return chunk_header(size)

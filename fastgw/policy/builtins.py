@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta
 
+from fastgw._core import MANAGED_FIELDS
 from fastgw.policy.base import (
     Policy,
     PolicyConfig,
@@ -148,12 +149,9 @@ _FRAMING = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
      "upgrade", "proxy-connection", "proxy-authenticate"}
 )  # fmt: skip
-# Fields fastgw derives itself: a policy changing them would contradict what the core
-# decided (routing host, client address, request id).
-_REQUEST_MANAGED = _FRAMING | {
-    "host", "expect", "proxy-authorization", "x-forwarded-for", "x-forwarded-proto",
-    "x-forwarded-host", "x-request-id",
-}  # fmt: skip
+# Fields fastgw derives itself (routing host, client address, request id) and framing: the
+# core's list, which also guards the changes Python hooks make at request time.
+_REQUEST_MANAGED = MANAGED_FIELDS
 _RESPONSE_MANAGED = _FRAMING | {"x-request-id"}
 
 
