@@ -5,6 +5,7 @@ It states the routing rules as directly as possible, with no trie and no C: for 
 sorts them by precedence and takes the first whose methods allow the request method. The
 compiled router must agree with it on every route set and request (tests/unit/test_router.py
 compares them with Hypothesis). Input validation lives in the compiled router only.
+`shadowed()` states the shadowed-route rules by comparing every pair of routes.
 """
 
 from __future__ import annotations
@@ -156,3 +157,95 @@ class ReferenceRouter:
         if allowed:
             return ("method_not_allowed", [m for m in METHODS if m in allowed])
         return ("not_found",)
+
+    def shadowed(self) -> list[tuple[int, int]]:
+        """[(route_id, by_route_id)]: the compiled Router.shadowed() contract, pair by pair.
+
+        A is shadowed when each (pattern, host key) of A has a route B that always wins
+        there for every method of A: same priority, same host key, same pattern shape, lower
+        route id; or higher priority, hosts covering A's host and a pattern matching every
+        path A's does. B is the first such route for A's first pair: a same-priority one
+        (lowest pattern id) before a higher-priority one (highest priority, earliest added).
+        """
+        higher = sorted(self._routes, key=lambda route: -route.priority)
+        result = []
+        for a in sorted(self._routes, key=lambda route: route.route_id):
+            shadower = None
+            for pattern in a.patterns:
+                for key in a.host_keys:
+                    by = self._shadower(a, pattern, key, higher)
+                    if by is None:
+                        break
+                    shadower = by if shadower is None else shadower
+                else:
+                    continue
+                break
+            else:
+                if shadower is not None:
+                    result.append((a.route_id, shadower))
+        return result
+
+    def _shadower(
+        self, a: _Route, pattern: _Pattern, key: str | None, higher: list[_Route]
+    ) -> int | None:
+        same_shape = sorted(
+            (other.pattern_id, b.route_id)
+            for b in self._routes
+            for other in b.patterns
+            if _shape(other.segments) == _shape(pattern.segments)
+            and b.route_id < a.route_id
+            and b.priority == a.priority
+            and key in b.host_keys
+            and _methods_cover(b.methods, a.methods)
+        )
+        if same_shape:
+            return same_shape[0][1]
+        for b in higher:
+            if b.priority <= a.priority:
+                break
+            if (
+                _methods_cover(b.methods, a.methods)
+                and any(_host_covers(general, key) for general in b.host_keys)
+                and any(_generalises(other.segments, pattern.segments) for other in b.patterns)
+            ):
+                return b.route_id
+        return None
+
+
+def _shape(segments: tuple[Segment, ...]) -> tuple[object, ...]:
+    return tuple(literal if kind == LITERAL else kind for kind, literal in segments)
+
+
+def _methods_cover(general: frozenset[str] | None, specific: frozenset[str] | None) -> bool:
+    if general is None:
+        return True
+    return specific is not None and specific <= general
+
+
+def _host_covers(general: str | None, specific: str | None) -> bool:
+    """Every host matching key `specific` also matches key `general`."""
+    if general is None or general == specific:
+        return True
+    return (
+        specific is not None
+        and general.startswith(".")
+        and specific.endswith(general)
+        and len(specific) > len(general)
+    )
+
+
+def _generalises(general: tuple[Segment, ...], specific: tuple[Segment, ...]) -> bool:
+    """Every path `specific` matches is matched by `general`."""
+    for index, (kind, literal) in enumerate(general):
+        if kind == CATCHALL:
+            return True
+        if index >= len(specific):
+            return False
+        other_kind, other_literal = specific[index]
+        if kind == LITERAL and (other_kind != LITERAL or other_literal != literal):
+            return False
+        if kind == PARAM and (
+            other_kind == CATCHALL or (other_kind == LITERAL and not other_literal)
+        ):
+            return False  # {param} needs a non-empty segment
+    return len(general) == len(specific)

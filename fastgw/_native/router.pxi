@@ -27,7 +27,7 @@
 
 cimport cython
 from libc.stdint cimport int32_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 from time import perf_counter_ns as _perf_counter_ns
 
@@ -65,10 +65,11 @@ _ROUTER_PCHAR = frozenset(
 _ROUTER_HEX = frozenset(b"0123456789abcdefABCDEF")
 _ROUTER_HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._")
 
-# Segment kinds, in precedence order.
-_ROUTER_SEG_LITERAL = 0
-_ROUTER_SEG_PARAM = 1
-_ROUTER_SEG_CATCHALL = 2
+cdef enum:
+    # Segment kinds, in precedence order.
+    _ROUTER_SEG_LITERAL = 0
+    _ROUTER_SEG_PARAM = 1
+    _ROUTER_SEG_CATCHALL = 2
 
 
 cdef struct _RouterEdge:
@@ -480,6 +481,15 @@ def _router_method_names(mask):
     return [METHOD_NAMES[m] for m in sorted(METHOD_NAMES) if mask & (1 << m)]
 
 
+def _router_pattern_error(pattern):
+    """The message _parse_route_pattern refuses `pattern` with."""
+    try:
+        _parse_route_pattern(pattern)
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError(f"path pattern {pattern!r}: the scanner refused what the parser takes")
+
+
 def _router_host_label(key):
     if key is None:
         return "any host"
@@ -487,40 +497,171 @@ def _router_host_label(key):
     return f"wildcard '*{text}'" if text.startswith(".") else f"exact '{text}'"
 
 
-def _router_shape(segments):
-    return tuple(kind if kind != _ROUTER_SEG_LITERAL else raw for kind, raw in segments)
+class RoutePatternError(ValueError):
+    """Router.add() refused path patterns; `errors` is [(index in `patterns`, message)]."""
+
+    def __init__(self, errors):
+        super().__init__(errors[0][1])
+        self.errors = errors
 
 
-def _router_generalises(general, specific):
-    """True when every path matched by `specific` is matched by `general`."""
-    for index, (kind, raw) in enumerate(general):
-        if kind == _ROUTER_SEG_CATCHALL:
-            return True
-        if index >= len(specific):
-            return False
-        other_kind, other_raw = specific[index]
-        if kind == _ROUTER_SEG_LITERAL:
-            if other_kind != _ROUTER_SEG_LITERAL or other_raw != raw:
-                return False
-        elif other_kind == _ROUTER_SEG_CATCHALL or (
-            other_kind == _ROUTER_SEG_LITERAL and other_raw == b""
-        ):
-            # {param} needs a non-empty segment; a {*rest} or "" there can be empty.
-            return False
-    return len(general) == len(specific)
+# Byte classes for the pattern scanner in add(); the rules are _parse_route_pattern's, which
+# also words the error when the scanner refuses a pattern.
+cdef enum:
+    _ROUTER_BC_PCHAR = 1
+    _ROUTER_BC_HEX = 2
+    _ROUTER_BC_NAME = 4         # letter, digit or "_"
+    _ROUTER_BC_NAME_FIRST = 8   # letter or "_"
+
+cdef unsigned char _ROUTER_BYTE_CLASS[256]
+memset(_ROUTER_BYTE_CLASS, 0, sizeof(_ROUTER_BYTE_CLASS))
+for _router_c in _ROUTER_PCHAR:
+    _ROUTER_BYTE_CLASS[_router_c] |= _ROUTER_BC_PCHAR
+for _router_c in _ROUTER_HEX:
+    _ROUTER_BYTE_CLASS[_router_c] |= _ROUTER_BC_HEX
+for _router_c in bytearray(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"):
+    _ROUTER_BYTE_CLASS[_router_c] |= _ROUTER_BC_NAME | _ROUTER_BC_NAME_FIRST
+for _router_c in bytearray(b"0123456789"):
+    _ROUTER_BYTE_CLASS[_router_c] |= _ROUTER_BC_NAME
+
+_ROUTER_NO_HOSTS = ((), ())
 
 
-def _router_host_covers(general, specific):
-    """True when every request host matching key `specific` also matches key `general`."""
-    if general is None:
-        return True
-    if specific is None:
-        return False
-    if general == specific:
-        return True
-    # "*.a.example.com" and "x.example.com" both sit strictly under "*.example.com".
-    return (general.startswith(b".") and specific.endswith(general)
-            and len(specific) > len(general))
+cdef struct _RouterVec:
+    # A growable int32 array: add() records routes, patterns and segments in these, so that
+    # compile() builds the tables from C data.
+    int32_t* data
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef int _router_vec_push(_RouterVec* v, int32_t value) except -1:
+    cdef Py_ssize_t cap
+    cdef int32_t* data
+    if v.n == v.cap:
+        cap = 64 if v.cap == 0 else 2 * v.cap
+        data = <int32_t*>realloc(v.data, cap * sizeof(int32_t))
+        if data == NULL:
+            raise MemoryError()
+        v.data = data
+        v.cap = cap
+    v.data[v.n] = value
+    v.n += 1
+    return 0
+
+
+cdef void _router_vec_free(_RouterVec* v) noexcept:
+    free(v.data)
+    v.data = NULL
+    v.n = 0
+    v.cap = 0
+
+
+# Record strides of the vectors.
+cdef enum:
+    _RT_ID = 0          # Router._rts: route id, method mask, priority, has conditions
+    _RT_MASK = 1
+    _RT_PRIORITY = 2
+    _RT_COND = 3
+    _RT_STRIDE = 4
+    _PAT_ROUTE = 0      # Router._pats: route index, first segment, segment count
+    _PAT_SEG_FIRST = 1
+    _PAT_SEG_COUNT = 2
+    _PAT_STRIDE = 3
+    _SEG_KIND = 0       # Router._segs: kind, offset into Router._pool, length
+    _SEG_OFFSET = 1
+    _SEG_LENGTH = 2
+    _SEG_STRIDE = 3
+    _PAIR_CAND = 0      # Router._pairs, one per (pattern, host level): candidate, its run
+    _PAIR_RUN_FIRST = 1
+    _PAIR_RUN_COUNT = 2
+    _PAIR_STRIDE = 3
+
+
+cdef struct _RouterBuildCand:
+    int32_t node
+    int32_t kind          # 0: the pattern ends at node; 1: its {*rest} starts after node
+    int32_t unconditional
+    int32_t route_id
+    int32_t pattern_id
+    int32_t order         # index of its (pattern, host level) pair
+    uint32_t methods
+
+
+cdef int _router_build_cand_cmp(const void* pa, const void* pb) noexcept nogil:
+    # Candidate runs: by node, ends before {*rest}, conditional routes first, then route id
+    # and pattern id (the precedence of routes on one trie node).
+    cdef const _RouterBuildCand* a = <const _RouterBuildCand*>pa
+    cdef const _RouterBuildCand* b = <const _RouterBuildCand*>pb
+    if a.node != b.node:
+        return -1 if a.node < b.node else 1
+    if a.kind != b.kind:
+        return -1 if a.kind < b.kind else 1
+    if a.unconditional != b.unconditional:
+        return -1 if a.unconditional < b.unconditional else 1
+    if a.route_id != b.route_id:
+        return -1 if a.route_id < b.route_id else 1
+    if a.pattern_id != b.pattern_id:
+        return -1 if a.pattern_id < b.pattern_id else 1
+    return 0
+
+
+cdef inline void _router_node_init(_RouterNode* node) noexcept nogil:
+    node.edge_first = 0
+    node.edge_count = 0
+    node.slot_first = -1
+    node.slot_mask = 0
+    node.param_child = -1
+    node.cand_first = 0
+    node.cand_count = 0
+    node.catchall_first = 0
+    node.catchall_count = 0
+
+
+cdef struct _RouterCover:
+    # shadowed(): the best route found so far that always wins over one (pattern, host level)
+    _RouterTables* t
+    const int32_t* pats
+    const int32_t* segs
+    uint32_t mask       # the methods it must cover
+    int32_t best        # route index (the earliest added wins), -1: none yet
+
+
+cdef inline void _router_cover_run(_RouterCover* c, int32_t first, int32_t count) noexcept:
+    cdef int32_t i, route_index
+    cdef _RouterCandidate* cand
+    for i in range(first, first + count):
+        cand = &c.t.cands[i]
+        if cand.cond_count == 0 and c.mask & cand.methods == c.mask:
+            route_index = c.pats[cand.pattern_id * _PAT_STRIDE + _PAT_ROUTE]
+            if c.best < 0 or route_index < c.best:
+                c.best = route_index
+
+
+cdef void _router_cover_walk(_RouterCover* c, int32_t index, int32_t seg,
+                             int32_t seg_end) noexcept:
+    # Every pattern under trie node `index` that matches every path the segments
+    # [seg, seg_end) of the covered pattern match: a literal is covered by the same literal or
+    # (when not empty) a {param}, a {param} by a {param}, anything by a {*rest}.
+    cdef _RouterNode* node = &c.t.nodes[index]
+    cdef const int32_t* s
+    cdef int32_t child
+    if node.catchall_count:
+        _router_cover_run(c, node.catchall_first, node.catchall_count)
+    if seg == seg_end:
+        if node.cand_count:
+            _router_cover_run(c, node.cand_first, node.cand_count)
+        return
+    s = c.segs + seg * _SEG_STRIDE
+    if s[_SEG_KIND] == _ROUTER_SEG_LITERAL:
+        if node.edge_count:
+            child = _router_child(c.t, node, c.t.bytes + s[_SEG_OFFSET], s[_SEG_LENGTH])
+            if child >= 0:
+                _router_cover_walk(c, child, seg + 1, seg_end)
+        if s[_SEG_LENGTH] > 0 and node.param_child >= 0:
+            _router_cover_walk(c, node.param_child, seg + 1, seg_end)
+    elif s[_SEG_KIND] == _ROUTER_SEG_PARAM and node.param_child >= 0:
+        _router_cover_walk(c, node.param_child, seg + 1, seg_end)
 
 
 @cython.final
@@ -529,25 +670,57 @@ cdef class Router:
 
     cdef _RouterTables _t
     cdef bint _compiled
-    cdef dict _routes          # route_id -> (host keys, hosts, mask, method names, priority)
-    cdef list _patterns        # pattern_id -> (route_id, text, segments, capture names)
-    cdef list _tiers           # priorities, highest first
-    cdef list _host_keys       # host index -> key bytes
-    cdef dict _conditions      # route_id -> ((kind, name bytes, value bytes or None), ...)
+    # Routes and patterns as add() recorded them, indexed by add order (route index) and
+    # pattern id. Literal segments point into _pool, which compile() copies into the tables.
+    cdef _RouterVec _rts           # _RT_STRIDE int32 per route
+    cdef _RouterVec _pats          # _PAT_STRIDE int32 per pattern
+    cdef _RouterVec _segs          # _SEG_STRIDE int32 per pattern segment
+    cdef bytearray _pool
+    cdef dict _route_index         # route id -> route index
+    cdef list _route_hosts         # route index -> (host keys, host names as given, lowercase)
+    cdef list _route_methods       # route index -> method names, or None for any method
+    cdef list _pat_text            # pattern id -> pattern as given
+    cdef list _pat_names           # pattern id -> capture names (tuple)
+    cdef dict _conditions          # route index -> ((kind, name bytes, value bytes or None), ..)
+    cdef dict _method_cache        # tuple of method names -> (mask, names)
+    # Filled by compile(): for shadowed(), every (pattern, host level) pair and its candidate.
+    cdef _RouterVec _route_levels  # n_routes + 1 offsets into the level ids that follow
+    cdef _RouterVec _pairs         # _PAIR_STRIDE int32 per pair, pattern by pattern
+    cdef list _level_keys          # level id -> (priority, host key or None)
+    cdef dict _host_index          # host key -> host index
+    cdef list _tiers               # priorities, highest first
+    cdef list _host_keys           # host index -> key bytes
 
     def __cinit__(self):
         memset(&self._t, 0, sizeof(_RouterTables))  # NULL tables: match() answers 404
+        memset(&self._rts, 0, sizeof(_RouterVec))
+        memset(&self._pats, 0, sizeof(_RouterVec))
+        memset(&self._segs, 0, sizeof(_RouterVec))
+        memset(&self._route_levels, 0, sizeof(_RouterVec))
+        memset(&self._pairs, 0, sizeof(_RouterVec))
 
     def __init__(self):
         self._compiled = False
-        self._routes = {}
-        self._patterns = []
+        self._pool = bytearray()
+        self._route_index = {}
+        self._route_hosts = []
+        self._route_methods = []
+        self._pat_text = []
+        self._pat_names = []
+        self._conditions = {}
+        self._method_cache = {}
+        self._level_keys = []
+        self._host_index = {}
         self._tiers = []
         self._host_keys = []
-        self._conditions = {}
 
     def __dealloc__(self):
         self._free_tables()
+        _router_vec_free(&self._rts)
+        _router_vec_free(&self._pats)
+        _router_vec_free(&self._segs)
+        _router_vec_free(&self._route_levels)
+        _router_vec_free(&self._pairs)
 
     cdef void _free_tables(self) noexcept:
         free(self._t.nodes)
@@ -567,179 +740,441 @@ cdef class Router:
         """Register a route; returns one pattern id per pattern, in order.
 
         `headers` / `query` ({name: value}, "*" for any value) are conditions the request must
-        meet too: header names case-insensitive, values and query parts compared raw."""
+        meet too: header names case-insensitive, values and query parts compared raw.
+        Invalid patterns raise RoutePatternError (a ValueError) listing each one with its
+        index; they are checked before hosts and methods. A refused route leaves no trace."""
+        cdef int32_t route_index
+        cdef Py_ssize_t segs_mark = self._segs.n, pats_mark = self._pats.n
+        cdef Py_ssize_t pool_mark = len(self._pool)
         if self._compiled:
             raise RuntimeError("Router.add() after compile()")
-        if route_id in self._routes:
+        if route_id in self._route_index:
             raise ValueError(f"route id {route_id} added twice")
         if isinstance(patterns, str) or not patterns:
             raise ValueError("a route needs a non-empty list of path patterns")
         if isinstance(hosts, str):
             raise ValueError("hosts must be a list of host names, not a string")
-        host_keys = []
-        host_texts = []
-        for host in hosts or ():
-            key = _parse_route_host(host)
-            if key not in host_keys:
-                host_keys.append(key)
-                host_texts.append(host.lower())
-        mask, method_names = _parse_route_methods(methods)
-        parsed = [_parse_route_pattern(p) for p in patterns]
-        conditions = []
-        for kind, table in ((_ROUTER_COND_HEADER, headers), (_ROUTER_COND_QUERY, query)):
-            for name, value in (table or {}).items():
-                key = name.lower() if kind == _ROUTER_COND_HEADER else name
-                conditions.append((kind, key.encode("latin-1"),
-                                   None if value == "*" else value.encode("latin-1")))
+        route_index = len(self._route_hosts)
+        first_id = len(self._pat_text)
+        try:
+            errors = None
+            for j, pattern in enumerate(patterns):
+                names = self._add_pattern(pattern, route_index)
+                if names is None:
+                    errors = errors or []
+                    errors.append((j, _router_pattern_error(pattern)))
+                elif errors is None:
+                    self._pat_text.append(pattern)
+                    self._pat_names.append(names)
+            if errors is not None:
+                raise RoutePatternError(errors)
+            if hosts:
+                host_keys = []
+                host_texts = []
+                for host in hosts:
+                    key = _parse_route_host(host)
+                    if key not in host_keys:
+                        host_keys.append(key)
+                        host_texts.append(host.lower())
+                route_hosts = (tuple(host_keys), tuple(host_texts))
+            else:
+                route_hosts = _ROUTER_NO_HOSTS
+            mask, method_names = self._methods(methods)
+            conditions = []
+            for kind, table in ((_ROUTER_COND_HEADER, headers), (_ROUTER_COND_QUERY, query)):
+                for name, value in (table or {}).items():
+                    key = name.lower() if kind == _ROUTER_COND_HEADER else name
+                    conditions.append((kind, key.encode("latin-1"),
+                                       None if value == "*" else value.encode("latin-1")))
+        except BaseException:
+            self._segs.n = segs_mark
+            self._pats.n = pats_mark
+            del self._pool[pool_mark:]
+            del self._pat_text[first_id:]
+            del self._pat_names[first_id:]
+            raise
         if conditions:
-            self._conditions[route_id] = tuple(conditions)
-        self._routes[route_id] = (tuple(host_keys), tuple(host_texts), mask, method_names,
-                                  priority)
-        ids = []
-        for text, (segments, names) in zip(patterns, parsed):
-            ids.append(len(self._patterns))
-            self._patterns.append((route_id, text, segments, names))
-        return ids
+            self._conditions[route_index] = tuple(conditions)
+        _router_vec_push(&self._rts, route_id)
+        _router_vec_push(&self._rts, <int32_t><uint32_t>mask)
+        _router_vec_push(&self._rts, priority)
+        _router_vec_push(&self._rts, 1 if conditions else 0)
+        self._route_index[route_id] = route_index
+        self._route_hosts.append(route_hosts)
+        self._route_methods.append(method_names)
+        return list(range(first_id, len(self._pat_text)))
+
+    cdef tuple _methods(self, methods):
+        # PERF: most routes repeat a few method lists; parse each list once.
+        if methods is None or isinstance(methods, str) or len(methods) == 0:
+            return _parse_route_methods(methods)
+        try:
+            key = tuple(methods)
+            cached = self._method_cache.get(key)
+        except TypeError:  # unhashable entries: let the parser word the error
+            return _parse_route_methods(methods)
+        if cached is None:
+            cached = self._method_cache[key] = _parse_route_methods(methods)
+        return cached
+
+    cdef object _add_pattern(self, object pattern, int32_t route_index):
+        """Record a valid pattern's segments and return its capture names (a tuple); None,
+        recording nothing, when _parse_route_pattern would refuse it."""
+        cdef const unsigned char* s
+        cdef Py_ssize_t n, start, end, i, name_start
+        cdef Py_ssize_t segs_mark = self._segs.n
+        cdef int32_t base, n_segs = 0, seg_first = <int32_t>(self._segs.n // _SEG_STRIDE)
+        cdef const void* slash
+        cdef bint last
+        cdef int kind
+        # Every valid pattern is ASCII: non-ASCII bytes are not pchar (RFC 3986 3.3).
+        if type(pattern) is not str or not (<str>pattern).isascii():
+            return None
+        raw = (<str>pattern).encode("ascii")
+        s = <const unsigned char*><const char*>raw
+        n = len(raw)
+        if n == 0 or s[0] != b"/":
+            return None
+        base = <int32_t>len(self._pool)
+        names = None
+        start = 1
+        while True:
+            slash = memchr(s + start, b"/", <size_t>(n - start))
+            last = slash == NULL
+            end = n if last else <const unsigned char*>slash - s
+            n_segs += 1
+            if n_segs > _ROUTER_MAX_SEGMENTS:
+                break
+            if end - start >= 2 and s[start] == b"{" and s[end - 1] == b"}":
+                kind = _ROUTER_SEG_PARAM
+                name_start = start + 1
+                if s[name_start] == b"*":
+                    kind = _ROUTER_SEG_CATCHALL
+                    name_start += 1
+                    if not last:
+                        break
+                if name_start >= end - 1 or not (
+                        _ROUTER_BYTE_CLASS[s[name_start]] & _ROUTER_BC_NAME_FIRST):
+                    break
+                i = name_start + 1
+                while i < end - 1 and _ROUTER_BYTE_CLASS[s[i]] & _ROUTER_BC_NAME:
+                    i += 1
+                if i < end - 1:
+                    break
+                name = (<str>pattern)[name_start:end - 1]
+                if names is None:
+                    names = [name]
+                elif name in names:
+                    break
+                else:
+                    names.append(name)
+                _router_vec_push(&self._segs, kind)
+                _router_vec_push(&self._segs, 0)
+                _router_vec_push(&self._segs, 0)
+            else:
+                if (end == start and not last) or end - start > _ROUTER_MAX_SEGMENT_BYTES:
+                    break
+                i = start
+                while i < end:
+                    if s[i] == b"%":  # RFC 3986 2.1 pct-encoded = "%" HEXDIG HEXDIG
+                        if i + 2 >= end or not (_ROUTER_BYTE_CLASS[s[i + 1]]
+                                                & _ROUTER_BYTE_CLASS[s[i + 2]] & _ROUTER_BC_HEX):
+                            break
+                        i += 3
+                    elif _ROUTER_BYTE_CLASS[s[i]] & _ROUTER_BC_PCHAR:
+                        i += 1
+                    else:
+                        break
+                if i < end:
+                    break
+                _router_vec_push(&self._segs, _ROUTER_SEG_LITERAL)
+                _router_vec_push(&self._segs, base + <int32_t>start)
+                _router_vec_push(&self._segs, <int32_t>(end - start))
+            if last:
+                if names is not None and len(names) > MAX_ROUTE_PARAMS:
+                    break
+                self._pool += raw
+                _router_vec_push(&self._pats, route_index)
+                _router_vec_push(&self._pats, seg_first)
+                _router_vec_push(&self._pats, n_segs)
+                return () if names is None else tuple(names)
+            start = end + 1
+        self._segs.n = segs_mark
+        return None
 
     def compile(self):
         """Build the C tables; the route set is frozen afterwards."""
+        cdef _RouterTables* t = &self._t
+        cdef Py_ssize_t n_routes = self._rts.n // _RT_STRIDE
+        cdef Py_ssize_t n_patterns = self._pats.n // _PAT_STRIDE
+        cdef Py_ssize_t n_levels, n_pairs = 0, node_cap, edge_cap, n_nodes = 0, n_edges = 0
+        cdef Py_ssize_t p, r, li, si, i, k, n_slots
+        cdef int32_t node, child, level, seg_first, seg_end, kind_end, length, run_first
+        cdef uint32_t h, j, table_mask, size
+        cdef int32_t* rts = self._rts.data
+        cdef int32_t* pats = self._pats.data
+        cdef int32_t* segs = self._segs.data
+        cdef int32_t* levels_of = NULL
+        cdef int32_t* level_root = NULL
+        cdef int32_t* edge_parent = NULL
+        cdef int32_t* edge_table = NULL
+        cdef _RouterEdge* build_edges = NULL
+        cdef _RouterBuildCand* build_cands = NULL
+        cdef _RouterBuildCand* bc
+        cdef _RouterEdge* edge
+        cdef _RouterNode* nodes
+        cdef const char* pool
         if self._compiled:
             return
-        # A trie node while building: [static {bytes: node}, param node, cands, catchall cands].
-        tries = {}
-        for pattern_id, (route_id, _text, segments, _names) in enumerate(self._patterns):
-            host_keys, _hosts, mask, _names2, priority = self._routes[route_id]
-            for key in host_keys or (None,):
-                node = tries.get((priority, key))
-                if node is None:
-                    node = tries[(priority, key)] = [{}, None, [], []]
-                for kind, raw in segments:
-                    if kind == _ROUTER_SEG_LITERAL:
-                        child = node[0].get(raw)
-                        if child is None:
-                            child = node[0][raw] = [{}, None, [], []]
+        self._free_tables()  # a compile() that failed half-way may have left tables
+        _router_vec_free(&self._route_levels)
+        _router_vec_free(&self._pairs)
+        # Host levels: one trie per (priority, host key or None); each route's level ids.
+        level_ids = {}
+        self._level_keys = level_keys = []
+        for r in range(n_routes):
+            _router_vec_push(&self._route_levels, 0)
+        _router_vec_push(&self._route_levels, 0)
+        for r in range(n_routes):
+            self._route_levels.data[r] = <int32_t>(self._route_levels.n)
+            priority = rts[r * _RT_STRIDE + _RT_PRIORITY]
+            for key in self._route_hosts[r][0] or (None,):
+                level_key = (priority, key)
+                level = level_ids.get(level_key, -1)
+                if level < 0:
+                    level = level_ids[level_key] = len(level_keys)
+                    level_keys.append(level_key)
+                _router_vec_push(&self._route_levels, level)
+        self._route_levels.data[n_routes] = <int32_t>self._route_levels.n
+        levels_of = self._route_levels.data
+        n_levels = len(level_keys)
+        # Each segment of each (pattern, level) pair adds at most one node and one edge.
+        edge_cap = 0
+        for p in range(n_patterns):
+            r = pats[p * _PAT_STRIDE + _PAT_ROUTE]
+            k = levels_of[r + 1] - levels_of[r]
+            n_pairs += k
+            edge_cap += k * pats[p * _PAT_STRIDE + _PAT_SEG_COUNT]
+        node_cap = n_levels + edge_cap
+        size = 1
+        while size < 2 * edge_cap + 2:
+            size *= 2
+        table_mask = size - 1
+        try:
+            t.nodes = nodes = <_RouterNode*>malloc(max(1, node_cap) * sizeof(_RouterNode))
+            t.cands = <_RouterCandidate*>malloc(max(1, n_pairs) * sizeof(_RouterCandidate))
+            t.edges = <_RouterEdge*>malloc(max(1, edge_cap) * sizeof(_RouterEdge))
+            level_root = <int32_t*>malloc(max(1, n_levels) * sizeof(int32_t))
+            edge_parent = <int32_t*>malloc(max(1, edge_cap) * sizeof(int32_t))
+            edge_table = <int32_t*>malloc(size * sizeof(int32_t))
+            build_edges = <_RouterEdge*>malloc(max(1, edge_cap) * sizeof(_RouterEdge))
+            build_cands = <_RouterBuildCand*>malloc(
+                max(1, n_pairs) * sizeof(_RouterBuildCand))
+            if (nodes == NULL or t.cands == NULL or t.edges == NULL or level_root == NULL
+                    or edge_parent == NULL or edge_table == NULL or build_edges == NULL
+                    or build_cands == NULL):
+                raise MemoryError()
+            for i in range(n_levels):
+                level_root[i] = -1
+            for i in range(size):
+                edge_table[i] = -1
+            pool = self._pool
+            # PERF: the tries are built straight into C arrays; static children are found
+            # through one hash table keyed by (parent node, segment bytes).
+            k = 0
+            for p in range(n_patterns):
+                r = pats[p * _PAT_STRIDE + _PAT_ROUTE]
+                seg_first = pats[p * _PAT_STRIDE + _PAT_SEG_FIRST]
+                seg_end = seg_first + pats[p * _PAT_STRIDE + _PAT_SEG_COUNT]
+                for li in range(levels_of[r], levels_of[r + 1]):
+                    level = levels_of[li]
+                    node = level_root[level]
+                    if node < 0:
+                        node = level_root[level] = <int32_t>n_nodes
+                        _router_node_init(&nodes[n_nodes])
+                        n_nodes += 1
+                    kind_end = 0
+                    for si in range(seg_first, seg_end):
+                        if segs[si * _SEG_STRIDE + _SEG_KIND] == _ROUTER_SEG_CATCHALL:
+                            kind_end = 1
+                            break
+                        if segs[si * _SEG_STRIDE + _SEG_KIND] == _ROUTER_SEG_PARAM:
+                            if nodes[node].param_child < 0:
+                                nodes[node].param_child = <int32_t>n_nodes
+                                _router_node_init(&nodes[n_nodes])
+                                n_nodes += 1
+                            node = nodes[node].param_child
+                            continue
+                        length = segs[si * _SEG_STRIDE + _SEG_LENGTH]
+                        run_first = segs[si * _SEG_STRIDE + _SEG_OFFSET]
+                        h = _router_fnv1a(pool + run_first, length)
+                        j = (h ^ (<uint32_t>node * 2654435761u)) & table_mask
+                        while True:
+                            i = edge_table[j]
+                            if i < 0:
+                                child = <int32_t>n_nodes
+                                _router_node_init(&nodes[n_nodes])
+                                n_nodes += 1
+                                edge = &build_edges[n_edges]
+                                edge.hash = h
+                                edge.length = length
+                                edge.offset = run_first
+                                edge.child = child
+                                edge_parent[n_edges] = node
+                                edge_table[j] = <int32_t>n_edges
+                                nodes[node].edge_count += 1
+                                n_edges += 1
+                                break
+                            edge = &build_edges[i]
+                            if (edge_parent[i] == node and edge.hash == h
+                                    and edge.length == length
+                                    and memcmp(pool + edge.offset, pool + run_first,
+                                               length) == 0):
+                                child = edge.child
+                                break
+                            j = (j + 1) & table_mask
                         node = child
-                    elif kind == _ROUTER_SEG_PARAM:
-                        if node[1] is None:
-                            node[1] = [{}, None, [], []]
-                        node = node[1]
-                    else:
-                        node[3].append((route_id not in self._conditions, route_id,
-                                        pattern_id, mask))
-                        break
+                    bc = &build_cands[k]
+                    bc.node = node
+                    bc.kind = kind_end
+                    bc.unconditional = 1 - rts[r * _RT_STRIDE + _RT_COND]
+                    bc.route_id = rts[r * _RT_STRIDE + _RT_ID]
+                    bc.pattern_id = <int32_t>p
+                    bc.order = <int32_t>k
+                    bc.methods = <uint32_t>rts[r * _RT_STRIDE + _RT_MASK]
+                    k += 1
+            # Static children of a node are contiguous in t.edges.
+            i = 0
+            for node in range(n_nodes):
+                nodes[node].edge_first = <int32_t>i
+                i += nodes[node].edge_count
+                nodes[node].edge_count = 0
+            for i in range(n_edges):
+                node = edge_parent[i]
+                t.edges[nodes[node].edge_first + nodes[node].edge_count] = build_edges[i]
+                nodes[node].edge_count += 1
+            n_slots = 0
+            for node in range(n_nodes):
+                if nodes[node].edge_count > _ROUTER_LINEAR_EDGES:
+                    size = 1
+                    while size < 2 * <uint32_t>nodes[node].edge_count:
+                        size *= 2
+                    nodes[node].slot_first = <int32_t>n_slots
+                    nodes[node].slot_mask = size - 1
+                    n_slots += size
+            t.slots = <int32_t*>malloc(max(1, n_slots) * sizeof(int32_t))
+            if t.slots == NULL:
+                raise MemoryError()
+            for i in range(n_slots):
+                t.slots[i] = -1
+            for node in range(n_nodes):
+                if nodes[node].slot_first >= 0:
+                    for i in range(nodes[node].edge_first,
+                                   nodes[node].edge_first + nodes[node].edge_count):
+                        j = t.edges[i].hash & nodes[node].slot_mask
+                        while t.slots[nodes[node].slot_first + j] >= 0:
+                            j = (j + 1) & nodes[node].slot_mask
+                        t.slots[nodes[node].slot_first + j] = <int32_t>i
+            # Candidates: sorted into one run per (node, kind), in precedence order.
+            qsort(build_cands, n_pairs, sizeof(_RouterBuildCand), _router_build_cand_cmp)
+            data = bytearray(self._pool)
+            cond_runs = self._compile_conditions(data)
+            for i in range(n_pairs):
+                _router_vec_push(&self._pairs, 0)
+                _router_vec_push(&self._pairs, 0)
+                _router_vec_push(&self._pairs, 0)
+            i = 0
+            while i < n_pairs:
+                node = build_cands[i].node
+                kind_end = build_cands[i].kind
+                run_first = <int32_t>i
+                while i < n_pairs and build_cands[i].node == node and (
+                        build_cands[i].kind == kind_end):
+                    bc = &build_cands[i]
+                    t.cands[i].route_id = bc.route_id
+                    t.cands[i].pattern_id = bc.pattern_id
+                    t.cands[i].methods = bc.methods
+                    t.cands[i].cond_first = 0
+                    t.cands[i].cond_count = 0
+                    if not bc.unconditional:
+                        r = pats[bc.pattern_id * _PAT_STRIDE + _PAT_ROUTE]
+                        t.cands[i].cond_first, t.cands[i].cond_count = cond_runs[r]
+                    self._pairs.data[bc.order * _PAIR_STRIDE + _PAIR_CAND] = <int32_t>i
+                    i += 1
+                if kind_end:
+                    nodes[node].catchall_first = run_first
+                    nodes[node].catchall_count = <int32_t>i - run_first
                 else:
-                    node[2].append((route_id not in self._conditions, route_id,
-                                    pattern_id, mask))
-        self._tiers = sorted({key[0] for key in tries}, reverse=True)
-        self._host_keys = sorted({key[1] for key in tries if key[1] is not None})
-        nodes = []
-        edges = []
-        slots = []
-        cands = []
-        pool = bytearray()
-        roots = {level: self._flatten(trie, nodes, edges, slots, cands, pool)
-                 for level, trie in tries.items()}
-        host_offsets = []
-        for key in self._host_keys:
-            host_offsets.append(len(pool))
-            pool += key
-        # Conditions: one run per conditional route; names and values go to the byte pool.
-        conds = []
-        cond_runs = {}
-        for route_id, conditions in self._conditions.items():
-            cond_runs[route_id] = (len(conds), len(conditions))
-            for kind, name, value in conditions:
-                name_offset = len(pool)
-                pool += name
-                value_offset = len(pool)
-                if value is not None:
-                    pool += value
-                conds.append((kind, name_offset, len(name), value_offset,
-                              -1 if value is None else len(value)))
-        cands = [(route_id, pattern_id, mask) + cond_runs.get(route_id, (0, 0))
-                 for _unconditional, route_id, pattern_id, mask in cands]
-        self._allocate(nodes, edges, slots, cands, pool, host_offsets, roots)
-        self._t.conds = <_RouterCondition*>malloc(max(1, len(conds)) * sizeof(_RouterCondition))
-        if self._t.conds == NULL:
-            raise MemoryError()
-        for i, cond in enumerate(conds):
-            (self._t.conds[i].kind, self._t.conds[i].name_offset, self._t.conds[i].name_length,
-             self._t.conds[i].value_offset, self._t.conds[i].value_length) = cond
+                    nodes[node].cand_first = run_first
+                    nodes[node].cand_count = <int32_t>i - run_first
+                for k in range(run_first, i):
+                    self._pairs.data[build_cands[k].order * _PAIR_STRIDE + _PAIR_RUN_FIRST] = (
+                        run_first)
+                    self._pairs.data[build_cands[k].order * _PAIR_STRIDE + _PAIR_RUN_COUNT] = (
+                        <int32_t>i - run_first)
+            roots = {level_keys[i]: level_root[i] for i in range(n_levels)}
+        finally:
+            free(level_root)
+            free(edge_parent)
+            free(edge_table)
+            free(build_edges)
+            free(build_cands)
+        self._compile_hosts(data, roots)
         self._compiled = True
 
-    cdef int32_t _flatten(self, list trie, list nodes, list edges, list slots, list cands,
-                          bytearray pool) except -2:
-        index = len(nodes)
-        nodes.append(None)
-        children = sorted(trie[0].items())
-        child_ids = [self._flatten(child, nodes, edges, slots, cands, pool)
-                     for _raw, child in children]
-        param_child = -1
-        if trie[1] is not None:
-            param_child = self._flatten(trie[1], nodes, edges, slots, cands, pool)
-        edge_first = len(edges)
-        for (raw, _child), child_id in zip(children, child_ids):
-            edges.append((_router_fnv1a(raw, len(raw)), len(raw), len(pool), child_id))
-            pool += raw
-        slot_first = -1
-        slot_mask = 0
-        if len(children) > _ROUTER_LINEAR_EDGES:
-            size = 1
-            while size < 2 * len(children):
-                size *= 2
-            table = [-1] * size
-            for i in range(edge_first, len(edges)):
-                j = edges[i][0] & (size - 1)
-                while table[j] >= 0:
-                    j = (j + 1) & (size - 1)
-                table[j] = i
-            slot_first = len(slots)
-            slot_mask = size - 1
-            slots.extend(table)
-        cand_first = len(cands)
-        cands.extend(sorted(trie[2]))
-        catchall_first = len(cands)
-        cands.extend(sorted(trie[3]))
-        nodes[index] = (edge_first, len(children), slot_first, slot_mask, param_child,
-                        cand_first, len(trie[2]), catchall_first, len(trie[3]))
-        return index
+    cdef dict _compile_conditions(self, bytearray data):
+        # One run per conditional route; names and values go to the byte pool.
+        cdef _RouterCondition* cond
+        cdef Py_ssize_t i = 0, n = 0
+        cond_runs = {}
+        for conditions in self._conditions.values():
+            n += len(conditions)
+        self._t.conds = <_RouterCondition*>malloc(max(1, n) * sizeof(_RouterCondition))
+        if self._t.conds == NULL:
+            raise MemoryError()
+        for route_index, conditions in self._conditions.items():
+            cond_runs[route_index] = (i, len(conditions))
+            for kind, name, value in conditions:
+                cond = &self._t.conds[i]
+                cond.kind = kind
+                cond.name_offset = len(data)
+                cond.name_length = len(name)
+                data += name
+                cond.value_offset = len(data)
+                cond.value_length = -1
+                if value is not None:
+                    cond.value_length = len(value)
+                    data += value
+                i += 1
+        return cond_runs
 
-    cdef _allocate(self, list nodes, list edges, list slots, list cands, bytearray pool,
-                   list host_offsets, dict roots):
+    cdef _compile_hosts(self, bytearray data, dict roots):
+        # The host hash table, the roots of every (tier, host level) and the byte pool.
         cdef _RouterTables* t = &self._t
-        cdef Py_ssize_t i, n_tiers = len(self._tiers), n_hosts = len(self._host_keys)
+        cdef Py_ssize_t i, n_tiers, n_hosts
         cdef uint32_t size = 1
         cdef uint32_t j
-        self._free_tables()  # a compile() that failed half-way may have left tables
-        t.nodes = <_RouterNode*>malloc(max(1, len(nodes)) * sizeof(_RouterNode))
-        t.edges = <_RouterEdge*>malloc(max(1, len(edges)) * sizeof(_RouterEdge))
-        t.slots = <int32_t*>malloc(max(1, len(slots)) * sizeof(int32_t))
-        t.cands = <_RouterCandidate*>malloc(max(1, len(cands)) * sizeof(_RouterCandidate))
-        t.bytes = <char*>malloc(max(1, len(pool)))
+        self._tiers = sorted({key[0] for key in roots}, reverse=True)
+        self._host_keys = sorted({key[1] for key in roots if key[1] is not None})
+        self._host_index = {key: i for i, key in enumerate(self._host_keys)}
+        n_tiers = len(self._tiers)
+        n_hosts = len(self._host_keys)
+        host_offsets = []
+        for key in self._host_keys:
+            host_offsets.append(len(data))
+            data += key
+        t.bytes = <char*>malloc(max(1, len(data)))
         t.hosts = <_RouterHost*>malloc(max(1, n_hosts) * sizeof(_RouterHost))
         while size < 2 * n_hosts + 2:
             size *= 2
         t.host_slots = <int32_t*>malloc(size * sizeof(int32_t))
         t.host_roots = <int32_t*>malloc(max(1, n_hosts * n_tiers) * sizeof(int32_t))
         t.any_roots = <int32_t*>malloc(max(1, n_tiers) * sizeof(int32_t))
-        if (t.nodes == NULL or t.edges == NULL or t.slots == NULL or t.cands == NULL
-                or t.bytes == NULL or t.hosts == NULL or t.host_slots == NULL
+        if (t.bytes == NULL or t.hosts == NULL or t.host_slots == NULL
                 or t.host_roots == NULL or t.any_roots == NULL):
             raise MemoryError()
-        for i, node in enumerate(nodes):
-            (t.nodes[i].edge_first, t.nodes[i].edge_count, t.nodes[i].slot_first,
-             t.nodes[i].slot_mask, t.nodes[i].param_child, t.nodes[i].cand_first,
-             t.nodes[i].cand_count, t.nodes[i].catchall_first,
-             t.nodes[i].catchall_count) = node
-        for i, edge in enumerate(edges):
-            t.edges[i].hash, t.edges[i].length, t.edges[i].offset, t.edges[i].child = edge
-        for i, slot in enumerate(slots):
-            t.slots[i] = slot
-        for i, cand in enumerate(cands):
-            (t.cands[i].route_id, t.cands[i].pattern_id, t.cands[i].methods,
-             t.cands[i].cond_first, t.cands[i].cond_count) = cand
-        if len(pool):
-            memcpy(t.bytes, <char*>pool, len(pool))
+        if len(data):
+            memcpy(t.bytes, <char*>data, len(data))
         t.host_slot_mask = size - 1
         for j in range(size):
             t.host_slots[j] = -1
@@ -756,6 +1191,7 @@ cdef class Router:
             t.any_roots[tier] = roots.get((priority, None), -1)
             for i, key in enumerate(self._host_keys):
                 t.host_roots[i * n_tiers + tier] = roots.get((priority, key), -1)
+        # Set last: until here match() sees no tiers and answers 404.
         t.n_hosts = n_hosts
         t.n_wildcards = sum(1 for key in self._host_keys if key.startswith(b"."))
         t.n_tiers = n_tiers
@@ -819,16 +1255,43 @@ cdef class Router:
 
     def pattern_params(self, int pattern_id):
         """Capture names of a pattern, in the order of RouteMatch.param_off."""
-        return list(self._pattern(pattern_id)[3])
+        self._check_pattern_id(pattern_id)
+        return list(self._pat_names[pattern_id])
+
+    def common_params(self, pattern_ids):
+        """Capture names every pattern of `pattern_ids` has, in the first one's order."""
+        for pattern_id in pattern_ids:
+            self._check_pattern_id(pattern_id)
+        if not pattern_ids:
+            return ()
+        first = self._pat_names[pattern_ids[0]]
+        others = [self._pat_names[pattern_id] for pattern_id in pattern_ids[1:]]
+        return tuple(name for name in first if all(name in other for other in others))
 
     def pattern_text(self, int pattern_id):
-        return self._pattern(pattern_id)[1]
+        self._check_pattern_id(pattern_id)
+        return self._pat_text[pattern_id]
 
-    cdef tuple _pattern(self, int pattern_id):
+    cdef _check_pattern_id(self, int pattern_id):
         # Bounds checks are compiled out, so an unknown id must be refused here.
-        if not 0 <= pattern_id < len(self._patterns):
+        if not 0 <= pattern_id < len(self._pat_text):
             raise IndexError(f"unknown pattern id {pattern_id}")
-        return self._patterns[pattern_id]
+
+    cdef tuple _segments(self, int pattern_id):
+        """((kind, literal bytes), ...) of a pattern, as _parse_route_pattern splits it."""
+        cdef int32_t* pat = self._pats.data + pattern_id * _PAT_STRIDE
+        cdef int32_t* seg
+        cdef Py_ssize_t i
+        segments = []
+        for i in range(pat[_PAT_SEG_FIRST], pat[_PAT_SEG_FIRST] + pat[_PAT_SEG_COUNT]):
+            seg = self._segs.data + i * _SEG_STRIDE
+            segments.append((seg[_SEG_KIND], bytes(
+                self._pool[seg[_SEG_OFFSET]:seg[_SEG_OFFSET] + seg[_SEG_LENGTH]])))
+        return tuple(segments)
+
+    cdef int _route_id_of(self, int pattern_id):
+        return self._rts.data[self._pats.data[pattern_id * _PAT_STRIDE + _PAT_ROUTE]
+                              * _RT_STRIDE + _RT_ID]
 
     def _check_compiled(self):
         if not self._compiled:
@@ -882,7 +1345,7 @@ cdef class Router:
         result = self.match_fields(host_bytes, len(host_bytes), path_bytes, len(path_bytes),
                                    METHOD_IDS.get(method, M_OTHER), &fields, &m)
         if result == MATCH_FOUND:
-            names = self._patterns[m.pattern_id][3]
+            names = self._pat_names[m.pattern_id]
             params = {
                 names[i]: path_bytes[m.param_off[i]:m.param_off[i] + m.param_len[i]].decode(
                     "utf-8", "surrogateescape")
@@ -914,16 +1377,19 @@ cdef class Router:
 
     def describe(self):
         """One dict per pattern, in pattern id order (for `fastgw routes`)."""
+        cdef Py_ssize_t pattern_id
+        cdef int32_t r
         rows = []
-        for pattern_id, (route_id, text, _segments, _names) in enumerate(self._patterns):
-            _keys, hosts, _mask, method_names, priority = self._routes[route_id]
+        for pattern_id in range(len(self._pat_text)):
+            r = self._pats.data[pattern_id * _PAT_STRIDE + _PAT_ROUTE]
+            method_names = self._route_methods[r]
             rows.append({
-                "route_id": route_id,
+                "route_id": self._rts.data[r * _RT_STRIDE + _RT_ID],
                 "pattern_id": pattern_id,
-                "hosts": list(hosts),
-                "pattern": text,
+                "hosts": list(self._route_hosts[r][1]),
+                "pattern": self._pat_text[pattern_id],
                 "methods": None if method_names is None else list(method_names),
-                "priority": priority,
+                "priority": self._rts.data[r * _RT_STRIDE + _RT_PRIORITY],
             })
         return rows
 
@@ -980,16 +1446,16 @@ cdef class Router:
 
     def _why(self, winner, other):
         """Why pattern `winner` ranks before pattern `other` in one trie walk."""
-        a = self._patterns[winner][2]
-        b = self._patterns[other][2]
+        a = self._segments(winner)
+        b = self._segments(other)
         for i in range(max(len(a), len(b))):
             if i >= len(a) or i >= len(b):
                 return f"pattern ends at segment {i} before {{*rest}} takes the empty rest"
             if a[i][0] != b[i][0]:
                 kinds = ("literal", "{param}", "{*rest}")
                 return (f"{kinds[a[i][0]]} beats {kinds[b[i][0]]} at segment {i + 1}")
-        route_a = self._patterns[winner][0]
-        route_b = self._patterns[other][0]
+        route_a = self._route_id_of(winner)
+        route_b = self._route_id_of(other)
         if route_a != route_b:
             return f"same pattern shape; route {route_a} has the lower route id"
         return "same route; earlier pattern"
@@ -1022,7 +1488,7 @@ cdef class Router:
                     _router_method_names(mask))
                 verdict = "method ok" if mask & bit else f"{method} not allowed"
                 lines.append(f"  {rank + 1}. route {route_id} pattern {pattern_id} "
-                             f"{self._patterns[pattern_id][1]!r} ({allowed}): {verdict}")
+                             f"{self._pat_text[pattern_id]!r} ({allowed}): {verdict}")
             for rank, (route_id, pattern_id, mask, _captures) in enumerate(matches):
                 if mask & bit:
                     winner = (label, route_id, pattern_id, matches, rank)
@@ -1032,12 +1498,12 @@ cdef class Router:
         if winner is not None:
             label, route_id, pattern_id, matches, rank = winner
             lines.append(f"winner: route {route_id} pattern {pattern_id} "
-                         f"{self._patterns[pattern_id][1]!r} at [{label}]")
+                         f"{self._pat_text[pattern_id]!r} at [{label}]")
             if rank > 0:
                 lines.append(f"  earlier path matches on this level do not allow {method}")
             if rank + 1 < len(matches):
                 lines.append(f"  over pattern {matches[rank + 1][1]} "
-                             f"{self._patterns[matches[rank + 1][1]][1]!r}: "
+                             f"{self._pat_text[matches[rank + 1][1]]!r}: "
                              + self._why(pattern_id, matches[rank + 1][1]))
             if len(self._tiers) > 1:
                 lines.append("  (higher priority tiers are searched before lower ones, "
@@ -1056,7 +1522,7 @@ cdef class Router:
         return lines
 
     def shadowed(self):
-        """[(route_id, by_route_id)] for routes that can never be selected.
+        """[(route_id, by_route_id)] for routes that can never be selected (after compile()).
 
         Route A is reported when each of its (host, pattern) pairs is covered by one route B
         that always wins there for every method of A:
@@ -1065,54 +1531,97 @@ cdef class Router:
           A's; or
         - higher priority: B's hosts cover A's (no hosts, same host, or a wildcard above it),
           B's pattern matches every path A's pattern matches, and B's methods cover A's.
-        Combinations of several routes that together hide A are not detected.
+        B is the first such route for A's first pair: same priority before higher, then
+        the lowest pattern id among same-shape routes, or the highest priority and earliest
+        added among higher ones. Combinations of several routes that together hide A are not
+        detected. Only routes that can collide are compared: same-shape routes share A's
+        candidate run on its trie node, and higher-priority ones are found by walking the
+        higher tiers' tries along A's pattern.
         """
-        by_shape = {}
-        by_route = {}
-        for route_id, _text, segments, _names in self._patterns:
-            by_shape.setdefault(_router_shape(segments), []).append(route_id)
-            by_route.setdefault(route_id, []).append(segments)
-        higher = sorted(self._routes, key=lambda r: -self._routes[r][4])
+        cdef Py_ssize_t n_routes = self._rts.n // _RT_STRIDE
+        cdef Py_ssize_t n_patterns = self._pats.n // _PAT_STRIDE
+        cdef Py_ssize_t p, r, li, pair
+        cdef int32_t by, shadower
+        cdef int32_t* pair_first
+        cdef bint shadowed
+        self._check_compiled()
+        # Pattern ids of each route, and the first pair of each pattern.
+        route_patterns = [[] for _ in range(n_routes)]
+        starts = [0] * (n_patterns + 1)
+        pair = 0
+        for p in range(n_patterns):
+            r = self._pats.data[p * _PAT_STRIDE + _PAT_ROUTE]
+            route_patterns[r].append(p)
+            starts[p] = pair
+            pair += self._route_levels.data[r + 1] - self._route_levels.data[r]
         result = []
-        for route_a in sorted(self._routes):
-            keys_a, _hosts, mask_a, _names, priority_a = self._routes[route_a]
-            shadower = None
+        for route_id, r in sorted(self._route_index.items()):
+            shadower = -1
             shadowed = True
-            for segments in by_route[route_a]:
-                for key in keys_a or (None,):
-                    by = self._shadower(route_a, key, segments, mask_a, priority_a,
-                                        by_shape[_router_shape(segments)], higher, by_route)
-                    if by is None:
+            for p in route_patterns[r]:
+                pair = starts[p]
+                for li in range(self._route_levels.data[r], self._route_levels.data[r + 1]):
+                    by = self._shadower(r, p, pair, self._route_levels.data[li])
+                    pair += 1
+                    if by < 0:
                         shadowed = False
                         break
-                    if shadower is None:
+                    if shadower < 0:
                         shadower = by
                 if not shadowed:
                     break
-            if shadowed and shadower is not None:
-                result.append((route_a, shadower))
+            if shadowed and shadower >= 0:
+                result.append((route_id, self._rts.data[shadower * _RT_STRIDE + _RT_ID]))
         return result
 
-    def _shadower(self, route_a, key, segments, mask_a, priority_a, same_shape, higher,
-                  by_route):
-        conditional_a = route_a in self._conditions
-        for route_b in same_shape:
-            if conditional_a or route_b in self._conditions:
-                continue  # conditions decide at request time (conditional routes go first)
-            keys_b, _h, mask_b, _n, priority_b = self._routes[route_b]
-            if (route_b < route_a and priority_b == priority_a and key in (keys_b or (None,))
-                    and mask_a & mask_b == mask_a):
-                return route_b
-        for route_b in higher:
-            keys_b, _h, mask_b, _n, priority_b = self._routes[route_b]
-            if priority_b <= priority_a:
+    cdef int32_t _shadower(self, Py_ssize_t r, Py_ssize_t p, Py_ssize_t pair,
+                           int32_t level) except -2:
+        # The route index of the route that always wins over pattern p of route r on one
+        # host level, or -1.
+        cdef _RouterTables* t = &self._t
+        cdef int32_t* rt = self._rts.data + r * _RT_STRIDE
+        cdef int32_t* pr = self._pairs.data + pair * _PAIR_STRIDE
+        cdef int32_t* pat = self._pats.data + p * _PAT_STRIDE
+        cdef uint32_t mask = <uint32_t>rt[_RT_MASK]
+        cdef int32_t i, best = -1, root
+        cdef _RouterCandidate* cand
+        cdef _RouterCover cover
+        cdef Py_ssize_t tier, host
+        if not rt[_RT_COND]:  # conditions decide at request time (conditional routes go first)
+            for i in range(pr[_PAIR_RUN_FIRST], pr[_PAIR_RUN_FIRST] + pr[_PAIR_RUN_COUNT]):
+                cand = &t.cands[i]
+                if (cand.cond_count == 0 and cand.route_id < rt[_RT_ID]
+                        and mask & cand.methods == mask
+                        and (best < 0 or cand.pattern_id < best)):
+                    best = cand.pattern_id
+            if best >= 0:
+                return self._pats.data[best * _PAT_STRIDE + _PAT_ROUTE]
+        if not self._tiers or self._tiers[0] <= rt[_RT_PRIORITY]:
+            return -1
+        cover.t = t
+        cover.pats = self._pats.data
+        cover.segs = self._segs.data
+        cover.mask = mask
+        cover.best = -1
+        key = self._level_keys[level][1]
+        covering = []  # host indexes of the keys whose hosts include every host of `key`
+        if key is not None:
+            if key in self._host_index:
+                covering.append(self._host_index[key])
+            for i in range(1, len(key)):
+                if key[i] == 0x2E and key[i:] in self._host_index:
+                    covering.append(self._host_index[key[i:]])
+        for tier in range(t.n_tiers):
+            if self._tiers[tier] <= rt[_RT_PRIORITY]:
                 break
-            if route_b in self._conditions:
-                continue
-            if mask_a & mask_b != mask_a:
-                continue
-            if not any(_router_host_covers(k, key) for k in keys_b or (None,)):
-                continue
-            if any(_router_generalises(general, segments) for general in by_route[route_b]):
-                return route_b
-        return None
+            for host in covering:
+                root = t.host_roots[host * t.n_tiers + tier]
+                if root >= 0:
+                    _router_cover_walk(&cover, root, pat[_PAT_SEG_FIRST],
+                                       pat[_PAT_SEG_FIRST] + pat[_PAT_SEG_COUNT])
+            if t.any_roots[tier] >= 0:
+                _router_cover_walk(&cover, t.any_roots[tier], pat[_PAT_SEG_FIRST],
+                                   pat[_PAT_SEG_FIRST] + pat[_PAT_SEG_COUNT])
+            if cover.best >= 0:
+                return cover.best
+        return -1

@@ -129,3 +129,15 @@ def test_explain_uses_parser_and_router(method: str, url: str, expected: str) ->
     )
     lines = build_plan(cfg).explain(method, url)
     assert expected in lines[-1]
+
+
+def test_every_bad_pattern_of_a_route_is_reported() -> None:
+    cfg = parse_config(config(route("a", ["/a//b", "/ok", "/{x"]), route("b", ["/c{d}"])))
+    with pytest.raises(ConfigError) as info:
+        build_plan(cfg)
+    assert [e.path for e in info.value.errors] == [
+        "$.routes[0].match.paths[0]",
+        "$.routes[0].match.paths[2]",
+        "$.routes[1].match.paths[0]",
+    ]
+    assert "empty segment" in info.value.errors[0].message

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw._core import Router
+from fastgw._core import RoutePatternError, Router, _parse_route_pattern
 from fastgw.routing_reference import ReferenceRouter
 
 # (route_id, hosts, patterns, methods, priority)
@@ -345,6 +345,8 @@ def test_lifecycle_errors() -> None:
 
 def test_empty_router() -> None:
     router = Router()
+    with pytest.raises(RuntimeError, match="compile"):
+        router.shadowed()
     router.compile()
     assert router.lookup("GET", "a.test", "/") == NOT_FOUND
     assert router.shadowed() == []
@@ -379,6 +381,41 @@ BAD_PATTERNS = [
 def test_invalid_patterns(pattern: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Router().add(1, [], [pattern])
+
+
+def test_pattern_errors_list_every_bad_pattern_and_leave_no_trace() -> None:
+    router = Router()
+    with pytest.raises(RoutePatternError) as info:
+        router.add(1, ["bad host:1"], ["/ok", "/a//b", "/{x}/{x}", "/fine/{y}"])
+    assert [index for index, _ in info.value.errors] == [1, 2]
+    assert "empty segment" in info.value.errors[0][1]
+    assert "appears twice" in info.value.errors[1][1]
+    assert str(info.value) == info.value.errors[0][1]
+    with pytest.raises(ValueError, match="port"):  # hosts are checked after the patterns
+        router.add(1, ["bad host:1"], ["/ok"])
+    assert router.add(1, [], ["/ok/{z}"]) == [0]
+    router.compile()
+    assert router.lookup("GET", "h", "/ok/7") == found(1, 0, z="7")
+    assert router.describe()[0]["pattern"] == "/ok/{z}"
+
+
+PATTERN_PIECES = ["/", "a", "%2F", "%2", "%zz", "{", "}", "{x}", "{*r}", "{1}", "{x", "é", " ", "_"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(pieces=st.lists(st.sampled_from(PATTERN_PIECES), max_size=8))
+def test_add_accepts_exactly_what_the_pattern_parser_accepts(pieces: list[str]) -> None:
+    pattern = "".join(pieces)
+    try:
+        _segments, names = _parse_route_pattern(pattern)
+    except ValueError as exc:
+        with pytest.raises(RoutePatternError) as info:
+            Router().add(1, [], [pattern])
+        assert info.value.errors == [(0, str(exc))]
+    else:
+        router = Router()
+        assert router.add(1, [], [pattern]) == [0]
+        assert router.pattern_params(0) == names
 
 
 BAD_ROUTES = [
@@ -510,8 +547,25 @@ SHADOW_CASES = [
     [case[1:] for case in SHADOW_CASES],
     ids=[case[0] for case in SHADOW_CASES],
 )
-def test_shadowed(routes: list[RouteSpec], expected: list[tuple[int, int]]) -> None:
+def test_shadowed(kind: str, routes: list[RouteSpec], expected: list[tuple[int, int]]) -> None:
+    assert build(kind, routes).shadowed() == expected
+
+
+def test_shadowed_names_the_first_shadower() -> None:
+    routes: list[RouteSpec] = [
+        (7, [], ["/a"], None, 0),
+        (3, [], ["/b", "/a"], None, 0),
+        (9, ["x.test"], ["/{*all}"], None, 2),
+        (4, [], ["/{*all}"], None, 2),
+        (5, ["*.test"], ["/x/{p}"], None, 3),
+        (8, ["x.test"], ["/x/y", "/a"], ["GET"], 1),
+        (6, ["x.test"], ["/q"], None, 0),
+    ]
+    # 7: same shape, lower id, before any higher tier; 8: its first pair decides; 6: of two
+    # higher routes of one priority, the one added first.
+    expected = [(3, 4), (6, 9), (7, 3), (8, 5)]
     assert build("compiled", routes).shadowed() == expected
+    assert build("reference", routes).shadowed() == expected
 
 
 # --- compiled router vs reference twin ------------------------------------------------
@@ -592,6 +646,7 @@ def test_compiled_router_agrees_with_reference(
             path = path_for(data.draw(st.sampled_from(route_patterns)), data)
         requests.append((method, host, path))
         assert compiled.lookup(method, host, path) == reference.lookup(method, host, path)
+    assert compiled.shadowed() == reference.shadowed()
     # explain() re-walks the compiled tables in Python; its verdict must be match()'s.
     method, host, path = requests[0]
     result = compiled.lookup(method, host, path)
