@@ -23,6 +23,7 @@ from typing import Any
 from fastgw import _core
 from fastgw.config import Config, load_config, parse_config, parse_listen_address
 from fastgw.errors import ConfigError, GatewayError
+from fastgw.observe import Observability
 from fastgw.plan import Plan, build_plan
 
 
@@ -50,6 +51,8 @@ class Gateway:
         self.config_hash = self._hash_config(self.config, config_file)
         # The outcome of the last reload, for the admin API's /status.
         self.last_reload: dict[str, Any] = {"result": None, "at": None, "errors": []}
+        self.reloads = {"ok": 0, "error": 0}
+        self._observe = Observability()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Gateway:
@@ -95,6 +98,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         engine = _core.Engine(loop)
         plan = build_plan(self.config, self._config_file, engine, strict=False)
+        try:
+            self._observe.apply(engine, self.config)
+        except GatewayError:
+            plan.close()
+            raise
         engine.plan = plan.core
         self._engine = engine
         self.plan = plan
@@ -118,6 +126,7 @@ class Gateway:
                 server.close()
             self._servers.clear()
             engine.close()
+            self._observe.close(engine)
             self._engine = None
             raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
         self.draining = False
@@ -133,6 +142,7 @@ class Gateway:
                     server.close()
                 self._servers.clear()
                 engine.close()
+                self._observe.close(engine)
                 self._engine = None
                 listen = self.config.admin.listen
                 raise GatewayError(
@@ -161,6 +171,7 @@ class Gateway:
         return plan
 
     def _record_reload(self, result: str, errors: list[str]) -> None:
+        self.reloads[result] += 1
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.last_reload = {"result": result, "at": at, "errors": errors}
 
@@ -178,6 +189,11 @@ class Gateway:
         elif not isinstance(config, Config):
             config = parse_config(config, file)
         plan = build_plan(config, file, self._engine, strict=False)
+        try:
+            self._observe.apply(self._engine, config)
+        except GatewayError:
+            plan.close()
+            raise
         old = self.plan
         self._engine.plan = plan.core
         self.plan = plan
@@ -209,6 +225,7 @@ class Gateway:
             await self.admin.stop()
             self.admin = None
         engine.close()
+        self._observe.close(engine)
         if self.plan is not None:
             self.plan.close()
         for server in self._servers:
@@ -217,6 +234,22 @@ class Gateway:
         self._engine = None
         if self._stopped is not None:
             self._stopped.set()
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This gateway's counters as plain data (fastgw.observe.metrics.merge/render)."""
+        if self._engine is None:
+            raise GatewayError("gateway not started")
+        return self._engine.metrics_snapshot()
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text exposition of this gateway's metrics."""
+        from fastgw.observe.metrics import merge, render
+
+        return render(merge([self.metrics_snapshot()]), reloads=self.reloads, workers=1)
+
+    def reopen_logs(self) -> None:
+        """Reopen the access log file (SIGUSR1, after logrotate moved it)."""
+        self._observe.reopen()
 
     async def wait_stopped(self) -> None:
         if self._stopped is not None:
@@ -240,6 +273,7 @@ class Gateway:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
+            loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
             if self._config_file is not None:
                 loop.add_signal_handler(
                     signal.SIGHUP, lambda: loop.create_task(self._reload_logged())
@@ -248,7 +282,7 @@ class Gateway:
             await self.wait_stopped()
         finally:
             if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                     loop.remove_signal_handler(sig)
 
     async def _reload_logged(self) -> None:

@@ -55,6 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     # Used by the supervisor to start its workers; not part of the interface.
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    run.add_argument("--control-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--listen", action="append", default=[], help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     from fastgw import server
 
     if args.worker:
-        return server.run_worker(config, args.config, args.listen, args.ready_fd)
+        return server.run_worker(config, args.config, args.listen, args.ready_fd, args.control_fd)
     return int(server.run(config, config_file=args.config, watch=args.watch))
 
 

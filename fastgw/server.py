@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 
 import msgspec
+import orjson
 import uvloop
 
 from fastgw.api import Gateway
 from fastgw.config import Config
 from fastgw.errors import ConfigError, GatewayError
+from fastgw.observe.logs import configure_error_log
 
 
 def _announce(gateway: Gateway) -> None:
@@ -47,6 +51,11 @@ def _watch_in_thread(config_file: str) -> None:
 
 def run(config: Config, config_file: str | None = None, *, watch: bool = False) -> int:
     """Serve until a stop signal; return the process exit code."""
+    try:
+        configure_error_log(config.error_log)
+    except OSError as exc:
+        print(f"fastgw: cannot open error log {config.error_log.path}: {exc}", file=sys.stderr)
+        return 1
     if config_file is not None:
         from fastgw.supervisor import Supervisor, resolve_workers
 
@@ -69,12 +78,41 @@ def run(config: Config, config_file: str | None = None, *, watch: bool = False) 
     return 0
 
 
-def run_worker(config: Config, config_file: str, listen: list[str], ready_fd: int) -> int:
+async def serve_control(gateway: Gateway, sock: socket.socket) -> None:
+    """Answer the supervisor on the worker's control socket: each b"metrics\n" gets this
+    worker's metrics snapshot as 4-byte big-endian length + JSON."""
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            if line.strip() == b"metrics" and gateway.engine is not None:
+                body = orjson.dumps(gateway.metrics_snapshot())
+            else:
+                body = b"{}"
+            writer.write(struct.pack(">I", len(body)) + body)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        return
+    finally:
+        writer.close()
+
+
+def run_worker(
+    config: Config, config_file: str, listen: list[str], ready_fd: int, control_fd: int = -1
+) -> int:
     """One worker of a supervisor: serve `listen` (ports already resolved) with SO_REUSEPORT.
 
-    Writes "ready" to `ready_fd` once listening. SIGTERM/SIGINT drain, SIGQUIT stops at once,
-    SIGHUP reloads the file; the worker also stops if its supervisor goes away.
+    Writes "ready" to `ready_fd` once listening and answers metrics requests on `control_fd`.
+    SIGTERM/SIGINT drain, SIGQUIT stops at once, SIGHUP reloads the file, SIGUSR1 reopens the
+    access log; the worker also stops if its supervisor goes away.
     """
+    try:
+        configure_error_log(config.error_log)
+    except OSError as exc:
+        print(f"fastgw: cannot open error log {config.error_log.path}: {exc}", file=sys.stderr)
+        return 1
     if listen:
         config = msgspec.structs.replace(config, listen=tuple(listen))
     gateway = Gateway(config, config_file=config_file, admin=False)
@@ -108,6 +146,11 @@ def run_worker(config: Config, config_file: str, listen: list[str], ready_fd: in
             loop.add_signal_handler(signal.SIGINT, stop)
             loop.add_signal_handler(signal.SIGQUIT, stop, 0.0)
             loop.add_signal_handler(signal.SIGHUP, reload)
+            loop.add_signal_handler(signal.SIGUSR1, gw.reopen_logs)
+            if control_fd >= 0:
+                control = socket.socket(fileno=control_fd)
+                control.setblocking(False)
+                loop.create_task(serve_control(gw, control))
             loop.create_task(orphan_check())
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)

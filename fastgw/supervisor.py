@@ -30,12 +30,15 @@ import pickle
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from fastgw.config import Config, load_config, parse_listen_address
 from fastgw.errors import ConfigError, GatewayError
@@ -49,6 +52,8 @@ BACKOFF_RESET_AFTER = 30.0
 WATCH_INTERVAL = 0.25
 # Past the drain timeout, workers that still have not exited are killed.
 KILL_GRACE = 5.0
+# How long a worker may take to answer a metrics request on its control socket.
+CONTROL_TIMEOUT = 2.0
 
 
 def resolve_workers(config: Config) -> int:
@@ -104,6 +109,11 @@ class _Worker:
     restart_at: float | None = None
     backoff: float = BACKOFF_MIN
     reload_pending: bool = False
+    # The supervisor's end of the worker's control socket (metrics), used by the admin
+    # thread under `control_lock`; the snapshot last read from it.
+    control: socket.socket | None = None
+    control_lock: threading.Lock = field(default_factory=threading.Lock)
+    last_snapshot: dict[str, Any] | None = None
 
 
 class Supervisor:
@@ -131,6 +141,10 @@ class Supervisor:
         self.config_hash = _file_hash(config_file)
         self.route_rows: list[dict[str, Any]] = []
         self.upstream_rows: list[dict[str, Any]] = []
+        self.reloads = {"ok": 0, "error": 0}
+        self.worker_restarts = 0
+        # Counters of workers that died, as last read, so the sums never go back.
+        self._retired: list[dict[str, Any]] = []
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -163,6 +177,7 @@ class Supervisor:
 
     def _spawn(self, worker: _Worker) -> None:
         read_fd, write_fd = os.pipe()
+        control, child_control = socket.socketpair()
         command = [
             sys.executable,
             "-m",
@@ -173,6 +188,8 @@ class Supervisor:
             "--worker",
             "--ready-fd",
             str(write_fd),
+            "--control-fd",
+            str(child_control.fileno()),
         ]
         for host, port in self._addresses:
             shown = f"[{host}]" if ":" in host else host
@@ -181,10 +198,20 @@ class Supervisor:
             # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
             # forwards it once.
             worker.proc = subprocess.Popen(
-                command, stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True
+                command,
+                stdin=subprocess.PIPE,
+                pass_fds=(write_fd, child_control.fileno()),
+                start_new_session=True,
             )
+        except BaseException:
+            control.close()
+            raise
         finally:
             os.close(write_fd)
+            child_control.close()
+        with worker.control_lock:
+            worker.control = control
+            worker.last_snapshot = None
         # The worker serves the last config that passed validation, not whatever the file
         # holds now: a worker restarted after a rejected reload serves what the others serve.
         assert worker.proc.stdin is not None
@@ -238,6 +265,7 @@ class Supervisor:
             worker.proc = None
             worker.ready = False
             self._close_ready_fd(worker)
+            self._close_control(worker)
             if self._stopping:
                 continue
             if not self._announced:
@@ -254,12 +282,62 @@ class Supervisor:
             worker.restart_at = now + delay
             _log(f"worker {worker.index} pid {proc.pid} exited with {code}; restart in {delay:g}s")
 
+    def _close_control(self, worker: _Worker) -> None:
+        with worker.control_lock:
+            if worker.control is not None:
+                worker.control.close()
+                worker.control = None
+            if worker.last_snapshot is not None:
+                self._retired.append(worker.last_snapshot)
+                worker.last_snapshot = None
+
     def _restart_due(self, now: float) -> None:
         if self._stopping:
             return
         for worker in self.workers:
             if worker.proc is None and worker.restart_at is not None and now >= worker.restart_at:
+                self.worker_restarts += 1
                 self._spawn(worker)
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _read_snapshot(self, worker: _Worker) -> dict[str, Any] | None:
+        """Ask one worker for its counters (admin thread; bounded by CONTROL_TIMEOUT)."""
+        with worker.control_lock:
+            sock = worker.control
+            if sock is None:
+                return worker.last_snapshot
+            try:
+                sock.settimeout(CONTROL_TIMEOUT)
+                sock.sendall(b"metrics\n")
+                size = struct.unpack(">I", _recv_exactly(sock, 4))[0]
+                snapshot: dict[str, Any] = orjson.loads(_recv_exactly(sock, size))
+            except (OSError, ValueError, struct.error) as exc:
+                _log(f"worker {worker.index}: no metrics ({exc or type(exc).__name__})")
+                # The stream may be out of step now: the next request starts a fresh one.
+                sock.close()
+                worker.control = None
+                return worker.last_snapshot
+            worker.last_snapshot = snapshot
+            return snapshot
+
+    def metrics_text(self) -> bytes:
+        """Every worker's counters summed (and those of workers that died), as Prometheus
+        text."""
+        from fastgw.observe.metrics import merge, render
+
+        snapshots = [snap for w in self.workers if (snap := self._read_snapshot(w)) is not None]
+        with self._admin_lock:
+            retired = list(self._retired)
+        for worker_snapshot in retired:
+            # Gauges (connections, pools) of a dead worker are gone with it.
+            snapshots.append({**worker_snapshot, "connections": {}, "targets": []})
+        return render(
+            merge(snapshots),
+            reloads=self.reloads,
+            workers=sum(1 for w in self.workers if w.proc is not None),
+            worker_restarts=self.worker_restarts,
+        )
 
     # -- signals and reload --------------------------------------------------------------
 
@@ -271,6 +349,9 @@ class Supervisor:
             signum = self._signals.pop(0)
             if signum == signal.SIGHUP:
                 self.reload()
+            elif signum == signal.SIGUSR1:
+                for worker in self.workers:
+                    self._send(worker, signal.SIGUSR1)
             elif signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 self._begin_stop(signum)
 
@@ -305,6 +386,7 @@ class Supervisor:
             errors.append(str(exc))
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.last_reload = {"result": "error" if errors else "ok", "at": at, "errors": errors}
+        self.reloads["error" if errors else "ok"] += 1
         if errors:
             for error in errors:
                 _log(f"reload rejected, still serving the previous config: {error}")
@@ -385,7 +467,14 @@ class Supervisor:
         os.set_blocking(wake_w, False)
         self._wake_w = wake_w
         admin: _AdminThread | None = None
-        handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+        handled = (
+            signal.SIGHUP,
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGQUIT,
+            signal.SIGUSR1,
+            signal.SIGCHLD,
+        )
         previous = {sig: signal.getsignal(sig) for sig in handled}
         old_wakeup = signal.set_wakeup_fd(wake_w)
         try:
@@ -414,6 +503,7 @@ class Supervisor:
             os.close(wake_w)
             for worker in self.workers:
                 self._close_ready_fd(worker)
+                self._close_control(worker)
                 if worker.proc is not None and worker.proc.poll() is None:
                     worker.proc.kill()
                     worker.proc.wait()
@@ -458,6 +548,16 @@ class Supervisor:
                     for worker in self.workers:
                         self._send(worker, signal.SIGKILL)
                     self._kill_at = None
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            raise ConnectionError("the worker closed its control socket")
+        data += chunk
+    return bytes(data)
 
 
 def _file_hash(file: str) -> str | None:
@@ -505,6 +605,10 @@ class _SupervisorView:
 
     async def reload(self) -> list[str]:
         return await asyncio.wrap_future(self.supervisor.request_reload())
+
+    async def metrics(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.supervisor.metrics_text)
 
 
 class _AdminThread:

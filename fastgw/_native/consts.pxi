@@ -70,6 +70,8 @@ cdef enum HeaderId:
     H_X_REQUEST_ID = 14
     H_PROXY_AUTHORIZATION = 15  # hop-by-hop in practice (RFC 9110 11.7.1)
     H_PROXY_AUTHENTICATE = 16
+    H_TRACEPARENT = 17          # W3C Trace Context; replaced when tracing is on
+    H_TRACESTATE = 18
 
 # per-header flags set by the parsers
 cdef enum:

@@ -230,6 +230,11 @@ cdef int _h1_header_id(const char* s, Py_ssize_t n) noexcept:
             return H_CONNECTION
         if c0 == b"k" and _h1_name_is(s, b"keep-alive", 10):
             return H_KEEP_ALIVE
+        if c0 == b"t" and _h1_name_is(s, b"tracestate", 10):
+            return H_TRACESTATE
+    elif n == 11:
+        if c0 == b"t" and _h1_name_is(s, b"traceparent", 11):
+            return H_TRACEPARENT
     elif n == 12:
         if _h1_name_is(s, b"x-request-id", 12):
             return H_X_REQUEST_ID

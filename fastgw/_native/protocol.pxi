@@ -5,7 +5,7 @@
 # the request parser is pulled in a loop, and every decision that could be taken at plan
 # time (route actions, rewrite templates, limits) already was, in plan.py.
 
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memmove
 import ipaddress as _ipaddress
 import os as _os
 
@@ -45,10 +45,12 @@ cdef class RouteAction:
     cdef bint preserve_host
     cdef readonly CoreChain chain         # None when the route has no policies
     cdef bytes name_bytes
+    cdef int metric_slot                  # this route in the engine's CoreMetrics
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
                  rewrites, bint preserve_host, CoreChain chain=None):
         self.name = name
+        self.metric_slot = -1
         self.name_bytes = name.encode("utf-8")
         self.route_id = route_id
         self.pool = pool
@@ -118,6 +120,37 @@ cdef inline bint _valid_request_id(const char* p, Py_ssize_t n) noexcept:
     return True
 
 
+cdef inline bint _is_lower_hex(const char* p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    cdef bint nonzero = False
+    for i in range(n):
+        c = <unsigned char>p[i]
+        if not ((48 <= c <= 57) or (97 <= c <= 102)):
+            return False
+        if c != 48:
+            nonzero = True
+    return nonzero
+
+
+cdef bint _valid_traceparent(const char* v, Py_ssize_t n) noexcept:
+    # version "-" trace-id "-" parent-id "-" flags; all-zero ids and version ff are invalid,
+    # version 00 has exactly these 55 bytes, later versions may append "-" and more.
+    if n < 55 or v[2] != b"-" or v[35] != b"-" or v[52] != b"-":
+        return False
+    if not (_is_lower_hex(v, 2) or (v[0] == b"0" and v[1] == b"0")):
+        return False
+    if v[0] == b"f" and v[1] == b"f":
+        return False
+    if v[0] == b"0" and v[1] == b"0" and n != 55:
+        return False
+    if n > 55 and v[55] != b"-":
+        return False
+    if not _is_lower_hex(v + 3, 32) or not _is_lower_hex(v + 36, 16):
+        return False
+    return _is_lower_hex(v + 53, 2) or (v[53] == b"0" and v[54] == b"0")
+
+
 cdef inline bint _has_field(Http1Parser parser, int header_id) noexcept:
     cdef int i
     for i in range(parser.n_headers):
@@ -139,6 +172,11 @@ cdef class Engine:
     cdef bytes request_id_prefix
     cdef uint64_t request_counter
     cdef readonly int64_t requests_total
+    cdef readonly CoreMetrics metrics
+    cdef public bint metrics_on
+    cdef public AccessLog access_log      # None: no access log
+    cdef public int trace_mode            # TRACE_OFF, TRACE_PROPAGATE or TRACE_START
+    cdef public bint server_timing        # Server-Timing on proxied responses
 
     def __init__(self, loop, double tick_interval=0.1):
         global _now
@@ -148,6 +186,8 @@ cdef class Engine:
         self.tick_interval = tick_interval
         self.request_id_prefix = _os.urandom(8).hex().encode()
         self.request_counter = 0
+        self.metrics = CoreMetrics()
+        self.metrics_on = True
         _now = loop.time()
 
     def target(self, str host, int port):
@@ -175,6 +215,8 @@ cdef class Engine:
                 conn.on_timeout()
         for target in self.targets.values():
             target.sweep(_now)
+        if self.access_log is not None:
+            self.access_log.tick()
         self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
 
     def begin_drain(self):
@@ -198,8 +240,47 @@ cdef class Engine:
                 busy += 1
         return busy
 
+    def connection_states(self):
+        """Client connections by state: reading (a head arrives), active (an exchange
+        runs), idle (keep-alive, waiting) and tunnel (WebSocket)."""
+        cdef ClientProtocol conn
+        states = {"reading": 0, "active": 0, "idle": 0, "tunnel": 0}
+        for conn in self.connections:
+            if conn.state == CS_EXCHANGE:
+                states["active"] += 1
+            elif conn.state == CS_TUNNEL:
+                states["tunnel"] += 1
+            elif conn.state == CS_HEAD or conn.parser.in_message:
+                states["reading"] += 1
+            else:
+                states["idle"] += 1
+        return states
+
+    def metrics_snapshot(self):
+        """This worker's counters and gauges as plain data (see fastgw.observe.metrics)."""
+        cdef UpstreamTarget target
+        data = self.metrics.snapshot()
+        data["connections"] = self.connection_states()
+        targets = []
+        if self.plan is not None:
+            for name, pool in self.plan.pools.items():
+                for target in (<UpstreamPool>pool).targets:
+                    targets.append([name, target.label.decode("ascii"), target.failures == 0,
+                                    target.idle_count,
+                                    target.open_connections - target.idle_count])
+        data["targets"] = targets
+        if self.access_log is not None:
+            data["access_log"] = {"lines": self.access_log.lines,
+                                  "sampled_out": self.access_log.sampled_out}
+        return data
+
     def close(self):
         cdef ClientProtocol conn
+        if self.access_log is not None:
+            try:
+                self.access_log.flush()
+            except Exception:
+                pass
         if self.tick_handle is not None:
             self.tick_handle.cancel()
             self.tick_handle = None
@@ -271,6 +352,20 @@ cdef class ClientProtocol:
     cdef bint response_hold        # an async response hook holds the response head
     cdef bytes client_ip_value
     cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
+    # what the metrics and the access log record of the current exchange
+    cdef bint ex_open              # an exchange is counted once, when it ends
+    cdef bint head_ok              # the parser holds this exchange's request head
+    cdef int status                # the final status sent (0: none yet)
+    cdef UpstreamPool pool_used
+    cdef int64_t t_start           # monotonic ns: head parsed
+    cdef int64_t t_up_start        # request head handed to the upstream connection
+    cdef int64_t t_up_end          # upstream response complete
+    cdef int64_t ex_in             # request head + body bytes
+    cdef int64_t sent              # bytes handed to the transport, connection lifetime
+    cdef int64_t sent_mark         # `sent` (plus pending) when the last exchange ended
+    cdef int trace_len             # 55 when `trace` holds the traceparent sent upstream
+    cdef bint trace_restarted      # a malformed traceparent was replaced: drop tracestate
+    cdef char trace[56]
 
     def __init__(self, Engine engine):
         self.engine = engine
@@ -294,6 +389,7 @@ cdef class ClientProtocol:
         self.engine.connections.add(self)
 
     def data_received(self, bytes data):
+        self.engine.metrics.bytes_in += <uint64_t>PyBytes_GET_SIZE(data)
         if self.state == CS_TUNNEL:
             self.deadline = _now + self.plan.upstream_read
             if self.up is not None:
@@ -324,6 +420,7 @@ cdef class ClientProtocol:
 
     def connection_lost(self, exc):
         cdef UpstreamConnection up = self.up
+        self.finish_record()
         self.closed = True
         self.deadline = 0.0
         self.engine.connections.discard(self)
@@ -414,6 +511,17 @@ cdef class ClientProtocol:
             self.continue_sent = False
             self.request_id = self.pick_request_id()
             self.engine.requests_total += 1
+            self.ex_open = True
+            self.head_ok = True
+            self.status = 0
+            self.pool_used = None
+            self.t_start = _mono_ns()
+            self.t_up_start = 0
+            self.t_up_end = 0
+            self.ex_in = p.head_len
+            self.trace_len = 0
+            if self.engine.trace_mode != TRACE_OFF:
+                self.pick_trace()
             # PERF: route conditions read the parser's arrays in place.
             fields.head = p.head
             fields.n_headers = p.n_headers
@@ -464,6 +572,7 @@ cdef class ClientProtocol:
         cdef UpstreamPool pool = self.action.pool
         if self.preq is not None and self.preq.new_pool is not None:
             pool = self.preq.new_pool
+        self.pool_used = pool
         self.target = pool.pick()
         self.up_head = self.build_upstream_head()
         if (self.parser.expect_continue and self.parser.framing != FRAMING_NONE
@@ -624,6 +733,7 @@ cdef class ClientProtocol:
 
     cdef void finish_local(self, bytes body, int status) except *:
         cdef HeadBuffer b = _head_buffer
+        self.status = status
         b.put_bytes(b"content-length: ")
         b.put_int(PyBytes_GET_SIZE(body))
         b.put_bytes(b"\r\nx-request-id: ")
@@ -737,7 +847,9 @@ cdef class ClientProtocol:
             if request:
                 if (hid == H_X_FORWARDED_FOR or hid == H_X_REQUEST_ID
                         or ((hid == H_X_FORWARDED_PROTO or hid == H_X_FORWARDED_HOST)
-                            and not self.peer_trusted)):
+                            and not self.peer_trusted)
+                        or (hid == H_TRACEPARENT and self.trace_len)
+                        or (hid == H_TRACESTATE and self.trace_restarted)):
                     continue
             elif hid == H_X_REQUEST_ID:
                 continue
@@ -787,6 +899,7 @@ cdef class ClientProtocol:
 
     cdef void on_request_body(self, const char* ptr, Py_ssize_t n) noexcept:
         cdef bytes chunk
+        self.ex_in += n
         if self.body_buffer is not None and not self.local_response:
             self.deadline = _now + self.plan.client_body_idle
             if len(self.body_buffer) + n > self.chain.body_limit:
@@ -844,6 +957,9 @@ cdef class ClientProtocol:
         self.keep_alive = False
         if self.request_id is None or self.state != CS_EXCHANGE:
             self.request_id = self.engine.new_request_id()
+        if not self.ex_open:
+            # A request that never got a whole head is still a request the client sent.
+            self.open_headless_record()
         self.write_error(code, 0)
         self.flush()
         self.close_transport()
@@ -859,6 +975,7 @@ cdef class ClientProtocol:
 
     cdef void bind(self, UpstreamConnection conn):
         self.up = conn
+        self.t_up_start = _mono_ns()
         conn.start(self, self.method_id)
         if self.writing_paused:
             conn.pause_reading(True)
@@ -964,6 +1081,7 @@ cdef class ClientProtocol:
                 if not self.upgrade:
                     self.on_upstream_error(E_UPSTREAM_BAD_STATUS_LINE)
                     return
+                self.status = 101
                 b.put_bytes(b"HTTP/1.1 101 Switching Protocols\r\n")
                 self.put_response_fields(rp)
                 b.put_bytes(b"connection: upgrade\r\nupgrade: websocket\r\n")
@@ -1001,6 +1119,7 @@ cdef class ClientProtocol:
         cdef int status = rp.status
         cdef int i
         cdef bint close_after
+        self.status = status
         b.put_bytes(b"HTTP/1.1 ")
         b.put_int(status)
         b.put_bytes(b" ")
@@ -1020,6 +1139,8 @@ cdef class ClientProtocol:
         b.put_bytes(b"x-request-id: ")
         b.put_bytes(self.request_id)
         b.put_bytes(b"\r\n")
+        if self.engine.server_timing:
+            self.put_server_timing()
         close_after = not self.keep_alive
         if rp.framing == FRAMING_LENGTH:
             self.out_framing = OUT_LENGTH
@@ -1092,6 +1213,7 @@ cdef class ClientProtocol:
 
     cdef void on_response_done(self) noexcept:
         self.up = None
+        self.t_up_end = _mono_ns()
         if self.closed:
             return
         if self.out_framing == OUT_CHUNKED:
@@ -1115,6 +1237,7 @@ cdef class ClientProtocol:
 
     cdef void end_exchange(self) noexcept:
         """The response is complete; wait for the next request or close."""
+        self.finish_record()
         self.state = CS_IDLE
         self.action = None
         self.target = None
@@ -1147,6 +1270,16 @@ cdef class ClientProtocol:
             self.head_pending = False
             self.out.append(_head_buffer.take())
 
+    cdef inline void count_sent(self, Py_ssize_t n) noexcept:
+        self.sent += n
+        self.engine.metrics.bytes_out += <uint64_t>n
+
+    cdef Py_ssize_t pending_out(self) noexcept:
+        cdef Py_ssize_t n = _head_buffer.length if self.head_pending else 0
+        for item in self.out:
+            n += PyBytes_GET_SIZE(item)
+        return n
+
     cdef void flush(self) noexcept:
         self.settle()
         if not self.out:
@@ -1154,6 +1287,7 @@ cdef class ClientProtocol:
         if self.closed:
             self.out.clear()
             return
+        self.count_sent(self.pending_out())
         try:
             if len(self.out) == 1:
                 self.transport.write(self.out[0])
@@ -1195,6 +1329,7 @@ cdef class ClientProtocol:
         self.settle()
         try:
             status, stable, message = ERROR_TABLE.get(code, ERROR_TABLE[E_INTERNAL])
+            self.status = status
             request_id = self.request_id.decode("ascii")
             body = _orjson.dumps({"error": {"status": status, "code": stable,
                                             "message": message, "request_id": request_id}})
@@ -1230,6 +1365,7 @@ cdef class ClientProtocol:
         self.close_transport()
 
     cdef void close_transport(self) noexcept:
+        self.finish_record()
         if not self.closed:
             self.closed = True
             self.deadline = 0.0
@@ -1239,6 +1375,7 @@ cdef class ClientProtocol:
                 pass
 
     cdef void abort_transport(self) noexcept:
+        self.finish_record()
         if not self.closed:
             self.closed = True
             self.deadline = 0.0
@@ -1316,6 +1453,201 @@ cdef class ClientProtocol:
                 self.flush()
             else:
                 self.deadline = _now + self.plan.upstream_read
+
+    # --- metrics, access log, tracing --------------------------------------------------
+
+    cdef void open_headless_record(self) noexcept:
+        self.ex_open = True
+        self.head_ok = False
+        self.status = 0
+        self.action = None
+        self.pool_used = None
+        self.target = None
+        self.method_id = M_OTHER
+        self.t_start = _mono_ns()
+        self.t_up_start = 0
+        self.t_up_end = 0
+        self.ex_in = 0
+        self.trace_len = 0
+
+    cdef void finish_record(self) noexcept:
+        """Count the exchange that just ended (once) and write its access log line."""
+        cdef Engine engine = self.engine
+        cdef RouteAction action = self.action
+        cdef UpstreamPool pool = self.pool_used
+        cdef int64_t end, up_ns = -1, out_bytes
+        cdef int status, route_slot = 0, up_slot = -1
+        if not self.ex_open:
+            return
+        self.ex_open = False
+        try:
+            end = self.t_up_end if self.t_up_end else _mono_ns()
+            if self.t_up_start:
+                up_ns = (self.t_up_end if self.t_up_end else end) - self.t_up_start
+            # A client that left before any response: nginx's 499.
+            status = self.status if self.status else 499
+            out_bytes = self.sent + self.pending_out()
+            self.sent_mark, out_bytes = out_bytes, out_bytes - self.sent_mark
+            if engine.metrics_on:
+                if action is not None:
+                    if action.metric_slot < 0:
+                        action.metric_slot = engine.metrics.route_slot(action.name)
+                    route_slot = action.metric_slot
+                if pool is not None and up_ns >= 0:
+                    if pool.metric_slot < 0:
+                        pool.metric_slot = engine.metrics.upstream_slot(pool.name)
+                    up_slot = pool.metric_slot
+                engine.metrics.record(route_slot, self.method_id, status, end - self.t_start,
+                                      up_slot, up_ns)
+            if engine.access_log is not None and engine.access_log.wants(status):
+                self.write_access_line(engine.access_log, status, end - self.t_start, up_ns,
+                                       out_bytes)
+        except BaseException:
+            pass
+
+    cdef int write_access_line(self, AccessLog log, int status, int64_t duration_ns,
+                               int64_t up_ns, int64_t out_bytes) except -1:
+        cdef HeadBuffer b = log.buf
+        cdef uint32_t f = log.fields
+        cdef RequestParser p = self.parser
+        cdef bint head = self.head_ok
+        cdef Py_ssize_t start = b.length
+        b.put("{", 1)
+        if f & AF_TIME:
+            b.put_bytes(b'"time":')
+            log.put_time()
+        if f & AF_REQUEST_ID:
+            b.put_bytes(b',"request_id":"')
+            b.put_bytes(self.request_id)
+            b.put("\"", 1)
+        if f & AF_CLIENT_IP:
+            b.put_bytes(b',"client_ip":')
+            ip = self.client_ip() if head else self.peer_ip_bytes
+            _put_json_str(b, PyBytes_AS_STRING(ip), PyBytes_GET_SIZE(ip))
+        if f & AF_METHOD:
+            b.put_bytes(b',"method":')
+            if head:
+                _put_json_str(b, p.head + p.method_off, p.method_len)
+            else:
+                b.put_bytes(b"null")
+        if f & AF_HOST:
+            b.put_bytes(b',"host":')
+            if head:
+                _put_json_str(b, p.hostname, p.hostname_len)
+            else:
+                b.put_bytes(b"null")
+        if f & AF_PATH:
+            b.put_bytes(b',"path":')
+            if head:
+                _put_json_str(b, p.path, p.path_len)
+            else:
+                b.put_bytes(b"null")
+        if f & AF_QUERY:
+            b.put_bytes(b',"query":')
+            if head and p.has_query:
+                _put_json_str(b, p.head + p.query_off, p.query_len)
+            else:
+                b.put_bytes(b"null")
+        if f & AF_ROUTE:
+            b.put_bytes(b',"route":')
+            if self.action is not None:
+                _put_json_str(b, PyBytes_AS_STRING(self.action.name_bytes),
+                              PyBytes_GET_SIZE(self.action.name_bytes))
+            else:
+                b.put_bytes(b"null")
+        if f & AF_UPSTREAM:
+            b.put_bytes(b',"upstream":')
+            if self.pool_used is not None:
+                name = self.pool_used.name.encode("utf-8")
+                _put_json_str(b, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+            else:
+                b.put_bytes(b"null")
+        if f & AF_TARGET:
+            b.put_bytes(b',"target":')
+            if self.target is not None and self.t_up_start:
+                _put_json_str(b, PyBytes_AS_STRING(self.target.label),
+                              PyBytes_GET_SIZE(self.target.label))
+            else:
+                b.put_bytes(b"null")
+        if f & AF_STATUS:
+            b.put_bytes(b',"status":')
+            b.put_int(status)
+        if f & AF_BYTES_IN:
+            b.put_bytes(b',"bytes_in":')
+            b.put_int(self.ex_in)
+        if f & AF_BYTES_OUT:
+            b.put_bytes(b',"bytes_out":')
+            b.put_int(out_bytes)
+        if f & AF_DURATION:
+            b.put_bytes(b',"duration_ms":')
+            _put_ms(b, duration_ns)
+        if f & AF_UPSTREAM_MS:
+            b.put_bytes(b',"upstream_ms":')
+            if up_ns >= 0:
+                _put_ms(b, up_ns)
+            else:
+                b.put_bytes(b"null")
+        if f & AF_TRACE_ID:
+            b.put_bytes(b',"trace_id":')
+            if self.trace_len:
+                b.put("\"", 1)
+                b.put(self.trace + 3, 32)
+                b.put("\"", 1)
+            else:
+                b.put_bytes(b"null")
+        if b.data[start + 1] == c',':
+            # The first selected field carries no comma before it.
+            memmove(b.data + start + 1, b.data + start + 2, b.length - start - 2)
+            b.length -= 1
+        log.end_line()
+        return 0
+
+    cdef void pick_trace(self) noexcept:
+        """W3C Trace Context: continue a valid traceparent with a span id of our own, or
+        start a trace (TRACE_START); tracestate goes with a continued trace only."""
+        cdef RequestParser p = self.parser
+        cdef const char* v
+        cdef int i
+        cdef bint found = False
+        self.trace_restarted = False
+        for i in range(p.n_headers):
+            if p.hdr_id[i] == H_TRACEPARENT:
+                found = True
+                v = p.head + p.hdr_value_off[i]
+                if _valid_traceparent(v, p.hdr_value_len[i]):
+                    memcpy(self.trace, b"00-", 3)
+                    memcpy(self.trace + 3, v + 3, 32)
+                    self.trace[35] = b"-"
+                    _put_hex64(self.trace + 36, _rand64() | 1)
+                    self.trace[52] = b"-"
+                    self.trace[53] = v[53]
+                    self.trace[54] = v[54]
+                    self.trace_len = 55
+                    return
+                break
+        if self.engine.trace_mode != TRACE_START:
+            return
+        self.trace_restarted = found
+        memcpy(self.trace, b"00-", 3)
+        _put_hex64(self.trace + 3, _rand64() | 1)
+        _put_hex64(self.trace + 19, _rand64())
+        self.trace[35] = b"-"
+        _put_hex64(self.trace + 36, _rand64() | 1)
+        memcpy(self.trace + 52, b"-01", 3)
+        self.trace_len = 55
+
+    cdef void put_server_timing(self) except *:
+        """Server-Timing (W3C): time in the gateway before the upstream got the request,
+        and the upstream's time to the response head, in milliseconds."""
+        cdef HeadBuffer b = _head_buffer
+        cdef int64_t now = _mono_ns()
+        cdef int64_t sent_at = self.t_up_start if self.t_up_start else now
+        b.put_bytes(b"server-timing: gateway;dur=")
+        _put_ms(b, sent_at - self.t_start)
+        if self.t_up_start:
+            b.put_bytes(b", upstream;dur=")
+            _put_ms(b, now - self.t_up_start)
+        b.put_bytes(_CRLF)
 
     # --- building the upstream request head -------------------------------------------
 
@@ -1396,6 +1728,10 @@ cdef class ClientProtocol:
                 hid = p.hdr_id[i]
                 if hid == H_X_FORWARDED_FOR or hid == H_X_REQUEST_ID:
                     continue
+                if hid == H_TRACEPARENT and self.trace_len:
+                    continue
+                if hid == H_TRACESTATE and self.trace_restarted:
+                    continue
                 if hid == H_X_FORWARDED_PROTO or hid == H_X_FORWARDED_HOST:
                     # A client's claims about the original request count only from a
                     # trusted proxy.
@@ -1430,6 +1766,10 @@ cdef class ClientProtocol:
         b.put_bytes(b"x-request-id: ")
         b.put_bytes(self.request_id)
         b.put_bytes(b"\r\n")
+        if self.trace_len:
+            b.put_bytes(b"traceparent: ")
+            b.put(self.trace, self.trace_len)
+            b.put_bytes(b"\r\n")
         if p.framing == FRAMING_LENGTH:
             b.put_bytes(b"content-length: ")
             b.put_int(p.content_length)

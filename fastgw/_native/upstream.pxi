@@ -20,6 +20,8 @@ cdef class UpstreamTarget:
     cdef public double connect_timeout
     cdef readonly int open_connections
     cdef readonly int64_t connects       # connections ever opened (tests count reuse)
+    cdef readonly int failures           # connection attempts failed in a row (passive health)
+    cdef readonly bytes label            # "host:port" for logs and metrics
 
     def __init__(self, str host, int port):
         self.host = host
@@ -30,6 +32,7 @@ cdef class UpstreamTarget:
             self.host_header = b"[%s]:%d" % (host.encode("ascii"), port)
         else:
             self.host_header = b"%s:%d" % (host.encode("idna"), port)
+        self.label = (b"[%s]:%d" if ":" in host else b"%s:%d") % (host.encode("idna"), port)
         self.idle = []
         self.max_idle = 64
         self.idle_timeout = 60.0
@@ -91,11 +94,14 @@ async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object
             target.connect_timeout,
         )
     except _asyncio.TimeoutError:
+        target.failures += 1
         client.on_connect_failed(E_UPSTREAM_CONNECT_TIMEOUT)
         return
     except (OSError, ValueError):
+        target.failures += 1
         client.on_connect_failed(E_UPSTREAM_CONNECT_FAILED)
         return
+    target.failures = 0
     client.on_connected(conn)
 
 
@@ -104,6 +110,7 @@ cdef class UpstreamPool:
 
     cdef readonly str name
     cdef list targets
+    cdef int metric_slot                 # this upstream in the engine's CoreMetrics
     cdef int[64] weights
     cdef int[64] current
     cdef int total_weight
@@ -113,6 +120,7 @@ cdef class UpstreamPool:
         if not targets or len(targets) > 64:
             raise ValueError("an upstream needs 1 to 64 targets")
         self.name = name
+        self.metric_slot = -1
         self.targets = list(targets)
         self.count = len(targets)
         self.total_weight = 0
@@ -192,6 +200,7 @@ cdef class UpstreamConnection:
         if self.tunnel:
             if self.client is not None:
                 self.client.deadline = _now + self.client.plan.upstream_read
+                self.client.count_sent(PyBytes_GET_SIZE(data))
                 self.client.transport.write(data)
             return
         if self.client is None:
@@ -233,6 +242,7 @@ cdef class UpstreamConnection:
                     client.on_response_head(self.parser)
                     client.flush()          # the 101 head before any tunnelled byte
                     if off < n:
+                        client.count_sent(n - off)
                         client.transport.write(data[off:])
                     break
                 client.on_response_head(self.parser)

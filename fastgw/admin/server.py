@@ -35,6 +35,8 @@ MAX_BODY_BYTES = 65536
 READ_TIMEOUT = 10.0
 
 _READS = ("/health", "/ready", "/status", "/config", "/routes", "/upstreams")
+# Prometheus text format 0.0.4, what prometheus_client writes.
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _WRITES = ("/reload",)
 
 
@@ -172,6 +174,10 @@ class AdminServer:
         self, method: str, path: str, headers: dict[str, str]
     ) -> tuple[int, Any, tuple[tuple[str, str], ...]]:
         self._authorize(headers)
+        if path == "/metrics":
+            if method != "GET":
+                raise _method_not_allowed("GET")
+            return 200, await self.view.metrics(), ()
         if path in _READS:
             if method != "GET":
                 raise _method_not_allowed("GET")
@@ -285,12 +291,16 @@ class GatewayView:
                         "port": target.port,
                         "open_connections": target.open_connections,
                         "idle_connections": target.idle_count,
+                        "healthy": target.failures == 0,
                     }
                     for target in pool.target_list
                 ],
             }
             for name, pool in pools.items()
         ]
+
+    async def metrics(self) -> bytes:
+        return self.gateway.metrics_text()
 
     async def reload(self) -> list[str]:
         """Reload the config file; the errors (none when it worked)."""
@@ -312,11 +322,15 @@ def _method_not_allowed(allow: str) -> _Reply:
 def _response(
     status: int, body: Any, headers: tuple[tuple[str, str], ...], request_id: str
 ) -> bytes:
-    payload = json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n"
+    if isinstance(body, bytes):  # /metrics
+        payload, content_type = body, _METRICS_TYPE
+    else:
+        payload = json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n"
+        content_type = "application/json"
     reason = HTTPStatus(status).phrase
     lines = [
         f"HTTP/1.1 {status} {reason}",
-        "content-type: application/json",
+        f"content-type: {content_type}",
         f"content-length: {len(payload)}",
         "cache-control: no-store",
         f"x-request-id: {request_id}",

@@ -20,8 +20,13 @@ from msgspec import Meta, Struct
 from fastgw.errors import ConfigError
 
 __all__ = [
+    "ACCESS_LOG_FIELDS",
     "ALLOWED_METHODS",
+    "AccessLogSettings",
     "Admin",
+    "ErrorLogSettings",
+    "MetricsSettings",
+    "TracingSettings",
     "Config",
     "Duration",
     "Keepalive",
@@ -190,6 +195,68 @@ class Admin(_Section, kw_only=True):
     token: Annotated[str, Meta(min_length=16)] | None = None
 
 
+# The access log's fields, in line order (the core's ACCESS_LOG_FIELDS; a test keeps them equal).
+AccessLogField = Literal[
+    "time",
+    "request_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "query",
+    "route",
+    "upstream",
+    "target",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_ms",
+    "trace_id",
+]
+ACCESS_LOG_FIELDS: tuple[str, ...] = typing.get_args(AccessLogField)
+# Every field but the query string, which may carry secrets.
+DEFAULT_ACCESS_LOG_FIELDS = tuple(f for f in ACCESS_LOG_FIELDS if f != "query")
+
+
+class AccessLogSettings(_Section, kw_only=True):
+    """One JSON line per request: to "stdout", "stderr" or a file (reopened on SIGUSR1).
+
+    `sample` keeps that share of lines (and every status >= 400 while `keep_errors`);
+    lines are handed to a writer thread every `buffer` bytes or `flush_interval`.
+    """
+
+    path: Annotated[str, Meta(min_length=1)] = "stdout"
+    fields: Annotated[tuple[AccessLogField, ...], Meta(min_length=1)] = DEFAULT_ACCESS_LOG_FIELDS
+    sample: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+    keep_errors: bool = True
+    buffer: Annotated[int, Meta(ge=0, le=16777216)] = 65536
+    flush_interval: Duration = 1.0
+
+
+class ErrorLogSettings(_Section, kw_only=True):
+    """The gateway's own messages (reloads, policy failures): text or JSON lines."""
+
+    path: Annotated[str, Meta(min_length=1)] = "stderr"
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsSettings(_Section, kw_only=True):
+    """Core counters for /metrics on the admin API (cheap: on by default)."""
+
+    enabled: bool = True
+
+
+class TracingSettings(_Section, kw_only=True):
+    """W3C Trace Context. "off": traceparent is forwarded untouched; "propagate": a valid one
+    continues with the gateway's span id; "start": also start a trace when there is none.
+    `server_timing` adds a Server-Timing field (gateway and upstream time) to responses."""
+
+    traceparent: Literal["off", "propagate", "start"] = "off"
+    server_timing: bool = False
+
+
 class Config(_Section, kw_only=True):
     """A whole gateway configuration: what `load_config` returns and `build_plan` consumes."""
 
@@ -208,6 +275,11 @@ class Config(_Section, kw_only=True):
     ] = {}
     # No admin block, no admin listener.
     admin: Admin | None = None
+    # No access_log block, no access log.
+    access_log: AccessLogSettings | None = None
+    error_log: ErrorLogSettings = ErrorLogSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
 
     def __post_init__(self) -> None:
         # One listen address may be written as a plain string; the decoded form is a tuple.
