@@ -15,6 +15,7 @@ import asyncio
 import datetime
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -25,6 +26,14 @@ from fastgw.config import Config, load_config, parse_config, parse_listen_addres
 from fastgw.errors import ConfigError, GatewayError
 from fastgw.observe import Observability
 from fastgw.plan import Plan, build_plan
+
+logger = logging.getLogger("fastgw")
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    """The settings a reload does not apply: they need new sockets or new processes."""
+    keys = [key for key in ("listen", "workers", "admin") if getattr(old, key) != getattr(new, key)]
+    return keys
 
 
 class Gateway:
@@ -50,8 +59,15 @@ class Gateway:
         self.draining = False
         self.config_hash = self._hash_config(self.config, config_file)
         # The outcome of the last reload, for the admin API's /status.
-        self.last_reload: dict[str, Any] = {"result": None, "at": None, "errors": []}
+        self.last_reload: dict[str, Any] = {
+            "result": None,
+            "at": None,
+            "errors": [],
+            "restart_required": [],
+        }
         self.reloads = {"ok": 0, "error": 0}
+        self._restart_required: list[str] = []
+        self._started_with = self.config  # what the listeners were opened for
         self._observe = Observability()
 
     @classmethod
@@ -97,6 +113,7 @@ class Gateway:
             raise GatewayError("gateway already started")
         loop = asyncio.get_running_loop()
         engine = _core.Engine(loop)
+        self._started_with = self.config
         plan = build_plan(self.config, self._config_file, engine, strict=False)
         try:
             self._observe.apply(engine, self.config)
@@ -167,13 +184,18 @@ class Gateway:
             errors = exc.errors if isinstance(exc, ConfigError) else [exc]
             self._record_reload("error", [str(error) for error in errors])
             raise
-        self._record_reload("ok", [])
+        self._record_reload("ok", [], self._restart_required)
         return plan
 
-    def _record_reload(self, result: str, errors: list[str]) -> None:
+    def _record_reload(self, result: str, errors: list[str], restart: list[str] = ()) -> None:
         self.reloads[result] += 1
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        self.last_reload = {"result": result, "at": at, "errors": errors}
+        self.last_reload = {
+            "result": result,
+            "at": at,
+            "errors": errors,
+            "restart_required": list(restart),
+        }
 
     async def _reload(
         self, config: Config | dict[str, Any] | str | os.PathLike[str] | None
@@ -194,6 +216,14 @@ class Gateway:
         except GatewayError:
             plan.close()
             raise
+        # Listeners keep their sockets: serving the old addresses while a config names new
+        # ones is what a reload can do without dropping a connection. Say so.
+        self._restart_required = restart_required(self._started_with, config)
+        if self._restart_required:
+            logger.warning(
+                "reloaded, but %s changes apply only after a restart",
+                ", ".join(self._restart_required),
+            )
         old = self.plan
         self._engine.plan = plan.core
         self.plan = plan

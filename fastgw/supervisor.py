@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from fastgw.api import restart_required
 from fastgw.config import Config, load_config, parse_listen_address
 from fastgw.errors import ConfigError, GatewayError
 
@@ -123,6 +124,7 @@ class Supervisor:
         self, config: Config, config_file: str, workers: int, *, watch: bool = False
     ) -> None:
         self.config = config
+        self._launched_with = config  # listen, workers and admin as they were set up
         self.config_file = config_file
         self.workers = [_Worker(i) for i in range(workers)]
         self.watch = watch
@@ -137,7 +139,12 @@ class Supervisor:
         # Admin API state: requests from its thread, answered by the main loop.
         self._admin_requests: list[concurrent.futures.Future[list[str]]] = []
         self._admin_lock = threading.Lock()
-        self.last_reload: dict[str, Any] = {"result": None, "at": None, "errors": []}
+        self.last_reload: dict[str, Any] = {
+            "result": None,
+            "at": None,
+            "errors": [],
+            "restart_required": [],
+        }
         self.config_hash = _file_hash(config_file)
         self.route_rows: list[dict[str, Any]] = []
         self.upstream_rows: list[dict[str, Any]] = []
@@ -385,17 +392,21 @@ class Supervisor:
         except Exception as exc:  # a policy that cannot start, a file that vanished...
             errors.append(str(exc))
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        self.last_reload = {"result": "error" if errors else "ok", "at": at, "errors": errors}
+        restart = [] if errors else restart_required(self._launched_with, config)
+        self.last_reload = {
+            "result": "error" if errors else "ok",
+            "at": at,
+            "errors": errors,
+            "restart_required": restart,
+        }
         self.reloads["error" if errors else "ok"] += 1
         if errors:
             for error in errors:
                 _log(f"reload rejected, still serving the previous config: {error}")
             return False
         self.config_hash = _file_hash(file)
-        if tuple(config.listen) != tuple(self.config.listen) or config.workers != (
-            self.config.workers
-        ):
-            _log("listen and workers changes are applied by a restart, not by a reload")
+        if restart:
+            _log(f"reloaded, but {', '.join(restart)} changes apply only after a restart")
         self.config = config
         count = 0
         for worker in self.workers:

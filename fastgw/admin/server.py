@@ -238,7 +238,8 @@ class AdminServer:
         async with self._reloading:
             errors = await self.view.reload()
         if not errors:
-            return 200, {"result": "ok"}, ()
+            restart = list(self.view.last_reload.get("restart_required", []))
+            return 200, {"result": "ok", "restart_required": restart}, ()
         raise _Reply(
             422,
             "reload_failed",

@@ -66,7 +66,12 @@ def test_reads_without_token(gateway: Any, upstream: Any, http: Any) -> None:
     assert status["workers"] == [gw.pid]
     assert status["config_file"] == str(gw.config_path)
     assert status["config_hash"] == hashlib.sha256(gw.config_path.read_bytes()).hexdigest()
-    assert status["last_reload"] == {"result": None, "at": None, "errors": []}
+    assert status["last_reload"] == {
+        "result": None,
+        "at": None,
+        "errors": [],
+        "restart_required": [],
+    }
     assert status["uptime_seconds"] >= 0 and status["version"]
 
     config = call(http, address, "GET", "/config").json()
@@ -140,7 +145,7 @@ def test_token_auth_and_reload(gateway: Any, upstream: Any, http: Any) -> None:
     gw.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert gw.request("GET", "/new").status == 404
     ok = call(http, address, "POST", "/reload", TOKEN)
-    assert (ok.status, ok.json()) == (200, {"result": "ok"})
+    assert (ok.status, ok.json()) == (200, {"result": "ok", "restart_required": []})
     assert gw.request("GET", "/new").status == 200
     status = call(http, address, "GET", "/status", TOKEN).json()
     assert status["last_reload"]["result"] == "ok" and status["last_reload"]["at"]
@@ -261,7 +266,7 @@ def test_supervisor_admin(tmp_path: Path, upstream: Any, http: Any) -> None:
         config["routes"] = [*config["routes"], http.route("new", ["/new"], "app")]
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         ok = call(http, admin, "POST", "/reload", TOKEN)
-        assert (ok.status, ok.json()) == (200, {"result": "ok"})
+        assert (ok.status, ok.json()) == (200, {"result": "ok", "restart_required": []})
         routes = call(http, admin, "GET", "/routes", TOKEN).json()
         assert [row["name"] for row in routes] == ["old", "new"]
         deadline = time.monotonic() + 10

@@ -145,3 +145,24 @@ def test_invalid_reload_keeps_the_running_plan(upstream, http) -> None:
             assert resp.status == 200 and resp.json()["upstream"] == "A"
 
     run(main())
+
+
+def test_listener_changes_are_reported_as_needing_a_restart(upstream, http) -> None:
+    up = upstream("echo", name="A")
+    moved = one_route(http, up)
+    moved["listen"] = ["127.0.0.1:0", "[::1]:0"]
+
+    async def main() -> None:
+        async with gateway_class()(one_route(http, up)) as gw:
+            before = list(gw.addresses)
+            await gw.reload(moved)
+            assert gw.last_reload["result"] == "ok"
+            assert gw.last_reload["restart_required"] == ["listen"]
+            # The listeners keep their sockets and keep serving.
+            assert gw.addresses == before
+            resp = await asyncio.to_thread(fetch, http, before[0], "/r/x")
+            assert resp.status == 200
+            await gw.reload(one_route(http, up))
+            assert gw.last_reload["restart_required"] == []
+
+    run(main())
