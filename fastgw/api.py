@@ -298,8 +298,7 @@ class Gateway:
         """Start, then serve until SIGTERM/SIGINT (drain) ; SIGHUP reloads the config file."""
         await self.start(reuse_port=reuse_port)
         loop = asyncio.get_running_loop()
-        if on_ready is not None:
-            on_ready(self)
+        # Signal handlers first: whoever waits for the "listening" line may signal at once.
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
@@ -308,6 +307,8 @@ class Gateway:
                 loop.add_signal_handler(
                     signal.SIGHUP, lambda: loop.create_task(self._reload_logged())
                 )
+        if on_ready is not None:
+            on_ready(self)
         try:
             await self.wait_stopped()
         finally:
@@ -316,14 +317,12 @@ class Gateway:
                     loop.remove_signal_handler(sig)
 
     async def _reload_logged(self) -> None:
-        import sys
-
         try:
             await self.reload()
         except Exception as exc:  # the old Plan keeps serving; say why the new one did not
-            print(f"reload failed, still serving the previous config:\n{exc}", file=sys.stderr)
+            logger.error("reload failed, still serving the previous config:\n%s", exc)
         else:
-            print(f"reloaded {self._config_file}", file=sys.stderr)
+            logger.info("reloaded %s", self._config_file)
 
     def run(self) -> None:
         """Block: serve until SIGTERM/SIGINT, on a uvloop event loop."""

@@ -7,6 +7,7 @@ many worker processes, each running `run_worker` here on listeners shared throug
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -22,6 +23,8 @@ from fastgw.api import Gateway
 from fastgw.config import Config
 from fastgw.errors import ConfigError, GatewayError
 from fastgw.observe.logs import configure_error_log
+
+logger = logging.getLogger("fastgw")
 
 
 def _announce(gateway: Gateway) -> None:
@@ -127,16 +130,14 @@ def run_worker(
                 stopping.append(loop.create_task(gateway.stop(drain)))
 
         async def reload_logged() -> None:
-            # One write per message: the workers share the supervisor's stderr.
+            # One line per message: the workers share the supervisor's stderr.
             try:
                 await gateway.reload()
             except Exception as exc:  # the old Plan keeps serving; say why
                 text = str(exc).replace("\n", "; ")
-                message = f"fastgw: worker {os.getpid()} reload failed: {text}\n"
+                logger.error("worker %d reload failed: %s", os.getpid(), text)
             else:
-                message = f"fastgw: worker {os.getpid()} reloaded {config_file}\n"
-            sys.stderr.write(message)
-            sys.stderr.flush()
+                logger.info("worker %d reloaded %s", os.getpid(), config_file)
 
         def reload() -> None:
             loop.create_task(reload_logged())

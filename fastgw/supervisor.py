@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import hashlib
+import logging
 import os
 import pickle
 import select
@@ -64,8 +65,12 @@ def resolve_workers(config: Config) -> int:
     return int(config.workers)
 
 
-def _log(message: str) -> None:
-    print(f"fastgw: {message}", file=sys.stderr, flush=True)
+logger = logging.getLogger("fastgw")
+
+
+def _log(message: str, level: int = logging.INFO) -> None:
+    """The supervisor's messages go to the error log (stderr unless `error_log` says)."""
+    logger.log(level, message)
 
 
 class FileWatcher:
@@ -287,7 +292,10 @@ class Supervisor:
             delay = worker.backoff
             worker.backoff = min(worker.backoff * 2, BACKOFF_MAX)
             worker.restart_at = now + delay
-            _log(f"worker {worker.index} pid {proc.pid} exited with {code}; restart in {delay:g}s")
+            _log(
+                f"worker {worker.index} pid {proc.pid} exited with {code}; restart in {delay:g}s",
+                logging.WARNING,
+            )
 
     def _close_control(self, worker: _Worker) -> None:
         with worker.control_lock:
@@ -402,7 +410,7 @@ class Supervisor:
         self.reloads["error" if errors else "ok"] += 1
         if errors:
             for error in errors:
-                _log(f"reload rejected, still serving the previous config: {error}")
+                _log(f"reload rejected, still serving the previous config: {error}", logging.ERROR)
             return False
         self.config_hash = _file_hash(file)
         if restart:

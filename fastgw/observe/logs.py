@@ -52,7 +52,7 @@ def configure_error_log(settings: Any) -> None:
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("fastgw: %(levelname)s %(message)s"))
+        handler.setFormatter(logging.Formatter("fastgw: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(settings.level.upper())
     logger.propagate = False

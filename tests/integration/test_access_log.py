@@ -288,3 +288,29 @@ def test_names_and_odd_requests_stay_valid_json(gateway: Any, upstream: Any, tmp
         {"route": None, "status": 400},
         {"route": None, "status": 400},
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "supervisor"])
+def test_error_log_as_json_lines(gateway: Any, upstream: Any, tmp_path: Path, workers: int):
+    errors = tmp_path / "error.log"
+    proc = gateway(
+        routes=[gateway.route("items", ["/items/{id}"], "be")],
+        upstreams={"be": upstream("echo")},
+        workers=workers,
+        error_log={"path": str(errors), "format": "json"},
+    )
+    broken = dict(proc.config, routes=[gateway.route("x", ["/x"], "missing")])
+    proc.config_path.write_text(json.dumps(broken))
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        entries = [json.loads(line) for line in errors.read_text().splitlines()]
+        failed = [e for e in entries if e["level"] == "error" and "missing" in e["message"]]
+        if failed:
+            break
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.05)
+    assert set(failed[0]) == {"time", "level", "logger", "message"}
+    assert failed[0]["logger"] == "fastgw"
+    assert "still serving the previous config" in failed[0]["message"]
+    assert proc.request("GET", "/items/1").status == 200

@@ -295,7 +295,7 @@ def test_watch_with_one_process(upstream, supervised, http) -> None:
     gw = supervised(config(http, up, ["/old"], workers=1), "--watch")
     assert gw.workers() == set(), "one worker: no supervisor, this process serves"
     gw.write(config(http, up, ["/old", "/watched"], workers=1))
-    gw.wait_count(r"^reloaded ", 1)
+    gw.wait_count(r"^fastgw: reloaded ", 1)
     assert fresh_requests(http, gw, "/watched", 4) == [200] * 4
 
 
