@@ -60,27 +60,47 @@ TARGET_RPS_RATIO = 1.0
 TARGET_CPU_RATIO = 1.0
 TARGET_USER_US = 4.5
 
-# fastgw scenarios (--scenario): the policy chain of fastgw's one route, as a YAML flow
-# sequence, or None for no `policies:` key at all. Everything else in the config is the same.
+# fastgw scenarios (--scenario): config variants of fastgw with one route. `chain` is the
+# route's policy chain as a YAML flow sequence, or None for no `policies:` key at all;
+# `settings` are extra top-level YAML lines, where "{workdir}" stands for the peer's temp dir.
+# plain is the default config: metrics on (their default), no access log.
 PLAIN = "plain"
-SCENARIOS: dict[str, str | None] = {
-    PLAIN: None,
-    "empty-chain": "[]",
-    "sync-noop": '[{"bench.policies:NoopSync": {}}]',
-    "async-noop": '[{"bench.policies:NoopAsync": {}}]',
-    "async-sleep0": '[{"bench.policies:SleepZeroAsync": {}}]',
-    "headers": (
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    chain: str | None = None
+    settings: tuple[str, ...] = ()
+
+
+SCENARIOS: dict[str, Scenario] = {
+    PLAIN: Scenario(),
+    "empty-chain": Scenario("[]"),
+    "sync-noop": Scenario('[{"bench.policies:NoopSync": {}}]'),
+    "async-noop": Scenario('[{"bench.policies:NoopAsync": {}}]'),
+    "async-sleep0": Scenario('[{"bench.policies:SleepZeroAsync": {}}]'),
+    "headers": Scenario(
         '[{request_headers: {set: {x-client-ip: "$client_ip", x-request-from: fastgw}, '
         "remove: [x-debug]}}, {response_headers: {set: {x-served-by: fastgw}}}]"
     ),
+    # Observability: no metrics and no access log, against metrics plus an access log of the
+    # default fields written to a real file (the writer thread's write() calls included).
+    "observe-off": Scenario(settings=("metrics: {enabled: false}",)),
+    "observe-on": Scenario(
+        settings=("metrics: {enabled: true}", 'access_log: {path: "{workdir}/access.log"}')
+    ),
 }
-# Policy cost targets: the largest rps drop against fastgw[plain] of the same run, as a share
-# of plain's rps. empty-chain has none: it must be within the run-to-run noise of plain.
+# The scenario a cost is measured against, when it is not plain; it runs with the scenario.
+COST_BASELINES = {"observe-on": "observe-off"}
+# Policy cost targets: the largest rps drop against fastgw[plain] (or the scenario's
+# COST_BASELINES entry) of the same run, as a share of the baseline's rps. empty-chain has
+# none: it must be within the run-to-run noise of plain.
 POLICY_TARGETS: dict[str, float | None] = {
     "empty-chain": None,
     "sync-noop": 0.05,
     "async-noop": 0.15,
     "headers": 0.02,
+    "observe-on": 0.05,
 }
 POLICY_TARGET_LABELS = {
     "empty-chain": "empty chain: no measurable cost (within plain's round-to-round noise)",
@@ -88,6 +108,8 @@ POLICY_TARGET_LABELS = {
     "async-noop": "async no-op Python hook: rps drop <= 15%",
     "headers": "compiled header set/remove (request + response): rps drop <= 2%",
     "async-sleep0": "async hook awaiting asyncio.sleep(0): informative, no target",
+    "observe-off": "metrics off, no access log: informative (the default minus metrics)",
+    "observe-on": "metrics + access log to a file: rps drop vs observe-off <= 5%",
 }
 # The noise floor used when plain's rounds happen to agree better than a shared box allows.
 MIN_NOISE_SHARE = 0.01
@@ -469,15 +491,25 @@ def haproxy_peer_argv(workdir: Path, port: int, upstream_port: int) -> list[str]
     return ["haproxy", "-db", "-f", str(path)]
 
 
-def fastgw_config(port: int, upstream_port: int, scenario: str = PLAIN) -> str:
+def fastgw_config(
+    port: int, upstream_port: int, scenario: str = PLAIN, workdir: Path | None = None
+) -> str:
     """fastgw's gateway.yaml: one listener, one upstream, one catch-all route.
 
-    The scenario only changes the route's policy chain (SCENARIOS).
+    The scenario (SCENARIOS) sets the route's policy chain and adds top-level settings, which
+    may place files in ``workdir`` (required then).
     """
+    spec = SCENARIOS[scenario]
     route = '{name: all, match: {paths: ["/{*rest}"]}, upstream: backend'
-    chain = SCENARIOS[scenario]
-    if chain is not None:
-        route += f", policies: {chain}"
+    if spec.chain is not None:
+        route += f", policies: {spec.chain}"
+    settings = ""
+    for line in spec.settings:
+        if "{workdir}" in line:
+            if workdir is None:
+                raise ValueError(f"scenario {scenario} writes files: pass a workdir")
+            line = line.replace("{workdir}", str(workdir))
+        settings += line + "\n"
     return (
         f'listen: ["{LOOPBACK}:{port}"]\n'
         "upstreams:\n"
@@ -485,6 +517,7 @@ def fastgw_config(port: int, upstream_port: int, scenario: str = PLAIN) -> str:
         "keepalive: {max_idle: 64, idle_timeout: 60s}}\n"
         "routes:\n"
         f"  - {route}}}\n"
+        f"{settings}"
     )
 
 
@@ -492,7 +525,7 @@ def fastgw_peer_argv(
     workdir: Path, port: int, upstream_port: int, python: str, scenario: str = PLAIN
 ) -> list[str]:
     path = workdir / "gateway.yaml"
-    path.write_text(fastgw_config(port, upstream_port, scenario))
+    path.write_text(fastgw_config(port, upstream_port, scenario, workdir))
     return [python, "-m", "fastgw", "run", "-c", str(path)]
 
 
@@ -504,14 +537,18 @@ def fastgw_peer_name(scenario: str, scenarios: list[str]) -> str:
 
 def parse_scenarios(text: str) -> list[str]:
     """``--scenario`` value: known names, duplicates dropped; ``plain`` is added first when
-    other scenarios are asked for, since their cost is measured against it."""
+    other scenarios are asked for, since their cost is measured against it, and a scenario's
+    own baseline (COST_BASELINES) right before the scenario."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown scenario(s): {', '.join(unknown) or '(none)'}; known: {', '.join(SCENARIOS)}"
         )
-    ordered = list(dict.fromkeys(names))
+    expanded: list[str] = []
+    for name in names:
+        expanded += [COST_BASELINES[name], name] if name in COST_BASELINES else [name]
+    ordered = list(dict.fromkeys(expanded))
     if PLAIN not in ordered:
         ordered.insert(0, PLAIN)
     return ordered
@@ -920,27 +957,32 @@ def plain_noise(record: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def policy_cost(peers: dict[str, dict[str, Any]], scenarios: list[str]) -> dict[str, Any] | None:
-    """Each fastgw scenario against fastgw[plain] of the same run, with its target's verdict.
+    """Each fastgw scenario against fastgw[plain] of the same run (or against its
+    COST_BASELINES entry), with its target's verdict.
 
-    The drop is plain's rps minus the scenario's, as a share of plain's (negative: faster).
-    Sets ``ratio_to_plain`` on every measured fastgw scenario record. None with one scenario.
+    The drop is the baseline's rps minus the scenario's, as a share of the baseline's
+    (negative: faster). Sets ``ratio_to_plain`` (to that baseline) on every measured fastgw
+    scenario record. None with one scenario.
     """
     if len(scenarios) < 2:
         return None
-    plain = peers.get(fastgw_peer_name(PLAIN, scenarios), {})
-    noise = plain_noise(plain)
+    noise = plain_noise(peers.get(fastgw_peer_name(PLAIN, scenarios), {}))
     rows = []
     for scenario in scenarios:
         name = fastgw_peer_name(scenario, scenarios)
         record = peers.get(name, {})
+        baseline = COST_BASELINES.get(scenario, PLAIN)
+        base_name = fastgw_peer_name(baseline, scenarios)
+        plain = peers.get(base_name, {})
         row: dict[str, Any] = {
             "scenario": scenario,
             "peer": name,
+            "baseline": baseline,
             "target": POLICY_TARGET_LABELS.get(scenario, "baseline"),
         }
         rows.append(row)
         if record.get("status") != "ok" or plain.get("status") != "ok":
-            failed = name if record.get("status") != "ok" else fastgw_peer_name(PLAIN, scenarios)
+            failed = name if record.get("status") != "ok" else base_name
             row["verdict"] = f"n/a ({failed} failed)"
             continue
         run, base = record["max"], plain["max"]
@@ -977,7 +1019,9 @@ def policy_cost(peers: dict[str, dict[str, Any]], scenarios: list[str]) -> dict[
         row["limit"] = limit
         drop = row["rps_drop"]
         verdict = (
-            "PASS" if drop <= limit else f"MISS by {(drop - limit) * 100:.1f} points of plain rps"
+            "PASS"
+            if drop <= limit
+            else f"MISS by {(drop - limit) * 100:.1f} points of {baseline} rps"
         )
         disturbed = max(
             run.get("machine_cpu_s", {}).get("other", 0.0),
@@ -1019,8 +1063,10 @@ def render_policy_cost(cost: dict[str, Any]) -> list[str]:
     lines = [
         "## Policy cost (fastgw scenarios against fastgw[plain] in this run)",
         "",
-        "Each scenario changes only the policy chain of fastgw's one route. rps drop is "
-        "plain's rps minus the scenario's, as a share of plain's; with the proxy near 100% "
+        "Each scenario changes the policy chain of fastgw's one route or top-level settings "
+        "(metrics, access log). rps drop is plain's rps minus the scenario's, as a share of "
+        'plain\'s (observe-on: against observe-off instead, and the columns "vs plain" '
+        "mean vs observe-off); with the proxy near 100% "
         "busy it matches the drop implied by CPU µs/req (1 - plain's CPU/req over the "
         "scenario's), which is shown too because on a shared box it is the steadier number; "
         "the verdict is on rps. " + noise_text,
@@ -1055,8 +1101,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     plain_name = fastgw_peer_name(PLAIN, scenarios)
     scenario_lines = (
         [
-            "- fastgw scenarios (`--scenario`, only the route's policy chain differs): "
-            + ", ".join(f"`{name}`" for name in scenarios)
+            "- fastgw scenarios (`--scenario`, the route's policy chain or top-level settings "
+            "differ): " + ", ".join(f"`{name}`" for name in scenarios)
         ]
         if len(scenarios) > 1
         else []
@@ -1294,9 +1340,10 @@ def main(argv: list[str] | None = None) -> int:
         type=parse_scenarios,
         default=[PLAIN],
         metavar="NAME[,NAME...]",
-        help="fastgw policy chains to measure, one row each: "
+        help="fastgw config variants to measure, one row each: "
         + ", ".join(SCENARIOS)
-        + f" (default {PLAIN}; {PLAIN} is always added as the baseline)",
+        + f" (default {PLAIN}; {PLAIN} is always added as the baseline, and observe-off "
+        "with observe-on)",
     )
     parser.add_argument("--rate", type=int, help="also measure latency at this offered rate")
     parser.add_argument(

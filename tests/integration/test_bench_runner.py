@@ -164,7 +164,10 @@ def test_every_scenario_config_passes_fastgw_check(tmp_path: Path, scenario: str
     argv = e2e.fastgw_peer_argv(tmp_path, 18080, 18081, FASTGW_PYTHON, scenario)
     config = Path(argv[-1])
     text = config.read_text()
-    assert ("policies:" in text) == (e2e.SCENARIOS[scenario] is not None)
+    assert ("policies:" in text) == (e2e.SCENARIOS[scenario].chain is not None)
+    assert ("access_log:" in text) == (scenario == "observe-on")
+    if scenario == "observe-on":
+        assert f'path: "{tmp_path}/access.log"' in text
     # From the repository root, as the runner starts fastgw, so bench.policies imports.
     checked = subprocess.run(
         [FASTGW_PYTHON, "-m", "fastgw", "check", str(config)],
@@ -201,8 +204,17 @@ def test_a_policy_reference_that_does_not_exist_fails_the_check(tmp_path: Path) 
         ("sync-noop", ["plain", "sync-noop"]),
         ("headers,plain,headers", ["headers", "plain"]),
         (" empty-chain , async-noop ", ["plain", "empty-chain", "async-noop"]),
+        ("observe-on", ["plain", "observe-off", "observe-on"]),
+        ("observe-on,observe-off", ["plain", "observe-off", "observe-on"]),
     ],
-    ids=["plain-alone", "plain-added-as-baseline", "duplicates-dropped", "spaces-ignored"],
+    ids=[
+        "plain-alone",
+        "plain-added-as-baseline",
+        "duplicates-dropped",
+        "spaces-ignored",
+        "own-baseline-added-first",
+        "own-baseline-moved-first",
+    ],
 )
 def test_scenario_option_values(value: str, expected: list[str]) -> None:
     assert e2e.parse_scenarios(value) == expected
@@ -276,6 +288,51 @@ def test_policy_cost_verdicts_against_plain_and_its_noise() -> None:
     assert "differed by 2.0% in rps" in markdown
 
 
+def test_observe_on_is_held_to_observe_off_not_plain() -> None:
+    scenarios = ["plain", "observe-off", "observe-on"]
+    peers = {
+        "fastgw[plain]": _record(50_000, 3.0, 13.0),
+        "fastgw[observe-off]": _record(52_000, 2.9, 13.0),
+        # 3.8% below observe-off (PASS), though 0.2% above plain.
+        "fastgw[observe-on]": _record(50_024, 3.2, 13.0),
+    }
+    rows = {row["scenario"]: row for row in e2e.policy_cost(peers, scenarios)["rows"]}
+    assert rows["observe-off"]["verdict"] == "informative"
+    assert rows["observe-on"]["baseline"] == "observe-off"
+    assert rows["observe-on"]["rps_drop"] == pytest.approx(0.038)
+    assert rows["observe-on"]["user_us_delta"] == pytest.approx(0.3)
+    assert rows["observe-on"]["verdict"] == "PASS"
+    peers["fastgw[observe-on]"] = _record(49_000, 3.2, 13.0)  # 5.8% below observe-off
+    rows = {row["scenario"]: row for row in e2e.policy_cost(peers, scenarios)["rows"]}
+    assert rows["observe-on"]["verdict"] == "MISS by 0.8 points of observe-off rps"
+
+
+def test_a_scenario_writing_files_needs_a_workdir(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="observe-on writes files"):
+        e2e.fastgw_config(18080, 18081, "observe-on")
+    assert "metrics: {enabled: false}" in e2e.fastgw_config(18080, 18081, "observe-off")
+
+
+@needs_nginx_and_wrk
+def test_observe_on_logs_every_request_to_its_file(tmp_path: Path) -> None:
+    with e2e.upstream_server("nginx", e2e.Pinning(None, None)) as (upstream_port, _pid, _desc):
+        port = e2e.free_port()
+        argv = e2e.fastgw_peer_argv(tmp_path, port, upstream_port, FASTGW_PYTHON, "observe-on")
+        process = e2e.Process("fastgw", argv, tmp_path, e2e.REPO)
+        try:
+            process.wait_ready(port)
+            for _ in range(3):
+                assert e2e.http_get(port) == (200, e2e.UPSTREAM_BODY)
+        finally:
+            process.stop()
+    lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    # The readiness probe's requests come first; the last three are the GETs above.
+    assert len(lines) >= 3
+    assert [(line["path"], line["status"], line["route"]) for line in lines[-3:]] == [
+        (e2e.REQUEST_PATH, 200, "all")
+    ] * 3
+
+
 def test_policy_cost_says_why_a_scenario_has_no_verdict() -> None:
     peers = {
         "fastgw[plain]": _record(50_000, 3.0, 13.0),
@@ -310,6 +367,14 @@ def test_policy_cost_client_drives_a_real_gateway(upstream: Any, gateway: Any, h
     policy_cost.send_requests(gw.port, 50)
     assert len(up.requests) == 50
     assert up.connections == 1
+
+
+def test_policy_cost_times_a_log_slice_write(tmp_path: Path) -> None:
+    from bench import policy_cost
+
+    spent = policy_cost.kernel_us_per_write(tmp_path, count=50)
+    assert 0 <= spent < 10_000  # system CPU per 64 KiB append; tick-coarse, so 0 can happen
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_policy_cost_reads_callgrind_totals() -> None:
