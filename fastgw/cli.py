@@ -56,6 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--control-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    run.add_argument("--rate-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--listen", action="append", default=[], help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
@@ -102,7 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     from fastgw import server
 
     if args.worker:
-        return server.run_worker(config, args.config, args.listen, args.ready_fd, args.control_fd)
+        return server.run_worker(
+            config, args.config, args.listen, args.ready_fd, args.control_fd, args.rate_fd
+        )
     return int(server.run(config, config_file=args.config, watch=args.watch))
 
 

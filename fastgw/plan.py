@@ -215,6 +215,28 @@ def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any
                     },
                 )
             )
+        elif policy.kind == "rate_limit":
+            _, limiter_id, keys, fallback, limits, cost, headers = policy.compiled()
+            core_keys = []
+            for kind, arg in keys:
+                if kind == "header":
+                    arg = arg.encode("latin-1")
+                elif kind == "param":
+                    # Where the parameter is in each pattern's captures (-1: not there).
+                    arg = {
+                        pid: params[pid].index(arg) if arg in params[pid] else -1
+                        for pid in pattern_ids
+                    }
+                core_keys.append((kind, arg))
+            limiter = _core.RateLimiter(
+                limiter_id,
+                core_keys,
+                fallback[0],
+                [(interval, burst) for interval, burst, _rate, _per in limits],
+                cost,
+                headers,
+            )
+            steps.append((codes["rate_limit"], limiter))
         else:
             raise ValueError(f"policy kind {policy.kind!r} is not known to the core")
     body_limit = max((p.policy.needs_body for p in chain.policies), default=0)

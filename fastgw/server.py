@@ -103,11 +103,17 @@ async def serve_control(gateway: Gateway, sock: socket.socket) -> None:
 
 
 def run_worker(
-    config: Config, config_file: str, listen: list[str], ready_fd: int, control_fd: int = -1
+    config: Config,
+    config_file: str,
+    listen: list[str],
+    ready_fd: int,
+    control_fd: int = -1,
+    rate_fd: int = -1,
 ) -> int:
     """One worker of a supervisor: serve `listen` (ports already resolved) with SO_REUSEPORT.
 
-    Writes "ready" to `ready_fd` once listening and answers metrics requests on `control_fd`.
+    Writes "ready" to `ready_fd` once listening and answers metrics requests on `control_fd`;
+    `rate_fd` is the rate limit table all workers share.
     SIGTERM/SIGINT drain, SIGQUIT stops at once, SIGHUP reloads the file, SIGUSR1 reopens the
     access log; the worker also stops if its supervisor goes away.
     """
@@ -116,6 +122,10 @@ def run_worker(
     except OSError as exc:
         print(f"fastgw: cannot open error log {config.error_log.path}: {exc}", file=sys.stderr)
         return 1
+    if rate_fd >= 0:
+        from fastgw import _core
+
+        _core.attach_rate_table(rate_fd)
     if listen:
         config = msgspec.structs.replace(config, listen=tuple(listen))
     gateway = Gateway(config, config_file=config_file, admin=False)

@@ -157,6 +157,9 @@ class Supervisor:
         self.worker_restarts = 0
         # Counters of workers that died, as last read, so the sums never go back.
         self._retired: list[dict[str, Any]] = []
+        # The rate limit table every worker maps: one limit for the gateway, not per worker.
+        self._rate_fd = -1
+        self._rate_table: Any = None
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -202,6 +205,8 @@ class Supervisor:
             str(write_fd),
             "--control-fd",
             str(child_control.fileno()),
+            "--rate-fd",
+            str(self._rate_fd),
         ]
         for host, port in self._addresses:
             shown = f"[{host}]" if ":" in host else host
@@ -212,7 +217,7 @@ class Supervisor:
             worker.proc = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,
-                pass_fds=(write_fd, child_control.fileno()),
+                pass_fds=(write_fd, child_control.fileno(), self._rate_fd),
                 start_new_session=True,
             )
         except BaseException:
@@ -478,8 +483,18 @@ class Supervisor:
 
     # -- main loop ---------------------------------------------------------------------
 
+    def _create_rate_table(self) -> None:
+        """An anonymous shared file for the workers' rate limit buckets (pages are only
+        allocated as keys arrive)."""
+        from fastgw import _core
+
+        self._rate_fd = os.memfd_create("fastgw-ratelimit")
+        os.ftruncate(self._rate_fd, _core.RateTable.bytes_for())
+        self._rate_table = _core.RateTable(fd=self._rate_fd)  # writes the header and seed
+
     def run(self) -> int:
         """Serve until a stop signal and every worker has exited; return the exit code."""
+        self._create_rate_table()
         self._reserve_listeners()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
@@ -520,6 +535,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             os.close(wake_r)
             os.close(wake_w)
+            self._rate_table = None
+            os.close(self._rate_fd)
             for worker in self.workers:
                 self._close_ready_fd(worker)
                 self._close_control(worker)

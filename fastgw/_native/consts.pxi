@@ -145,6 +145,8 @@ cdef enum ErrorCode:
     E_INTERNAL = 99
     E_POLICY_ERROR = 100
     E_POLICY_TIMEOUT = 101
+    E_RATE_LIMITED = 102
+    E_RATE_LIMIT_UNAVAILABLE = 103
 
 
 # code -> (status, stable code, message). The JSON error body is built from this table.
@@ -219,4 +221,7 @@ ERROR_TABLE = {
     E_INTERNAL: (500, "internal_error", "internal gateway error"),
     E_POLICY_ERROR: (500, "policy_error", "a policy failed while handling the request"),
     E_POLICY_TIMEOUT: (504, "policy_timeout", "a policy did not finish in time"),
+    E_RATE_LIMITED: (429, "rate_limited", "rate limit exceeded"),
+    E_RATE_LIMIT_UNAVAILABLE: (503, "rate_limit_unavailable",
+                               "the rate limit could not be checked"),
 }

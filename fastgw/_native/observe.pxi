@@ -31,7 +31,7 @@ HISTOGRAM_BOUNDS = tuple(b / 1e9 for b in [
 ACCESS_LOG_FIELDS = (
     "time", "request_id", "client_ip", "method", "host", "path", "query", "route",
     "upstream", "target", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
-    "trace_id",
+    "trace_id", "rate_limit",
 )
 cdef enum:
     AF_TIME = 1 << 0
@@ -50,6 +50,10 @@ cdef enum:
     AF_DURATION = 1 << 13
     AF_UPSTREAM_MS = 1 << 14
     AF_TRACE_ID = 1 << 15
+    AF_RATE_LIMIT = 1 << 16
+    _METHOD_RATELIMIT = 63      # requests-table rows that count rate limit decisions
+    RL_ALLOWED = 1              # a request's rate limit outcome (0: no limit on its route)
+    RL_LIMITED = 2
 
 
 cdef enum:
@@ -266,8 +270,7 @@ cdef class CoreMetrics:
         hist[slot * _N_BUCKETS + i] += 1
         sums[slot] += <uint64_t>ns
 
-    cdef int record(self, int route_slot, int method, int status, int64_t duration_ns,
-                    int upstream_slot, int64_t upstream_ns) except -1:
+    cdef int count(self, int route_slot, int method, int status) except -1:
         cdef uint64_t key = ((<uint64_t>route_slot << 16) | (<uint64_t>(method & 63) << 10)
                              | <uint64_t>(status & 1023)) + 1
         cdef Py_ssize_t j
@@ -281,6 +284,11 @@ cdef class CoreMetrics:
                 break
             j = (j + 1) & (self.req_cap - 1)
         self.req_counts[j] += 1
+        return 0
+
+    cdef int record(self, int route_slot, int method, int status, int64_t duration_ns,
+                    int upstream_slot, int64_t upstream_ns) except -1:
+        self.count(route_slot, method, status)
         self._observe(self.route_hist, self.route_sum_ns, route_slot, duration_ns)
         if upstream_slot >= 0 and upstream_ns >= 0:
             self._observe(self.up_hist, self.up_sum_ns, upstream_slot, upstream_ns)
@@ -300,16 +308,23 @@ cdef class CoreMetrics:
         cdef Py_ssize_t i
         cdef uint64_t key
         requests = []
+        decisions = []
         for i in range(self.req_cap):
             key = self.req_keys[i]
             if key:
                 key -= 1
                 method_id = (key >> 10) & 63
+                if method_id == _METHOD_RATELIMIT:
+                    decisions.append([self.route_names[key >> 16],
+                                      "allowed" if (key & 1023) == RL_ALLOWED else "limited",
+                                      self.req_counts[i]])
+                    continue
                 requests.append([self.route_names[key >> 16],
                                  METHOD_NAMES.get(method_id, "OTHER") if method_id else "OTHER",
                                  <int>(key & 1023), self.req_counts[i]])
         return {
             "requests": requests,
+            "ratelimit": decisions,
             "duration": self._hist(self.route_names, self.route_hist, self.route_sum_ns),
             "upstream_duration": self._hist(self.upstream_names, self.up_hist, self.up_sum_ns),
             "bytes": {"in": self.bytes_in, "out": self.bytes_out},

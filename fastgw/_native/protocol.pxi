@@ -366,6 +366,8 @@ cdef class ClientProtocol:
     cdef int trace_len             # 55 when `trace` holds the traceparent sent upstream
     cdef bint trace_restarted      # a malformed traceparent was replaced: drop tracestate
     cdef char trace[56]
+    cdef bytes extra_head          # fields every response of this exchange carries (limits)
+    cdef int rl_result             # RL_ALLOWED / RL_LIMITED, 0 without a rate limit
 
     def __init__(self, Engine engine):
         self.engine = engine
@@ -520,6 +522,8 @@ cdef class ClientProtocol:
             self.t_up_end = 0
             self.ex_in = p.head_len
             self.trace_len = 0
+            self.extra_head = None
+            self.rl_result = 0
             if self.engine.trace_mode != TRACE_OFF:
                 self.pick_trace()
             # PERF: route conditions read the parser's arrays in place.
@@ -621,6 +625,9 @@ cdef class ClientProtocol:
                 # A hook that hangs is cut off like an upstream that does not answer.
                 self.deadline = _now + self.plan.upstream_read
                 return HOOK_STEP_SUSPENDED
+            elif kind == STEP_RATE_LIMIT:
+                if not self.rate_check(<RateLimiter>payload):
+                    return HOOK_STEP_ANSWERED
             elif kind == STEP_RESPOND:
                 self.answer_prebuilt(payload)
                 return HOOK_STEP_ANSWERED
@@ -739,6 +746,8 @@ cdef class ClientProtocol:
         b.put_bytes(b"\r\nx-request-id: ")
         b.put_bytes(self.request_id)
         b.put_bytes(_CRLF)
+        if self.extra_head is not None:
+            b.put_bytes(self.extra_head)
         if not self.keep_alive:
             b.put_bytes(b"connection: close\r\n")
         b.put_bytes(_CRLF)
@@ -1139,6 +1148,8 @@ cdef class ClientProtocol:
         b.put_bytes(b"x-request-id: ")
         b.put_bytes(self.request_id)
         b.put_bytes(b"\r\n")
+        if self.extra_head is not None:
+            b.put_bytes(self.extra_head)
         if self.engine.server_timing:
             self.put_server_timing()
         close_after = not self.keep_alive
@@ -1339,6 +1350,8 @@ cdef class ClientProtocol:
             b.put_bytes(b"\r\nx-request-id: ")
             b.put_bytes(self.request_id)
             b.put_bytes(b"\r\n")
+            if self.extra_head is not None:
+                b.put_bytes(self.extra_head)
             if allowed:
                 names = [name for m, name in sorted(_METHOD_NAMES.items()) if allowed & (1 << m)]
                 b.put_bytes(("allow: " + ", ".join(names) + "\r\n").encode("ascii"))
@@ -1469,6 +1482,8 @@ cdef class ClientProtocol:
         self.t_up_end = 0
         self.ex_in = 0
         self.trace_len = 0
+        self.extra_head = None
+        self.rl_result = 0
 
     cdef void finish_record(self) noexcept:
         """Count the exchange that just ended (once) and write its access log line."""
@@ -1499,6 +1514,8 @@ cdef class ClientProtocol:
                     up_slot = pool.metric_slot
                 engine.metrics.record(route_slot, self.method_id, status, end - self.t_start,
                                       up_slot, up_ns)
+                if self.rl_result:
+                    engine.metrics.count(route_slot, _METHOD_RATELIMIT, self.rl_result)
             if engine.access_log is not None and engine.access_log.wants(status):
                 self.write_access_line(engine.access_log, status, end - self.t_start, up_ns,
                                        out_bytes)
@@ -1595,12 +1612,67 @@ cdef class ClientProtocol:
                 b.put("\"", 1)
             else:
                 b.put_bytes(b"null")
+        if f & AF_RATE_LIMIT:
+            b.put_bytes(b',"rate_limit":')
+            if self.rl_result == RL_ALLOWED:
+                b.put_bytes(b'"allowed"')
+            elif self.rl_result == RL_LIMITED:
+                b.put_bytes(b'"limited"')
+            else:
+                b.put_bytes(b"null")
         if b.data[start + 1] == c',':
             # The first selected field carries no comma before it.
             memmove(b.data + start + 1, b.data + start + 2, b.length - start - 2)
             b.length -= 1
         log.end_line()
         return 0
+
+    cdef bint rate_check(self, RateLimiter limiter) except *:
+        """A `rate_limit` step: build the key in place, decide, remember the fields every
+        response of this exchange carries; answer 429 when a limit says no."""
+        cdef HeadBuffer kb = _key_buffer
+        cdef RateDecision d
+        cdef Py_ssize_t i
+        kb.length = 0
+        for i in range(len(limiter.key_kinds)):
+            kind, arg = limiter.key_kinds[i]
+            if i:
+                kb.put("\0", 1)
+            if not self.put_key(kb, kind, arg):
+                self.put_key(kb, limiter.fallback, None)
+        limiter.decide(kb.data, kb.length, self.t_start, limiter.cost, &d)
+        self.rl_result = RL_ALLOWED if d.allowed else RL_LIMITED
+        if limiter.headers != RL_HEADERS_NONE or not d.allowed:
+            fields = _rate_limit_fields(limiter.headers, &d)
+            self.extra_head = fields if self.extra_head is None else self.extra_head + fields
+        if not d.allowed:
+            self.respond_local(E_RATE_LIMITED, 0)
+            return False
+        return True
+
+    cdef bint put_key(self, HeadBuffer kb, int kind, object arg) except *:
+        """Append one key source's bytes; False when the request does not have it."""
+        cdef RequestParser p = self.parser
+        cdef Py_ssize_t i, n
+        cdef int index
+        if kind == RL_KEY_CLIENT_IP:
+            kb.put_bytes(self.client_ip())
+        elif kind == RL_KEY_ROUTE:
+            kb.put_bytes(self.action.name_bytes)
+        elif kind == RL_KEY_HEADER:
+            n = PyBytes_GET_SIZE(<bytes>arg)
+            for i in range(p.n_headers):
+                if (p.hdr_name_len[i] == n
+                        and _h1_name_is(p.head + p.hdr_name_off[i], PyBytes_AS_STRING(arg), n)):
+                    kb.put(p.head + p.hdr_value_off[i], p.hdr_value_len[i])
+                    return True
+            return False
+        else:
+            index = (<dict>arg).get(self.match.pattern_id, -1)
+            if index < 0:
+                return False
+            kb.put(p.path + self.match.param_off[index], self.match.param_len[index])
+        return True
 
     cdef void pick_trace(self) noexcept:
         """W3C Trace Context: continue a valid traceparent with a span id of our own, or

@@ -51,9 +51,9 @@ ABSOLUTE_PATH_PATTERN = r"^/"
 # "/" itself, or a prefix without a trailing slash: "/users" strips "/users/1" -> "/1".
 STRIP_PREFIX_PATTERN = r"^/$|^/.*[^/]$"
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-DURATION_HINT = "a duration like '250ms', '10s', '5m', '1h' or a number of seconds > 0"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_HINT = "a duration like '250ms', '10s', '5m', '1h', '1d' or a number of seconds > 0"
 
 
 if TYPE_CHECKING:
@@ -213,6 +213,7 @@ AccessLogField = Literal[
     "duration_ms",
     "upstream_ms",
     "trace_id",
+    "rate_limit",
 ]
 ACCESS_LOG_FIELDS: tuple[str, ...] = typing.get_args(AccessLogField)
 # Every field but the query string, which may carry secrets.

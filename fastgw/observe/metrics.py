@@ -30,6 +30,7 @@ BOUNDS: tuple[float, ...] = _core.HISTOGRAM_BOUNDS
 def empty_snapshot() -> dict[str, Any]:
     return {
         "requests": [],
+        "ratelimit": [],
         "duration": {},
         "upstream_duration": {},
         "bytes": {"in": 0, "out": 0},
@@ -52,11 +53,14 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The sum of worker snapshots; a target is healthy only if every worker says so."""
     total = empty_snapshot()
     requests: dict[tuple[str, str, int], int] = {}
+    decisions: dict[tuple[str, str], int] = {}
     targets: dict[tuple[str, str], list[Any]] = {}
     for snap in snapshots:
         for route, method, status, count in snap.get("requests", ()):
             key = (route, method, status)
             requests[key] = requests.get(key, 0) + count
+        for route, result, count in snap.get("ratelimit", ()):
+            decisions[(route, result)] = decisions.get((route, result), 0) + count
         _add_histograms(total["duration"], snap.get("duration", {}))
         _add_histograms(total["upstream_duration"], snap.get("upstream_duration", {}))
         for direction in ("in", "out"):
@@ -71,6 +75,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         for key in ("lines", "sampled_out"):
             total["access_log"][key] += snap.get("access_log", {}).get(key, 0)
     total["requests"] = [[*key, count] for key, count in sorted(requests.items())]
+    total["ratelimit"] = [[*key, count] for key, count in sorted(decisions.items())]
     total["targets"] = sorted(targets.values())
     return total
 
@@ -105,6 +110,14 @@ class _SnapshotCollector:
         for route, method, status, count in snap["requests"]:
             requests.add_metric([route, method, str(status)], count)
         yield requests
+        decisions = CounterMetricFamily(
+            "fastgw_ratelimit_decisions",
+            "Rate limit decisions by route and result (allowed, limited).",
+            labels=["route", "result"],
+        )
+        for route, result, count in snap["ratelimit"]:
+            decisions.add_metric([route, result], count)
+        yield decisions
         yield _histogram(
             "fastgw_http_request_duration_seconds",
             "Time from the request head to the end of the response, by route.",

@@ -27,6 +27,7 @@ from fastgw.policy.base import (
     check_header_name,
     check_header_value,
 )
+from fastgw.policy.ratelimit import RateLimit
 
 __all__ = [
     "BUILTIN_POLICIES",
@@ -442,4 +443,5 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     DirectResponse,
     Redirect,
     PathRewrite,
+    RateLimit,
 )

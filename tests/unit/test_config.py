@@ -602,7 +602,7 @@ def test_durations(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-BAD_DURATIONS = ["10", "10 s", "10sec", "-1s", "0s", "1d", "", 0, -5, True, None, "nan", [1]]
+BAD_DURATIONS = ["10", "10 s", "10sec", "-1s", "0s", "1w", "", 0, -5, True, None, "nan", [1]]
 
 
 @pytest.mark.parametrize("value", BAD_DURATIONS, ids=[repr(v) for v in BAD_DURATIONS])

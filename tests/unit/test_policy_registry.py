@@ -115,8 +115,9 @@ def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         PolicyRegistry.default().resolve("key_auth")
     assert caught.value.message == "unknown policy 'key_auth'"
-    assert "direct_response, path_rewrite, redirect, request_headers, response_headers" in (
-        caught.value.expected or ""
+    assert (
+        "direct_response, path_rewrite, rate_limit, redirect, request_headers, response_headers"
+        in (caught.value.expected or "")
     )
 
 

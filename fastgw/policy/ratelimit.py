@@ -1,0 +1,175 @@
+"""The `rate_limit` policy: GCRA token buckets per key, checked in the compiled core.
+
+    policies:
+      - rate_limit:
+          key: client_ip                 # or route | header:NAME | param:NAME, or a list
+          limits: [{rate: 10, per: 1s, burst: 20}, {rate: 1000, per: 1h}]
+          policy: local                  # local (default) | redis
+
+Each limit is a generic cell rate algorithm bucket: `rate` requests per `per`, up to `burst`
+at once (default: `rate`). A request passes when every limit of the entry lets it; the
+strictest decides, and a rejected request consumes nothing. With `policy: local` the buckets
+live in a table of the core shared by all workers (compare-and-swap on one 64-bit word per
+key); `policy: redis` keeps them in Redis for several gateways (fastgw.policy.ratelimit_redis).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from msgspec import Meta
+
+from fastgw.config.schema import Duration
+from fastgw.policy.base import (
+    Policy,
+    PolicyConfig,
+    PolicyConfigError,
+    ProvisionContext,
+    check_header_name,
+)
+
+__all__ = [
+    "KEY_KINDS",
+    "LimitSpec",
+    "RateLimit",
+    "RateLimitConfig",
+    "RedisSettings",
+    "parse_key",
+]
+
+# Key sources the gateway can read today. "consumer" and "claim:NAME" need an authentication
+# policy, which fastgw does not have yet: they are refused with that reason.
+KEY_KINDS = ("client_ip", "route", "header", "param")
+_NEEDS_AUTH = ("consumer", "claim")
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class LimitSpec(PolicyConfig, kw_only=True):
+    """`rate` requests per `per`, at most `burst` at once (default: `rate`)."""
+
+    rate: Annotated[int, Meta(ge=1, le=1_000_000_000)]
+    per: Duration = 1.0
+    burst: Annotated[int, Meta(ge=1, le=1_000_000_000)] | None = None
+
+
+class RedisSettings(PolicyConfig, kw_only=True):
+    """Where the shared buckets of `policy: redis` live, and how long a check may wait."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout: Duration = 0.05
+    # exact: one round trip per request; batched: leases of `batch` tokens checked locally.
+    mode: Literal["exact", "batched"] = "exact"
+    batch: Annotated[int, Meta(ge=1, le=100_000)] = 20
+
+
+class RateLimitConfig(PolicyConfig, kw_only=True):
+    key: str | Annotated[tuple[str, ...], Meta(min_length=1)] = "client_ip"
+    # Used when a request lacks a key field (no such header, or the pattern has no such
+    # parameter).
+    fallback: str = "client_ip"
+    limits: Annotated[tuple[LimitSpec, ...], Meta(min_length=1, max_length=8)]
+    cost: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+    policy: Literal["local", "redis"] = "local"
+    redis: RedisSettings = RedisSettings()
+    # Redis unreachable or slow: let the request through (true) or answer 503 (false).
+    fail_open: bool = True
+    # draft: RateLimit-Limit/-Remaining/-Reset; legacy: X-RateLimit-*; both; none.
+    headers: Literal["draft", "legacy", "both", "none"] = "draft"
+
+
+def parse_key(text: str, params: tuple[str, ...], at: tuple[Any, ...]) -> tuple[str, str]:
+    """ "header:X-Api-Key" -> ("header", "x-api-key"); raise PolicyConfigError if unknown."""
+    kind, _, arg = text.partition(":")
+    if kind in _NEEDS_AUTH:
+        raise PolicyConfigError(
+            f"key {text!r} needs an authentication policy on the route; fastgw has none yet",
+            at,
+        )
+    if kind not in KEY_KINDS:
+        raise PolicyConfigError(
+            f"unknown key {text!r}",
+            at,
+            expected="client_ip, route, header:NAME or param:NAME",
+            got=repr(text),
+        )
+    if kind in ("client_ip", "route"):
+        if arg:
+            raise PolicyConfigError(f"key {kind!r} takes no argument, got {text!r}", at)
+        return kind, ""
+    if not arg:
+        raise PolicyConfigError(f"key {kind!r} needs a name: '{kind}:NAME'", at)
+    if kind == "header":
+        try:
+            return kind, check_header_name(arg)
+        except ValueError as exc:
+            raise PolicyConfigError(str(exc), at) from None
+    if not _PARAM.match(arg):
+        raise PolicyConfigError(f"invalid parameter name {arg!r}", at)
+    return kind, arg
+
+
+class RateLimit(Policy):
+    """Rate limiting by key; see the module docstring."""
+
+    name = "rate_limit"
+    kind: ClassVar[str] = "rate_limit"
+    Config = RateLimitConfig
+
+    def __new__(cls, config: RateLimitConfig, context: ProvisionContext) -> RateLimit:
+        if cls is RateLimit and config.policy == "redis":
+            try:
+                from fastgw.policy.ratelimit_redis import RedisRateLimit
+            except ImportError as exc:
+                raise PolicyConfigError(
+                    f"policy: redis is not available here ({exc})", ("policy",)
+                ) from None
+            return super().__new__(RedisRateLimit)
+        return super().__new__(cls)
+
+    def __init__(self, config: RateLimitConfig, context: ProvisionContext) -> None:
+        super().__init__(config, context)
+        keys = (config.key,) if isinstance(config.key, str) else config.key
+        self.keys = tuple(
+            parse_key(
+                text, context.route_params, ("key",) if isinstance(config.key, str) else ("key", i)
+            )
+            for i, text in enumerate(keys)
+        )
+        self.fallback = parse_key(config.fallback, context.route_params, ("fallback",))
+        if self.fallback[0] in ("header", "param"):
+            raise PolicyConfigError(
+                "the fallback key must always be there: client_ip or route", ("fallback",)
+            )
+        for i, limit in enumerate(config.limits):
+            burst = limit.burst if limit.burst is not None else limit.rate
+            if limit.per * 1e9 / limit.rate < 1 or burst < config.cost:
+                raise PolicyConfigError(
+                    f"limit {limit.rate}/{limit.per:g}s with burst {burst} cannot admit a "
+                    f"request of cost {config.cost}"
+                    if burst < config.cost
+                    else f"rate {limit.rate} per {limit.per:g}s is beyond one per nanosecond",
+                    ("limits", i),
+                )
+        # One identity per entry location: the same config in every worker (and gateway)
+        # names the same buckets; a moved entry starts with full buckets.
+        self.limiter_id = f"{context.route_name or '*'}|{context.path}"
+
+    def limit_table(self) -> list[tuple[int, int, int, float]]:
+        """Per limit: (ns per token, burst, rate, window seconds)."""
+        rows = []
+        for limit in self.config.limits:
+            burst = limit.burst if limit.burst is not None else limit.rate
+            rows.append((round(limit.per * 1e9 / limit.rate), burst, limit.rate, float(limit.per)))
+        return rows
+
+    def compiled(self) -> tuple[Any, ...]:
+        return (
+            "rate_limit",
+            self.limiter_id,
+            self.keys,
+            self.fallback,
+            self.limit_table(),
+            self.config.cost,
+            self.config.headers,
+        )
