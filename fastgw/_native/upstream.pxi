@@ -22,6 +22,7 @@ cdef class UpstreamTarget:
     cdef readonly int64_t connects       # connections ever opened (tests count reuse)
     cdef readonly int failures           # connection attempts failed in a row (passive health)
     cdef readonly bytes label            # "host:port" for logs and metrics
+    cdef bytes log_field                 # ',"target":"host:port"' for the access log
 
     def __init__(self, str host, int port):
         self.host = host
@@ -33,6 +34,7 @@ cdef class UpstreamTarget:
         else:
             self.host_header = b"%s:%d" % (host.encode("idna"), port)
         self.label = (b"[%s]:%d" if ":" in host else b"%s:%d") % (host.encode("idna"), port)
+        self.log_field = b',"target":"' + self.label + b'"'
         self.idle = []
         self.max_idle = 64
         self.idle_timeout = 60.0
@@ -111,6 +113,7 @@ cdef class UpstreamPool:
     cdef readonly str name
     cdef list targets
     cdef int metric_slot                 # this upstream in the engine's CoreMetrics
+    cdef bytes log_field                 # ',"upstream":"NAME"' for the access log
     cdef int[64] weights
     cdef int[64] current
     cdef int total_weight
@@ -121,6 +124,7 @@ cdef class UpstreamPool:
             raise ValueError("an upstream needs 1 to 64 targets")
         self.name = name
         self.metric_slot = -1
+        self.log_field = b',"upstream":' + _orjson.dumps(name)
         self.targets = list(targets)
         self.count = len(targets)
         self.total_weight = 0

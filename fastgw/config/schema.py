@@ -231,7 +231,7 @@ class AccessLogSettings(_Section, kw_only=True):
     fields: Annotated[tuple[AccessLogField, ...], Meta(min_length=1)] = DEFAULT_ACCESS_LOG_FIELDS
     sample: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
     keep_errors: bool = True
-    buffer: Annotated[int, Meta(ge=0, le=16777216)] = 65536
+    buffer: Annotated[int, Meta(ge=0, le=16777216)] = 262144
     flush_interval: Duration = 1.0
 
 

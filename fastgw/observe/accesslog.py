@@ -1,6 +1,6 @@
 """Where access log lines go: a writer thread, so the event loop never waits on a disk or pipe.
 
-The core formats lines into its own buffer and hands over 64 KiB (by default) at a time, or
+The core formats lines into its own buffer and hands over 256 KiB (by default) at a time, or
 whatever it holds once per `flush_interval`. The thread writes them to stdout, stderr or a file
 opened for appending; `reopen()` (SIGUSR1) closes and reopens the file after logrotate moved
 it. Writes to a pipe are cut at line boundaries into pieces of at most PIPE_BUF bytes, so that
