@@ -29,6 +29,7 @@ run: build
 	@$(BIN)/python examples/run_demo.py
 
 test: build
+	@command -v redis-server >/dev/null 2>&1 || echo "redis-server not found: Redis rate-limit tests are skipped (apt-get install redis-server)"
 	$(BIN)/python -m pytest -q tests
 
 lint: $(VENV)/.installed
