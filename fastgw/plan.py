@@ -164,6 +164,24 @@ def _compile_ops(ops: list[Any], params: list[str]) -> tuple[Any, ...]:
     )
 
 
+def _core_keys(
+    keys: Sequence[tuple[str, str]], params: dict[int, list[str]], pattern_ids: list[int]
+) -> list[tuple[str, Any]]:
+    """Key sources as the core reads them: header names as bytes, a path parameter as its
+    capture index in each pattern (-1 where the pattern lacks it)."""
+    core_keys: list[tuple[str, Any]] = []
+    for kind, arg in keys:
+        value: Any = arg
+        if kind == "header":
+            value = arg.encode("latin-1")
+        elif kind == "param":
+            value = {
+                pid: params[pid].index(arg) if arg in params[pid] else -1 for pid in pattern_ids
+            }
+        core_keys.append((kind, value))
+    return core_keys
+
+
 def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any:
     """A provisioned chain -> the core's CoreChain (None for an empty, healthy chain)."""
     if chain.disabled:
@@ -216,27 +234,33 @@ def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any
                 )
             )
         elif policy.kind == "rate_limit":
-            _, limiter_id, keys, fallback, limits, cost, headers = policy.compiled()
-            core_keys = []
-            for kind, arg in keys:
-                if kind == "header":
-                    arg = arg.encode("latin-1")
-                elif kind == "param":
-                    # Where the parameter is in each pattern's captures (-1: not there).
-                    arg = {
-                        pid: params[pid].index(arg) if arg in params[pid] else -1
-                        for pid in pattern_ids
-                    }
-                core_keys.append((kind, arg))
+            _, limiter_id, keys, fallback, limits, cost, headers, delay_ns = policy.compiled()
             limiter = _core.RateLimiter(
                 limiter_id,
-                core_keys,
+                _core_keys(keys, params, pattern_ids),
                 fallback[0],
                 [(interval, burst) for interval, burst, _rate, _per in limits],
                 cost,
                 headers,
+                None,
+                delay_ns,
             )
             steps.append((codes["rate_limit"], limiter))
+        elif policy.kind == "concurrency_limit":
+            _, keys, fallback, most, queue, queue_timeout, status = policy.compiled()
+            steps.append(
+                (
+                    codes["concurrency_limit"],
+                    _core.ConcurrencyLimiter(
+                        _core_keys(keys, params, pattern_ids),
+                        fallback[0],
+                        most,
+                        queue,
+                        queue_timeout,
+                        status,
+                    ),
+                )
+            )
         else:
             raise ValueError(f"policy kind {policy.kind!r} is not known to the core")
     body_limit = max((p.policy.needs_body for p in chain.policies), default=0)

@@ -147,6 +147,8 @@ cdef enum ErrorCode:
     E_POLICY_TIMEOUT = 101
     E_RATE_LIMITED = 102
     E_RATE_LIMIT_UNAVAILABLE = 103
+    E_CONCURRENCY_LIMITED = 104
+    E_CONCURRENCY_LIMITED_429 = 105
 
 
 # code -> (status, stable code, message). The JSON error body is built from this table.
@@ -224,4 +226,6 @@ ERROR_TABLE = {
     E_RATE_LIMITED: (429, "rate_limited", "rate limit exceeded"),
     E_RATE_LIMIT_UNAVAILABLE: (503, "rate_limit_unavailable",
                                "the rate limit could not be checked"),
+    E_CONCURRENCY_LIMITED: (503, "concurrency_limited", "too many requests in flight"),
+    E_CONCURRENCY_LIMITED_429: (429, "concurrency_limited", "too many requests in flight"),
 }

@@ -37,6 +37,7 @@ cdef enum:
     STEP_RESPOND = 3
     STEP_REDIRECT = 4
     STEP_RATE_LIMIT = 5
+    STEP_CONCURRENCY = 6
     OP_SET = 1
     OP_ADD = 2
     OP_REMOVE = 3
@@ -58,7 +59,8 @@ TEMPLATE_VARIABLES = {
 }
 HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RENAME}
 CHAIN_STEPS = {"sync": STEP_PY_SYNC, "async": STEP_PY_ASYNC, "respond": STEP_RESPOND,
-               "redirect": STEP_REDIRECT, "rate_limit": STEP_RATE_LIMIT}
+               "redirect": STEP_REDIRECT, "rate_limit": STEP_RATE_LIMIT,
+               "concurrency_limit": STEP_CONCURRENCY}
 
 # Fields the gateway itself manages: no policy may set, remove or rename them. The one list:
 # request_headers checks its config against it too (fastgw/policy/builtins.py).

@@ -7,6 +7,7 @@
 
 from libc.string cimport memcmp, memmove
 import ipaddress as _ipaddress
+from collections import deque as _deque
 import os as _os
 
 import orjson as _orjson
@@ -370,6 +371,10 @@ cdef class ClientProtocol:
     cdef char trace[56]
     cdef bytes extra_head          # fields every response of this exchange carries (limits)
     cdef int rl_result             # RL_ALLOWED / RL_LIMITED, 0 without a rate limit
+    cdef object park_handle        # a rate limit `delay`: the timer that resumes the chain
+    cdef ConcurrencyLimiter waiting_on   # queued for a place of this concurrency limit
+    cdef bytes waiting_key
+    cdef list held                 # [(ConcurrencyLimiter, key)] places this exchange holds
 
     def __init__(self, Engine engine):
         self.engine = engine
@@ -594,7 +599,7 @@ cdef class ClientProtocol:
     cdef int run_request_steps(self, Py_ssize_t start) except -1:
         cdef tuple steps = self.chain.steps
         cdef Py_ssize_t i
-        cdef int kind
+        cdef int kind, outcome
         cdef bint finished = False
         for i in range(start, len(steps)):
             kind, payload = steps[i]
@@ -628,8 +633,13 @@ cdef class ClientProtocol:
                 self.deadline = _now + self.plan.upstream_read
                 return HOOK_STEP_SUSPENDED
             elif kind == STEP_RATE_LIMIT:
-                if not self.rate_check(<RateLimiter>payload):
-                    return HOOK_STEP_ANSWERED
+                outcome = self.rate_check(<RateLimiter>payload, i)
+                if outcome != HOOK_STEP_DONE:
+                    return outcome
+            elif kind == STEP_CONCURRENCY:
+                outcome = self.concurrency_check(<ConcurrencyLimiter>payload, i)
+                if outcome != HOOK_STEP_DONE:
+                    return outcome
             elif kind == STEP_RESPOND:
                 self.answer_prebuilt(payload)
                 return HOOK_STEP_ANSWERED
@@ -668,8 +678,13 @@ cdef class ClientProtocol:
 
     cdef void cancel_hook(self) noexcept:
         cdef object task = self.hook_task
+        cdef object handle = self.park_handle
         self.hook_task = None
+        self.park_handle = None
         self.response_hold = False
+        self.leave_queue()
+        if handle is not None:
+            handle.cancel()
         if task is not None:
             try:
                 task.cancel()
@@ -1434,7 +1449,16 @@ cdef class ClientProtocol:
                 self.up = None
             self.close_transport()
         elif self.state == CS_EXCHANGE:
-            if self.hook_task is not None:
+            if self.waiting_on is not None:
+                # No concurrency place came free within queue_timeout.
+                code = self.waiting_on.code
+                self.leave_queue()
+                self.keep_alive = False
+                self.respond_local(code, 0)
+                if not self.closed:
+                    self.flush()
+                    self.close_transport()
+            elif self.hook_task is not None or self.park_handle is not None:
                 # An async policy hook did not finish within upstream_read.
                 self.cancel_hook()
                 if self.up is not None:
@@ -1497,6 +1521,8 @@ cdef class ClientProtocol:
         if not self.ex_open:
             return
         self.ex_open = False
+        if self.held is not None:
+            self.release_held()
         try:
             end = self.t_up_end if self.t_up_end else _mono_ns()
             if self.t_up_start:
@@ -1618,28 +1644,118 @@ cdef class ClientProtocol:
         log.end_line()
         return 0
 
-    cdef bint rate_check(self, RateLimiter limiter) except *:
-        """A `rate_limit` step: build the key in place, decide, remember the fields every
-        response of this exchange carries; answer 429 when a limit says no."""
+    cdef int build_key(self, tuple key_kinds, int fallback) except -1:
+        """A limiter's key for this request, built in _key_buffer: the key sources joined
+        by NUL, each missing one replaced by the fallback."""
         cdef HeadBuffer kb = _key_buffer
-        cdef RateDecision d
         cdef Py_ssize_t i
         kb.length = 0
-        for i in range(len(limiter.key_kinds)):
-            kind, arg = limiter.key_kinds[i]
+        for i in range(len(key_kinds)):
+            kind, arg = key_kinds[i]
             if i:
                 kb.put("\0", 1)
             if not self.put_key(kb, kind, arg):
-                self.put_key(kb, limiter.fallback, None)
-        limiter.decide(kb.data, kb.length, self.t_start, limiter.cost, &d)
+                self.put_key(kb, fallback, None)
+        return 0
+
+    cdef int rate_check(self, RateLimiter limiter, Py_ssize_t step) except -1:
+        """A `rate_limit` step: decide, remember the fields every response of this exchange
+        carries; answer 429 when a limit says no, or wait when its `delay` allows."""
+        cdef RateDecision d
+        self.build_key(limiter.key_kinds, limiter.fallback)
+        limiter.decide(_key_buffer.data, _key_buffer.length, self.t_start, limiter.cost, &d)
         self.rl_result = RL_ALLOWED if d.allowed else RL_LIMITED
         if limiter.headers != RL_HEADERS_NONE or not d.allowed:
             fields = _rate_limit_fields(limiter.headers, &d)
             self.extra_head = fields if self.extra_head is None else self.extra_head + fields
         if not d.allowed:
             self.respond_local(E_RATE_LIMITED, 0)
-            return False
-        return True
+            return HOOK_STEP_ANSWERED
+        if d.wait_ns > 0:
+            self.hook_index = step + 1
+            self.park_handle = self.engine.loop.call_later(
+                d.wait_ns / 1e9, self._wake, self.exchange_serial)
+            self.deadline = _now + d.wait_ns / 1e9 + self.plan.upstream_read
+            return HOOK_STEP_SUSPENDED
+        return HOOK_STEP_DONE
+
+    cdef int concurrency_check(self, ConcurrencyLimiter limiter, Py_ssize_t step) except -1:
+        """A `concurrency_limit` step: take a place, queue for one, or answer 503/429."""
+        self.build_key(limiter.key_kinds, limiter.fallback)
+        key = _key_buffer.take()
+        count = limiter.counts.get(key, 0)
+        if count < limiter.max_inflight:
+            limiter.counts[key] = count + 1
+            if self.held is None:
+                self.held = []
+            self.held.append((limiter, key))
+            return HOOK_STEP_DONE
+        queue = limiter.queues.get(key)
+        if limiter.queue_max and (queue is None or len(queue) < limiter.queue_max):
+            if queue is None:
+                queue = limiter.queues[key] = _deque()
+            queue.append((self, self.exchange_serial))
+            self.waiting_on = limiter
+            self.waiting_key = key
+            self.hook_index = step + 1
+            self.deadline = _now + limiter.queue_timeout
+            return HOOK_STEP_SUSPENDED
+        self.respond_local(limiter.code, 0)
+        return HOOK_STEP_ANSWERED
+
+    cdef void leave_queue(self) noexcept:
+        cdef ConcurrencyLimiter limiter = self.waiting_on
+        if limiter is None:
+            return
+        self.waiting_on = None
+        try:
+            queue = limiter.queues.get(self.waiting_key)
+            if queue is not None:
+                try:
+                    queue.remove((self, self.exchange_serial))
+                except ValueError:
+                    pass
+                if not queue:
+                    del limiter.queues[self.waiting_key]
+        except BaseException:
+            pass
+        self.waiting_key = None
+
+    cdef void release_held(self) noexcept:
+        """The exchange is over: give each concurrency place to the next waiter, if any."""
+        cdef ClientProtocol waiter
+        cdef ConcurrencyLimiter limiter
+        held, self.held = self.held, None
+        try:
+            for limiter, key in held:
+                queue = limiter.queues.get(key)
+                while queue:
+                    waiter, serial = queue.popleft()
+                    if (waiter.closed or waiter.waiting_on is not limiter
+                            or waiter.exchange_serial != serial):
+                        continue
+                    waiter.waiting_on = None
+                    waiter.waiting_key = None
+                    if waiter.held is None:
+                        waiter.held = []
+                    waiter.held.append((limiter, key))   # the place passes on: same count
+                    self.engine.loop.call_soon(waiter._wake, serial)
+                    break
+                else:
+                    count = limiter.counts[key] - 1
+                    if count:
+                        limiter.counts[key] = count
+                    else:
+                        del limiter.counts[key]
+                if queue is not None and not queue:
+                    limiter.queues.pop(key, None)
+        except BaseException:
+            pass
+
+    def _wake(self, uint64_t serial):
+        """A rate limit delay ran out, or a concurrency place came free: carry on."""
+        self.park_handle = None
+        self.on_hook_done(None, None, False, serial)
 
     cdef bint put_key(self, HeadBuffer kb, int kind, object arg) except *:
         """Append one key source's bytes; False when the request does not have it."""

@@ -207,6 +207,7 @@ cdef struct RateDecision:
     int64_t remaining
     int64_t reset_s           # seconds until that bucket is full again
     int64_t retry_after_s     # on a rejection: seconds until the request would pass
+    int64_t wait_ns           # allowed after this wait (`delay`); 0: at once
 
 
 cdef inline int64_t _ceil_s(int64_t ns) noexcept:
@@ -225,13 +226,14 @@ cdef class RateLimiter:
     cdef int64_t[RL_MAX_LIMITS] capacity  # burst * interval
     cdef int64_t[RL_MAX_LIMITS] burst
     cdef readonly int64_t cost
+    cdef readonly int64_t delay_ns        # a request may wait this long instead of a 429
     cdef readonly int headers
     cdef readonly tuple key_kinds         # ((kind, header name | {pattern id: capture}), ...)
     cdef readonly int fallback
     cdef readonly str limiter_id
 
     def __init__(self, str limiter_id, keys, fallback, limits, int cost=1, str headers="draft",
-                 RateTable table=None):
+                 RateTable table=None, int64_t delay_ns=0):
         self.table = table if table is not None else rate_table()
         self.limiter_id = limiter_id
         ident = limiter_id.encode("utf-8")
@@ -246,6 +248,7 @@ cdef class RateLimiter:
             self.burst[i] = burst
             self.capacity[i] = interval * burst
         self.cost = cost
+        self.delay_ns = delay_ns
         self.headers = {"none": RL_HEADERS_NONE, "draft": RL_HEADERS_DRAFT,
                         "legacy": RL_HEADERS_LEGACY, "both": RL_HEADERS_BOTH}[headers]
         kinds = {"client_ip": RL_KEY_CLIENT_IP, "route": RL_KEY_ROUTE,
@@ -268,6 +271,7 @@ cdef class RateLimiter:
         cdef uint64_t* key_word
         out.allowed = True
         out.retry_after_s = 0
+        out.wait_ns = 0
         for i in range(self.n_limits):
             slot_key = _fmix64(h + <uint64_t>(i + 1) * <uint64_t>0x9E3779B97F4A7C15) | 1
             spins = 0
@@ -290,7 +294,7 @@ cdef class RateLimiter:
                         continue
                 base_tat = tat if <int64_t>tat > now else <uint64_t>now
                 new_tat = base_tat + <uint64_t>(cost * self.interval[i])
-                if <int64_t>(new_tat - <uint64_t>now) > self.capacity[i]:
+                if <int64_t>(new_tat - <uint64_t>now) > self.capacity[i] + self.delay_ns:
                     # Rejected: undo what earlier limits took, report this one.
                     if fresh:
                         fgw_store64(word, <uint64_t>now + 1)
@@ -303,7 +307,7 @@ cdef class RateLimiter:
                     out.reset_s = (_ceil_s(<int64_t>(tat - <uint64_t>now))
                                    if <int64_t>tat > now else 0)
                     out.retry_after_s = max(1, _ceil_s(
-                        <int64_t>(new_tat - <uint64_t>now) - self.capacity[i]))
+                        <int64_t>(new_tat - <uint64_t>now) - self.capacity[i] - self.delay_ns))
                     return 0
                 if fresh:
                     fgw_store64(word, new_tat)
@@ -313,6 +317,12 @@ cdef class RateLimiter:
                 before[i] = new_tat
                 remaining = ((self.capacity[i] - <int64_t>(new_tat - <uint64_t>now))
                              // self.interval[i])
+                if remaining < 0:
+                    # Admitted beyond the burst: it waits until its token is due (nginx's
+                    # limit_req delay).
+                    out.wait_ns = max(out.wait_ns, <int64_t>(new_tat - <uint64_t>now)
+                                      - self.capacity[i])
+                    remaining = 0
                 if best_remaining < 0 or remaining < best_remaining:
                     best_remaining = remaining
                     out.limit = self.burst[i]
@@ -344,6 +354,9 @@ cdef class RateLimiter:
         cdef int64_t now = _mono_ns() if now_ns is None else now_ns
         self.decide(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), now,
                     self.cost if cost is None else cost, &d)
+        if self.delay_ns:
+            return (bool(d.allowed), d.limit, d.remaining, d.reset_s, d.retry_after_s,
+                    d.wait_ns)
         return (bool(d.allowed), d.limit, d.remaining, d.reset_s, d.retry_after_s)
 
     def check_fast(self, bytes key):
@@ -377,6 +390,40 @@ cdef class RateLimiter:
         free(ptrs)
         free(lens)
         return (end - start) / max(1, rounds * n)
+
+
+cdef class ConcurrencyLimiter:
+    """A `concurrency_limit` entry: requests in flight per key in this worker, and the
+    requests waiting for a place (ClientProtocol does the acquiring and releasing)."""
+
+    cdef readonly int max_inflight
+    cdef readonly int queue_max          # waiting requests per key; 0: refuse at once
+    cdef readonly double queue_timeout
+    cdef readonly int code               # E_CONCURRENCY_LIMITED or _429
+    cdef readonly tuple key_kinds
+    cdef readonly int fallback
+    cdef dict counts                     # key bytes -> requests in flight
+    cdef dict queues                     # key bytes -> deque of (ClientProtocol, serial)
+
+    def __init__(self, keys, str fallback, int max_inflight, int queue_max=0,
+                 double queue_timeout=1.0, int status=503):
+        kinds = {"client_ip": RL_KEY_CLIENT_IP, "route": RL_KEY_ROUTE,
+                 "header": RL_KEY_HEADER, "param": RL_KEY_PARAM}
+        self.key_kinds = tuple((kinds[kind], arg) for kind, arg in keys)
+        self.fallback = kinds[fallback]
+        self.max_inflight = max_inflight
+        self.queue_max = queue_max
+        self.queue_timeout = queue_timeout
+        self.code = E_CONCURRENCY_LIMITED_429 if status == 429 else E_CONCURRENCY_LIMITED
+        self.counts = {}
+        self.queues = {}
+
+    def inflight(self, bytes key):
+        return self.counts.get(key, 0)
+
+    def waiting(self, bytes key):
+        queue = self.queues.get(key)
+        return len(queue) if queue is not None else 0
 
 
 cdef HeadBuffer _rl_buffer = HeadBuffer()

@@ -27,7 +27,7 @@ from fastgw.policy.base import (
     check_header_name,
     check_header_value,
 )
-from fastgw.policy.ratelimit import RateLimit
+from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 
 __all__ = [
     "BUILTIN_POLICIES",
@@ -444,4 +444,5 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     Redirect,
     PathRewrite,
     RateLimit,
+    ConcurrencyLimit,
 )

@@ -31,6 +31,8 @@ from fastgw.policy.base import (
 
 __all__ = [
     "KEY_KINDS",
+    "ConcurrencyLimit",
+    "ConcurrencyLimitConfig",
     "LimitSpec",
     "RateLimit",
     "RateLimitConfig",
@@ -76,6 +78,9 @@ class RateLimitConfig(PolicyConfig, kw_only=True):
     fail_open: bool = True
     # draft: RateLimit-Limit/-Remaining/-Reset; legacy: X-RateLimit-*; both; none.
     headers: Literal["draft", "legacy", "both", "none"] = "draft"
+    # A request over the burst waits up to this long for its token instead of a 429
+    # (nginx's limit_req delay); none: refuse at once.
+    delay: Duration | None = None
 
 
 def parse_key(text: str, params: tuple[str, ...], at: tuple[Any, ...]) -> tuple[str, str]:
@@ -151,6 +156,8 @@ class RateLimit(Policy):
                     else f"rate {limit.rate} per {limit.per:g}s is beyond one per nanosecond",
                     ("limits", i),
                 )
+        if config.delay is not None and config.policy == "redis":
+            raise PolicyConfigError("delay works with policy: local only", ("delay",))
         # One identity per entry location: the same config in every worker (and gateway)
         # names the same buckets; a moved entry starts with full buckets.
         self.limiter_id = f"{context.route_name or '*'}|{context.path}"
@@ -172,4 +179,52 @@ class RateLimit(Policy):
             self.limit_table(),
             self.config.cost,
             self.config.headers,
+            round((self.config.delay or 0.0) * 1e9),
+        )
+
+
+class ConcurrencyLimitConfig(PolicyConfig, kw_only=True):
+    """At most `max` requests in flight per key in each worker process."""
+
+    max: Annotated[int, Meta(ge=1, le=1_000_000)]
+    key: str | Annotated[tuple[str, ...], Meta(min_length=1)] = "route"
+    fallback: str = "route"
+    status: Literal[503, 429] = 503
+    # Requests beyond `max` wait for a place, at most `queue` of them per key and each at
+    # most `queue_timeout`; 0: refuse at once.
+    queue: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    queue_timeout: Duration = 1.0
+
+
+class ConcurrencyLimit(Policy):
+    """Limit the requests in flight (their upstream exchange included) per key."""
+
+    name = "concurrency_limit"
+    kind: ClassVar[str] = "concurrency_limit"
+    Config = ConcurrencyLimitConfig
+
+    def __init__(self, config: ConcurrencyLimitConfig, context: ProvisionContext) -> None:
+        super().__init__(config, context)
+        single = isinstance(config.key, str)
+        keys = (config.key,) if single else config.key
+        self.keys = tuple(
+            parse_key(text, context.route_params, ("key",) if single else ("key", i))
+            for i, text in enumerate(keys)
+        )
+        self.fallback = parse_key(config.fallback, context.route_params, ("fallback",))
+        if self.fallback[0] in ("header", "param"):
+            raise PolicyConfigError(
+                "the fallback key must always be there: client_ip or route", ("fallback",)
+            )
+
+    def compiled(self) -> tuple[Any, ...]:
+        config = self.config
+        return (
+            "concurrency_limit",
+            self.keys,
+            self.fallback,
+            config.max,
+            config.queue,
+            float(config.queue_timeout),
+            config.status,
         )

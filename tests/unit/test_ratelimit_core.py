@@ -204,3 +204,22 @@ def test_config_errors_name_the_entry(entry: dict[str, Any], message: str):
     text = str(info.value)
     assert message in text
     assert "$.routes[0].policies[0]" in text
+
+
+def test_delay_admits_beyond_the_burst_with_a_wait():
+    table = _core.RateTable(1 << 10)
+    lim = _core.RateLimiter(
+        "delay",
+        [("client_ip", None)],
+        "client_ip",
+        [(SECOND // 10, 2)],
+        1,
+        "draft",
+        table,
+        300_000_000,
+    )
+    decisions = [lim.check(b"d", 0) for _ in range(6)]
+    assert [d[0] for d in decisions] == [True, True, True, True, True, False]
+    # Two from the burst at once, then one every 100 ms, up to the 300 ms delay.
+    assert [d[5] for d in decisions[:5]] == [0, 0, 100_000_000, 200_000_000, 300_000_000]
+    assert decisions[5][4] == 1  # Retry-After

@@ -1,0 +1,99 @@
+"""`concurrency_limit` and the rate limit `delay` through a real gateway, with an upstream
+slow enough that requests overlap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+
+def start(gateway: Any, upstream: Any, entry: dict[str, Any], delay: float = 0.6) -> Any:
+    slow = upstream("slow", delay=delay)
+    return gateway(
+        routes=[
+            {
+                "name": "slow",
+                "match": {"paths": ["/slow"]},
+                "upstream": "s",
+                "policies": [entry],
+            }
+        ],
+        upstreams={"s": slow},
+    )
+
+
+def concurrent(gw: Any, count: int, stagger: float = 0.05) -> list[tuple[int, float, str]]:
+    """`count` requests on their own connections, started `stagger` apart: (status,
+    seconds taken, error code or "") in start order."""
+    results: list[Any] = [None] * count
+
+    def one(i: int) -> None:
+        started = time.monotonic()
+        with gw.connect(timeout=10) as client:
+            resp = client.request("GET", "/slow")
+        code = resp.error()["code"] if resp.status >= 400 else ""
+        results[i] = (resp.status, time.monotonic() - started, code)
+
+    threads = []
+    for i in range(count):
+        thread = threading.Thread(target=one, args=(i,))
+        thread.start()
+        threads.append(thread)
+        time.sleep(stagger)
+    for thread in threads:
+        thread.join(20)
+    return results
+
+
+def test_refuses_beyond_max(gateway: Any, upstream: Any):
+    gw = start(gateway, upstream, {"concurrency_limit": {"max": 2}})
+    results = concurrent(gw, 3)
+    assert [r[0] for r in results] == [200, 200, 503]
+    assert results[2][2] == "concurrency_limited"
+    # The places come back when the exchanges end.
+    assert [r[0] for r in concurrent(gw, 2)] == [200, 200]
+
+
+def test_status_429(gateway: Any, upstream: Any):
+    gw = start(gateway, upstream, {"concurrency_limit": {"max": 1, "status": 429}})
+    assert [r[0] for r in concurrent(gw, 2)] == [200, 429]
+
+
+def test_queue_waits_for_a_place(gateway: Any, upstream: Any):
+    gw = start(
+        gateway, upstream, {"concurrency_limit": {"max": 1, "queue": 2, "queue_timeout": "5s"}}
+    )
+    results = concurrent(gw, 3)
+    assert [r[0] for r in results] == [200, 200, 200]
+    # One at a time: the third waited for two exchanges of about 0.6 s.
+    assert results[2][1] > 1.0
+
+
+def test_queue_timeout_and_bound(gateway: Any, upstream: Any):
+    gw = start(
+        gateway,
+        upstream,
+        {"concurrency_limit": {"max": 1, "queue": 1, "queue_timeout": "200ms"}},
+        delay=1.0,
+    )
+    results = concurrent(gw, 3)
+    assert [r[0] for r in results] == [200, 503, 503]
+    # The second waited in the queue until its timeout (timeouts have the engine tick's
+    # 100 ms resolution); the third found the queue full and was refused at once.
+    assert results[1][1] >= 0.1 and results[2][1] < results[1][1]
+
+
+def test_rate_limit_delay_spaces_requests(gateway: Any, upstream: Any):
+    gw = start(
+        gateway,
+        upstream,
+        {"rate_limit": {"limits": [{"rate": 10, "per": "1s", "burst": 1}], "delay": "1s"}},
+        delay=0.0,
+    )
+    started = time.monotonic()
+    with gw.connect() as client:
+        statuses = [client.request("GET", "/slow").status for _ in range(5)]
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 5
+    assert 0.35 <= elapsed < 2.0  # four waits of about 100 ms each
