@@ -133,6 +133,8 @@ class UpstreamTarget:
     connect_timeout: float
     open_connections: int
     connects: int
+    failures: int
+    label: bytes
     idle_count: int
     def __init__(self, host: str, port: int) -> None: ...
     def close_idle(self) -> None: ...
@@ -182,3 +184,107 @@ class Engine:
     def protocol_factory(self) -> Any: ...
     def begin_drain(self) -> None: ...
     def close(self) -> None: ...
+    metrics: CoreMetrics
+    metrics_on: bool
+    access_log: AccessLog | None
+    trace_mode: int
+    server_timing: bool
+    def connection_states(self) -> dict[str, int]: ...
+    def metrics_snapshot(self) -> dict[str, Any]: ...
+
+HISTOGRAM_BOUNDS: tuple[float, ...]
+ACCESS_LOG_FIELDS: tuple[str, ...]
+
+class CoreMetrics:
+    """Per-worker counters by route, method and status; latency histograms."""
+
+    bytes_in: int
+    bytes_out: int
+    def route_slot(self, name: str) -> int: ...
+    def upstream_slot(self, name: str) -> int: ...
+    def observe(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        duration: float,
+        upstream: str | None = None,
+        upstream_duration: float = -1.0,
+    ) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+class AccessLog:
+    """JSON lines formatted by the core, handed to `sink(bytes)` by size and time."""
+
+    lines: int
+    sampled_out: int
+    def __init__(
+        self,
+        sink: Any,
+        fields: Sequence[str] | None = None,
+        sample: float = 1.0,
+        keep_errors: bool = True,
+        flush_bytes: int = 262144,
+        flush_interval: float = 1.0,
+    ) -> None: ...
+    def flush(self) -> None: ...
+    def write_line(self, record: dict[str, Any]) -> None: ...
+
+def seed_random(seed: bytes) -> None: ...
+
+RATE_TABLE_SLOTS: int
+SLOT_BYTES: int
+
+class RateTable:
+    """GCRA buckets: 16-byte slots, private or shared (fd) between workers."""
+
+    slots: int
+    shared: bool
+    evictions: tuple[int, int]
+    def __init__(self, slots: int = ..., fd: int = -1) -> None: ...
+    @staticmethod
+    def bytes_for(slots: int = ...) -> int: ...
+    def used(self) -> int: ...
+
+def rate_table() -> RateTable: ...
+def attach_rate_table(fd: int, slots: int = ...) -> RateTable: ...
+
+class RateLimiter:
+    """One rate_limit entry: limits (ns per token, burst), key sources, identity."""
+
+    table: RateTable
+    cost: int
+    delay_ns: int
+    headers: int
+    limiter_id: str
+    def __init__(
+        self,
+        limiter_id: str,
+        keys: Sequence[tuple[str, Any]],
+        fallback: str,
+        limits: Sequence[tuple[int, int]],
+        cost: int = 1,
+        headers: str = "draft",
+        table: RateTable | None = None,
+        delay_ns: int = 0,
+    ) -> None: ...
+    def check(
+        self, key: bytes, now_ns: int | None = None, cost: int | None = None
+    ) -> tuple[int | bool, ...]: ...
+    def check_fast(self, key: bytes) -> bool: ...
+
+class ConcurrencyLimiter:
+    max_inflight: int
+    queue_max: int
+    queue_timeout: float
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, Any]],
+        fallback: str,
+        max_inflight: int,
+        queue_max: int = 0,
+        queue_timeout: float = 1.0,
+        status: int = 503,
+    ) -> None: ...
+    def inflight(self, key: bytes) -> int: ...
+    def waiting(self, key: bytes) -> int: ...

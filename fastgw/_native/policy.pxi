@@ -323,6 +323,11 @@ cdef class PolicyRequest:
             self._request_id = self.request_id_bytes.decode("ascii")
         return self._request_id
 
+    def record_rate_limit(self, bint allowed):
+        """Count a rate limit decision a Python policy made (metrics, access log), as the
+        core counts its own."""
+        self.attached().rl_result = RL_ALLOWED if allowed else RL_LIMITED
+
     @property
     def scratch(self):
         """A dict for this request only: hooks pass data to later hooks through it."""

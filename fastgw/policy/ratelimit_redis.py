@@ -225,10 +225,12 @@ class RedisRateLimit(RateLimit):
         return [pair for names in self._header_names for pair in zip(names, values, strict=True)]
 
     def _remember(self, request: Any, limit: int, remaining: int, reset: int) -> None:
+        request.record_rate_limit(True)
         if self._header_names:
             request.scratch[self._scratch_key] = self._fields(limit, remaining, reset)
 
     def _limited(self, request: Any, limit: int, reset: int, retry_after: int) -> Response:
+        request.record_rate_limit(False)
         fields = dict(self._fields(limit, 0, reset))
         fields["retry-after"] = str(max(1, retry_after))
         return Response.error(

@@ -496,3 +496,27 @@ def test_script_reloaded_after_script_flush(
     assert gw.request("GET", "/limited/1").header("ratelimit-remaining") == "0"
     assert gw.request("GET", "/limited/1").status == 429
     assert "Redis at" not in gw.stderr
+
+
+def test_decisions_reach_the_access_log(
+    gateway: Any, upstream: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis decisions are counted like the core's: the access log's rate_limit field."""
+    import json
+
+    log = tmp_path / "access.log"
+    gw = gateway(
+        routes=[limited_route(redis_server.url, limits=[{"rate": 2, "per": "60s"}])],
+        upstreams={"echo": upstream()},
+        access_log={"path": str(log), "flush_interval": "50ms", "fields": ["rate_limit"]},
+    )
+    assert [gw.request("GET", "/limited/1").status for _ in range(3)] == [200, 200, 429]
+    deadline = time.monotonic() + 5
+    while not log.exists() or len(log.read_text().splitlines()) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert [json.loads(line)["rate_limit"] for line in log.read_text().splitlines()] == [
+        "allowed",
+        "allowed",
+        "limited",
+    ]
