@@ -520,3 +520,20 @@ def test_decisions_reach_the_access_log(
         "allowed",
         "limited",
     ]
+
+
+def test_monthly_quota_per_api_key(gateway: Any, upstream: Any, redis_server: RedisServer) -> None:
+    """A quota is a long window: 5 per 30 days per API key, kept in Redis."""
+    gw = start_gateway(
+        gateway,
+        upstream,
+        redis_server.url,
+        key="header:x-api-key",
+        limits=[{"rate": 5, "per": "30d"}],
+    )
+    alpha = [("X-Api-Key", "alpha")]
+    assert [gw.request("GET", "/limited/1", headers=alpha).status for _ in range(5)] == [200] * 5
+    refused = gw.request("GET", "/limited/1", headers=alpha)
+    assert refused.status == 429
+    assert int(refused.header("retry-after")) == 6 * 86400  # one token per 6 days
+    assert gw.request("GET", "/limited/1", headers=[("X-Api-Key", "beta")]).status == 200
