@@ -262,3 +262,17 @@ class StrHeaders(Policy):
         answer = Response(200, b"hi")
         answer.headers = (("x-a", "value-as-str"),)  # type: ignore[misc]
         return answer
+
+
+class ApiKeyAuth(Policy):
+    """A stand-in for an authentication policy: x-api-key names a consumer and its claims
+    (`keys: {KEY: {sub: NAME, tier: TIER}}`); an unknown or missing key stays anonymous."""
+
+    class Config(PolicyConfig):
+        keys: dict[str, dict[str, str]]
+
+    def on_request(self, request: Any) -> None:
+        claims = self.config.keys.get(request.headers.get("x-api-key", ""))
+        if claims is not None:
+            request.consumer = claims["sub"]
+            request.claims = dict(claims)

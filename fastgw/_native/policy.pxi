@@ -301,7 +301,8 @@ cdef class PolicyRequest:
     cdef readonly str route
     cdef bytes request_id_bytes
     cdef str _request_id
-    cdef public object consumer
+    cdef public object consumer       # who the client is, set by an authentication policy
+    cdef public object claims         # a dict of what it proved (a token's claims), or None
     cdef dict _scratch
     cdef HeaderChanges upstream_changes  # made on the first change (PERF: most hooks make none)
     cdef bytes new_path

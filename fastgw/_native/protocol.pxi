@@ -1774,11 +1774,23 @@ cdef class ClientProtocol:
                     kb.put(p.head + p.hdr_value_off[i], p.hdr_value_len[i])
                     return True
             return False
-        else:
+        elif kind == RL_KEY_PARAM:
             index = (<dict>arg).get(self.match.pattern_id, -1)
             if index < 0:
                 return False
             kb.put(p.path + self.match.param_off[index], self.match.param_len[index])
+        else:
+            # Who the client is, as an authentication policy earlier in the chain said.
+            if self.preq is None:
+                return False
+            if kind == RL_KEY_CONSUMER:
+                value = self.preq.consumer
+            else:
+                claims = self.preq.claims
+                value = claims.get(arg) if isinstance(claims, dict) else None
+            if value is None:
+                return False
+            kb.put_bytes(str(value).encode("utf-8"))
         return True
 
     cdef void pick_trace(self) noexcept:

@@ -44,6 +44,8 @@ cdef enum:
     RL_KEY_ROUTE = 2
     RL_KEY_HEADER = 3
     RL_KEY_PARAM = 4
+    RL_KEY_CONSUMER = 5         # request.consumer, set by an authentication policy
+    RL_KEY_CLAIM = 6            # request.claims[NAME]
     RL_HEADERS_NONE = 0
     RL_HEADERS_DRAFT = 1
     RL_HEADERS_LEGACY = 2
@@ -184,6 +186,9 @@ cdef class RateTable:
 
 
 cdef RateTable _rate_table = None
+cdef dict _KEY_KINDS = {"client_ip": RL_KEY_CLIENT_IP, "route": RL_KEY_ROUTE,
+                        "header": RL_KEY_HEADER, "param": RL_KEY_PARAM,
+                        "consumer": RL_KEY_CONSUMER, "claim": RL_KEY_CLAIM}
 
 
 def rate_table():
@@ -251,10 +256,8 @@ cdef class RateLimiter:
         self.delay_ns = delay_ns
         self.headers = {"none": RL_HEADERS_NONE, "draft": RL_HEADERS_DRAFT,
                         "legacy": RL_HEADERS_LEGACY, "both": RL_HEADERS_BOTH}[headers]
-        kinds = {"client_ip": RL_KEY_CLIENT_IP, "route": RL_KEY_ROUTE,
-                 "header": RL_KEY_HEADER, "param": RL_KEY_PARAM}
-        self.key_kinds = tuple((kinds[kind], arg) for kind, arg in keys)
-        self.fallback = kinds[fallback]
+        self.key_kinds = tuple((_KEY_KINDS[kind], arg) for kind, arg in keys)
+        self.fallback = _KEY_KINDS[fallback]
 
     cdef int decide(self, const char* key, Py_ssize_t n, int64_t now, int64_t cost,
                     RateDecision* out) noexcept:
@@ -407,10 +410,8 @@ cdef class ConcurrencyLimiter:
 
     def __init__(self, keys, str fallback, int max_inflight, int queue_max=0,
                  double queue_timeout=1.0, int status=503):
-        kinds = {"client_ip": RL_KEY_CLIENT_IP, "route": RL_KEY_ROUTE,
-                 "header": RL_KEY_HEADER, "param": RL_KEY_PARAM}
-        self.key_kinds = tuple((kinds[kind], arg) for kind, arg in keys)
-        self.fallback = kinds[fallback]
+        self.key_kinds = tuple((_KEY_KINDS[kind], arg) for kind, arg in keys)
+        self.fallback = _KEY_KINDS[fallback]
         self.max_inflight = max_inflight
         self.queue_max = queue_max
         self.queue_timeout = queue_timeout

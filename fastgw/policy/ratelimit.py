@@ -40,10 +40,9 @@ __all__ = [
     "parse_key",
 ]
 
-# Key sources the gateway can read today. "consumer" and "claim:NAME" need an authentication
-# policy, which fastgw does not have yet: they are refused with that reason.
-KEY_KINDS = ("client_ip", "route", "header", "param")
-_NEEDS_AUTH = ("consumer", "claim")
+# Key sources: "consumer" and "claim:NAME" are what an authentication policy earlier in the
+# chain put in request.consumer and request.claims (absent until one does: the fallback).
+KEY_KINDS = ("client_ip", "route", "header", "param", "consumer", "claim")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -86,24 +85,21 @@ class RateLimitConfig(PolicyConfig, kw_only=True):
 def parse_key(text: str, params: tuple[str, ...], at: tuple[Any, ...]) -> tuple[str, str]:
     """ "header:X-Api-Key" -> ("header", "x-api-key"); raise PolicyConfigError if unknown."""
     kind, _, arg = text.partition(":")
-    if kind in _NEEDS_AUTH:
-        raise PolicyConfigError(
-            f"key {text!r} needs an authentication policy on the route; fastgw has none yet",
-            at,
-        )
     if kind not in KEY_KINDS:
         raise PolicyConfigError(
             f"unknown key {text!r}",
             at,
-            expected="client_ip, route, header:NAME or param:NAME",
+            expected="client_ip, route, consumer, header:NAME, param:NAME or claim:NAME",
             got=repr(text),
         )
-    if kind in ("client_ip", "route"):
+    if kind in ("client_ip", "route", "consumer"):
         if arg:
             raise PolicyConfigError(f"key {kind!r} takes no argument, got {text!r}", at)
         return kind, ""
     if not arg:
         raise PolicyConfigError(f"key {kind!r} needs a name: '{kind}:NAME'", at)
+    if kind == "claim":
+        return kind, arg
     if kind == "header":
         try:
             return kind, check_header_name(arg)
@@ -142,7 +138,7 @@ class RateLimit(Policy):
             for i, text in enumerate(keys)
         )
         self.fallback = parse_key(config.fallback, context.route_params, ("fallback",))
-        if self.fallback[0] in ("header", "param"):
+        if self.fallback[0] not in ("client_ip", "route"):
             raise PolicyConfigError(
                 "the fallback key must always be there: client_ip or route", ("fallback",)
             )
@@ -212,7 +208,7 @@ class ConcurrencyLimit(Policy):
             for i, text in enumerate(keys)
         )
         self.fallback = parse_key(config.fallback, context.route_params, ("fallback",))
-        if self.fallback[0] in ("header", "param"):
+        if self.fallback[0] not in ("client_ip", "route"):
             raise PolicyConfigError(
                 "the fallback key must always be there: client_ip or route", ("fallback",)
             )

@@ -458,7 +458,13 @@ def _field(request: Any, kind: str, arg: str) -> str | None:
         return request.route or ""
     if kind == "header":
         return request.headers.get(arg)
-    return request.params.get(arg)
+    if kind == "param":
+        return request.params.get(arg)
+    if kind == "consumer":
+        return None if request.consumer is None else str(request.consumer)
+    claims = request.claims
+    value = claims.get(arg) if isinstance(claims, dict) else None
+    return None if value is None else str(value)
 
 
 def _ceil_seconds(microseconds: int) -> int:

@@ -198,3 +198,30 @@ def test_two_workers_enforce_one_limit_under_load(gateway: Any, upstream: Any):
     theory = burst + rate * elapsed
     print(f"admitted {admitted[0]} of theory {theory:.1f} over {elapsed:.3f} s")
     assert abs(admitted[0] - theory) <= 0.01 * theory, (admitted[0], theory, elapsed)
+
+
+AUTH = {
+    "tests.policies_for_tests:ApiKeyAuth": {
+        "keys": {
+            "k-alice": {"sub": "alice", "tier": "gold"},
+            "k-alice-2": {"sub": "alice", "tier": "gold"},
+            "k-bob": {"sub": "bob", "tier": "gold"},
+        }
+    }
+}
+
+
+@pytest.mark.parametrize("key", ["consumer", "claim:sub", "claim:tier"])
+def test_keys_from_an_authentication_policy(gateway: Any, upstream: Any, key: str):
+    """consumer and claim:NAME read what the authentication policy before the limit set;
+    an anonymous request falls back to its client IP."""
+    route = limited_route({"rate": 2, "per": "1m"}, key=key)
+    route["policies"] = [AUTH, *route["policies"]]
+    gw = start(gateway, upstream, route)
+    alice, alice_again, bob = ([("X-Api-Key", k)] for k in ("k-alice", "k-alice-2", "k-bob"))
+    assert statuses(gw, 1, headers=alice) + statuses(gw, 1, headers=alice_again) == [200, 200]
+    # Two keys, one consumer: the third request of alice is over her limit.
+    assert statuses(gw, 1, headers=alice) == [429]
+    # bob shares alice's bucket only when the key is the tier they share.
+    assert statuses(gw, 1, headers=bob) == ([429] if key == "claim:tier" else [200])
+    assert statuses(gw, 3) == [200, 200, 429]  # anonymous: by client IP

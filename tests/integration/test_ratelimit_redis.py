@@ -537,3 +537,17 @@ def test_monthly_quota_per_api_key(gateway: Any, upstream: Any, redis_server: Re
     assert refused.status == 429
     assert int(refused.header("retry-after")) == 6 * 86400  # one token per 6 days
     assert gw.request("GET", "/limited/1", headers=[("X-Api-Key", "beta")]).status == 200
+
+
+def test_consumer_key_from_an_authentication_policy(
+    gateway: Any, upstream: Any, redis_server: RedisServer
+) -> None:
+    route = limited_route(redis_server.url, key="consumer", limits=[{"rate": 1, "per": "60s"}])
+    auth = {"keys": {"k1": {"sub": "alice"}, "k2": {"sub": "alice"}, "k3": {"sub": "bob"}}}
+    route["policies"] = [{"tests.policies_for_tests:ApiKeyAuth": auth}, *route["policies"]]
+    gw = gateway(routes=[route], upstreams={"echo": upstream()})
+
+    def status(key: str) -> int:
+        return gw.request("GET", "/limited/1", headers=[("X-Api-Key", key)]).status
+
+    assert [status("k1"), status("k2"), status("k3")] == [200, 429, 200]

@@ -160,12 +160,13 @@ def test_processes_sharing_a_table_admit_exactly_the_burst():
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"limits": [{"rate": 1}], "key": "consumer"}, "needs an authentication policy"),
-        ({"limits": [{"rate": 1}], "key": "claim:sub"}, "needs an authentication policy"),
+        ({"limits": [{"rate": 1}], "key": "consumer:x"}, "takes no argument"),
+        ({"limits": [{"rate": 1}], "key": "claim:"}, "needs a name"),
         ({"limits": [{"rate": 1}], "key": "cookie:x"}, "unknown key 'cookie:x'"),
         ({"limits": [{"rate": 1}], "key": "header:"}, "needs a name"),
         ({"limits": [{"rate": 1}], "key": "header:bad name"}, "invalid header name"),
         ({"limits": [{"rate": 1}], "fallback": "header:x"}, "fallback key must always be there"),
+        ({"limits": [{"rate": 1}], "fallback": "consumer"}, "fallback key must always be there"),
         ({"limits": [{"rate": 2, "burst": 1}], "cost": 2}, "cannot admit a request of cost 2"),
         ({"limits": []}, "$.routes[0].policies[0].rate_limit.limits"),
         (
@@ -174,12 +175,13 @@ def test_processes_sharing_a_table_admit_exactly_the_burst():
         ),
     ],
     ids=[
-        "consumer",
-        "claim",
+        "consumer-argument",
+        "claim-no-name",
         "unknown",
         "header-no-name",
         "header-bad",
         "fallback",
+        "fallback-consumer",
         "cost",
         "no-limits",
         "bad-per",
