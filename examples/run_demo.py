@@ -21,6 +21,8 @@ Try it (in another terminal):
   curl -i -H 'x-tenant: acme' http://127.0.0.1:8080/tenants/1   # a Python policy lets it in
   curl -i http://127.0.0.1:8080/tenants/1            # ... and answers 403 without x-tenant
   curl -i http://127.0.0.1:8080/old-docs/intro       # 301 to /docs/intro
+  for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' \
+    http://127.0.0.1:8080/api/users/1; done          # ten 200s, then 429s
 Ctrl-C stops both.
 """
 

@@ -248,7 +248,7 @@ def test_routes_lists_each_policy_chain() -> None:
     column = lines[0].index("POLICIES")
     chains = {line.split()[0]: line[column:].split()[0] for line in lines[1:]}
     # global policies first, then the groups' (traced), then the route's own
-    assert chains["user"] == "response_headers,request_headers,request_headers"
+    assert chains["user"] == "response_headers,request_headers,request_headers,rate_limit"
     assert chains["users"] == "response_headers"
     assert chains["tenants"] == "response_headers,examples.custom_policy:TenantGuard"
     assert chains["maintenance"] == "response_headers,direct_response"
