@@ -63,14 +63,35 @@ TARGET_USER_US = 4.5
 # fastgw scenarios (--scenario): config variants of fastgw with one route. `chain` is the
 # route's policy chain as a YAML flow sequence, or None for no `policies:` key at all;
 # `settings` are extra top-level YAML lines, where "{workdir}" stands for the peer's temp dir.
+# `keys` > 0: every request carries a BENCH_KEY_HEADER cycling through that many values (the
+# load generators send it; the scenario's baseline gets the same load). `redis`: the runner
+# starts a redis-server for the scenario, and "{redis_port}" in the chain stands for its port.
 # plain is the default config: metrics on (their default), no access log.
 PLAIN = "plain"
+BENCH_KEY_HEADER = "x-bench-key"
+BENCH_KEYS = 100_000
+# A limit generous enough that no request of a benchmark run is refused (this box serves
+# well under 100,000 requests/s), so every check takes the full path and commits.
+GENEROUS_LIMIT = "limits: [{rate: 1000000, per: 1s}]"
 
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
     chain: str | None = None
     settings: tuple[str, ...] = ()
+    keys: int = 0
+    redis: bool = False
+
+
+def _redis_limit(mode: str) -> str:
+    # fail_open: false, so a Redis failure is a 503 the runner counts, not a free pass. A
+    # timeout of 1 s instead of 50 ms: under valgrind (bench/policy_cost.py) the first
+    # connection and script load take longer than 50 ms; a healthy Redis answers far sooner.
+    return (
+        f"[{{rate_limit: {{key: client_ip, {GENEROUS_LIMIT}, policy: redis, "
+        f'redis: {{url: "redis://{LOOPBACK}:{{redis_port}}/0", timeout: 1s, {mode}}}, '
+        "fail_open: false}}]"
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -89,9 +110,24 @@ SCENARIOS: dict[str, Scenario] = {
     "observe-on": Scenario(
         settings=("metrics: {enabled: true}", 'access_log: {path: "{workdir}/access.log"}')
     ),
+    # Rate limiting: one hot key (every request comes from the one client IP), then 100,000
+    # keys from a request header against plain under the same keyed load; then the Redis
+    # modes, one hot key.
+    "ratelimit-hot": Scenario(f"[{{rate_limit: {{key: client_ip, {GENEROUS_LIMIT}}}}}]"),
+    "plain-keys": Scenario(keys=BENCH_KEYS),
+    "ratelimit-keys": Scenario(
+        f'[{{rate_limit: {{key: "header:{BENCH_KEY_HEADER}", {GENEROUS_LIMIT}}}}}]',
+        keys=BENCH_KEYS,
+    ),
+    # A lease must outlast a round trip: at 20,000-40,000 requests/s on one key and a few ms
+    # per round trip under load, the default batch of 20 runs dry before the next lease
+    # arrives and requests that lose three races for it are answered 503; 500 does not.
+    "ratelimit-redis-batched": Scenario(_redis_limit("mode: batched, batch: 500"), redis=True),
+    "ratelimit-redis-batched-20": Scenario(_redis_limit("mode: batched"), redis=True),
+    "ratelimit-redis-exact": Scenario(_redis_limit("mode: exact"), redis=True),
 }
 # The scenario a cost is measured against, when it is not plain; it runs with the scenario.
-COST_BASELINES = {"observe-on": "observe-off"}
+COST_BASELINES = {"observe-on": "observe-off", "ratelimit-keys": "plain-keys"}
 # Policy cost targets: the largest rps drop against fastgw[plain] (or the scenario's
 # COST_BASELINES entry) of the same run, as a share of the baseline's rps. empty-chain has
 # none: it must be within the run-to-run noise of plain.
@@ -101,6 +137,9 @@ POLICY_TARGETS: dict[str, float | None] = {
     "async-noop": 0.15,
     "headers": 0.02,
     "observe-on": 0.05,
+    "ratelimit-hot": 0.03,
+    "ratelimit-keys": 0.03,
+    "ratelimit-redis-batched": 0.10,
 }
 POLICY_TARGET_LABELS = {
     "empty-chain": "empty chain: no measurable cost (within plain's round-to-round noise)",
@@ -110,6 +149,13 @@ POLICY_TARGET_LABELS = {
     "async-sleep0": "async hook awaiting asyncio.sleep(0): informative, no target",
     "observe-off": "metrics off, no access log: informative (the default minus metrics)",
     "observe-on": "metrics + access log to a file: rps drop vs observe-off <= 5%",
+    "ratelimit-hot": "local rate_limit, one hot key: rps drop <= 3%",
+    "plain-keys": "no policy, 100,000-key header load: informative (ratelimit-keys' baseline)",
+    "ratelimit-keys": "local rate_limit, 100,000 keys: rps drop vs plain-keys <= 3%",
+    "ratelimit-redis-batched": "rate_limit in Redis, batched leases of 500, one key: "
+    "rps drop <= 10%",
+    "ratelimit-redis-batched-20": "rate_limit in Redis, batched, default batch (20): informative",
+    "ratelimit-redis-exact": "rate_limit in Redis, one round trip per request: informative",
 }
 # The noise floor used when plain's rounds happen to agree better than a shared box allows.
 MIN_NOISE_SHARE = 0.01
@@ -144,6 +190,31 @@ THROTTLE_LUA = r"""
 local mean_delay_ms = %(delay_ms)d
 delay = function()
   return math.random(0, 2 * mean_delay_ms - 1)
+end
+"""
+
+
+# Every request carries BENCH_KEY_HEADER with the next of `keys` values ("1" .. "keys", then
+# again from 1; each wrk thread counts on its own). The heads are wrk's own (method, path,
+# Host) with the header spliced in before the empty line, all built once in init: per request
+# wrk then only picks a ready string (no allocation, no garbage to collect), since wrk shares
+# its CPU with the upstream and must stay cheap.
+KEYED_LUA = r"""
+local bench_keys = %(keys)d
+local counter = 0
+local heads = {}
+init = function(args)
+  local prefix = wrk.format():sub(1, -3) .. "%(header)s: "
+  for i = 1, bench_keys do
+    heads[i] = prefix .. i .. "\r\n\r\n"
+  end
+end
+request = function()
+  counter = counter + 1
+  if counter > bench_keys then
+    counter = 1
+  end
+  return heads[counter]
 end
 """
 
@@ -492,17 +563,27 @@ def haproxy_peer_argv(workdir: Path, port: int, upstream_port: int) -> list[str]
 
 
 def fastgw_config(
-    port: int, upstream_port: int, scenario: str = PLAIN, workdir: Path | None = None
+    port: int,
+    upstream_port: int,
+    scenario: str = PLAIN,
+    workdir: Path | None = None,
+    redis_port: int | None = None,
 ) -> str:
     """fastgw's gateway.yaml: one listener, one upstream, one catch-all route.
 
     The scenario (SCENARIOS) sets the route's policy chain and adds top-level settings, which
-    may place files in ``workdir`` (required then).
+    may place files in ``workdir`` (required then) or talk to Redis on ``redis_port``
+    (required then).
     """
     spec = SCENARIOS[scenario]
     route = '{name: all, match: {paths: ["/{*rest}"]}, upstream: backend'
     if spec.chain is not None:
-        route += f", policies: {spec.chain}"
+        chain = spec.chain
+        if spec.redis:
+            if redis_port is None:
+                raise ValueError(f"scenario {scenario} needs Redis: pass a redis_port")
+            chain = chain.replace("{redis_port}", str(redis_port))
+        route += f", policies: {chain}"
     settings = ""
     for line in spec.settings:
         if "{workdir}" in line:
@@ -522,10 +603,15 @@ def fastgw_config(
 
 
 def fastgw_peer_argv(
-    workdir: Path, port: int, upstream_port: int, python: str, scenario: str = PLAIN
+    workdir: Path,
+    port: int,
+    upstream_port: int,
+    python: str,
+    scenario: str = PLAIN,
+    redis_port: int | None = None,
 ) -> list[str]:
     path = workdir / "gateway.yaml"
-    path.write_text(fastgw_config(port, upstream_port, scenario, workdir))
+    path.write_text(fastgw_config(port, upstream_port, scenario, workdir, redis_port))
     return [python, "-m", "fastgw", "run", "-c", str(path)]
 
 
@@ -560,6 +646,18 @@ class PeerSpec:
     # (workdir, port, upstream_port) -> argv
     build: Callable[[Path, int, int], list[str]]
     cwd: Path | None = None
+    # The load sends BENCH_KEY_HEADER with this many distinct values (0: not at all).
+    keys: int = 0
+
+
+@dataclasses.dataclass
+class RedisServer:
+    """The redis-server of the scenarios that need one: its port is chosen before the peers
+    are built; ``pid`` is set while it runs, ``error`` when it could not start."""
+
+    port: int
+    pid: int | None = None
+    error: str | None = None
 
 
 def default_fastgw_python() -> str:
@@ -580,12 +678,22 @@ def custom_peer(spec: str) -> PeerSpec:
     return PeerSpec(name, build)
 
 
-def fastgw_spec(fastgw_python: str, scenario: str, scenarios: list[str]) -> PeerSpec:
+def fastgw_spec(
+    fastgw_python: str, scenario: str, scenarios: list[str], redis: RedisServer | None = None
+) -> PeerSpec:
     def build(workdir: Path, port: int, upstream_port: int) -> list[str]:
-        return fastgw_peer_argv(workdir, port, upstream_port, fastgw_python, scenario)
+        redis_port = None
+        if SCENARIOS[scenario].redis:
+            if redis is None or redis.pid is None:
+                reason = redis.error if redis is not None else "no redis-server was started"
+                raise PeerError(f"needs redis-server: {reason or 'not running'}")
+            redis_port = redis.port
+        return fastgw_peer_argv(workdir, port, upstream_port, fastgw_python, scenario, redis_port)
 
     # From the repository root, so "bench.policies:..." imports without installing anything.
-    return PeerSpec(fastgw_peer_name(scenario, scenarios), build, cwd=REPO)
+    return PeerSpec(
+        fastgw_peer_name(scenario, scenarios), build, cwd=REPO, keys=SCENARIOS[scenario].keys
+    )
 
 
 def peer_specs(
@@ -593,13 +701,16 @@ def peer_specs(
     fastgw_python: str,
     custom: list[PeerSpec],
     scenarios: list[str] | None = None,
+    redis: RedisServer | None = None,
 ) -> list[PeerSpec]:
     """The peers in order; ``fastgw`` stands for one row per scenario, in scenario order."""
     scenarios = scenarios or [PLAIN]
     known: dict[str, list[PeerSpec]] = {
         "nginx": [PeerSpec("nginx", nginx_peer_argv)],
         "haproxy": [PeerSpec("haproxy", haproxy_peer_argv)],
-        "fastgw": [fastgw_spec(fastgw_python, scenario, scenarios) for scenario in scenarios],
+        "fastgw": [
+            fastgw_spec(fastgw_python, scenario, scenarios, redis) for scenario in scenarios
+        ],
     }
     known.update((spec.name, [spec]) for spec in custom)
     unknown = [name for name in names if name not in known]
@@ -623,13 +734,20 @@ class Workload:
     pinning: Pinning
     # Set once the shared upstream runs, so its CPU time can be told apart from other load.
     upstream_pid: int | None = None
+    # Likewise the redis-server of the Redis scenarios, whose CPU is reported per request.
+    redis_pid: int | None = None
 
 
-def write_lua(workdir: Path, delay_ms: int | None) -> Path:
+def write_lua(workdir: Path, delay_ms: int | None, keys: int = 0) -> Path:
+    """wrk's script: the summary line, plus the throttle (``delay_ms``) and the keyed
+    requests (``keys`` > 0) when asked for."""
     script = SUMMARY_LUA
     if delay_ms is not None:
         script = THROTTLE_LUA % {"delay_ms": delay_ms} + script
-    path = workdir / ("wrk-rate.lua" if delay_ms is not None else "wrk.lua")
+    if keys > 0:
+        script = KEYED_LUA % {"keys": keys, "header": BENCH_KEY_HEADER} + script
+    name = "wrk-rate" if delay_ms is not None else "wrk"
+    path = workdir / (f"{name}-keys.lua" if keys > 0 else f"{name}.lua")
     path.write_text(script)
     return path
 
@@ -692,12 +810,14 @@ def wrk_cpu_seconds() -> float:
 
 def measure(process: Process, port: int, workload: Workload, **wrk_args: Any) -> dict[str, Any]:
     """One wrk run with the proxy's CPU time read around it; per-request numbers added."""
-    upstream_pid = workload.upstream_pid
+    upstream_pid, redis_pid = workload.upstream_pid, workload.redis_pid
     machine_before, wrk_before = machine_busy_seconds(), wrk_cpu_seconds()
     upstream_before = sum(cpu_seconds(upstream_pid)) if upstream_pid else 0.0
+    redis_before = sum(cpu_seconds(redis_pid)) if redis_pid else 0.0
     user_before, system_before = cpu_seconds(process.pid)
     result = run_wrk(port, workload, **wrk_args)
     user_after, system_after = cpu_seconds(process.pid)
+    redis_after = sum(cpu_seconds(redis_pid)) if redis_pid else 0.0
     upstream_after = sum(cpu_seconds(upstream_pid)) if upstream_pid else 0.0
     machine_after, wrk_after = machine_busy_seconds(), wrk_cpu_seconds()
     failure = process.failure()
@@ -723,14 +843,22 @@ def measure(process: Process, port: int, workload: Workload, **wrk_args: Any) ->
     proxy_s = (user_us + system_us) / 1e6
     wrk_s = wrk_after - wrk_before
     upstream_s = upstream_after - upstream_before
-    # CPU time on the machine that was none of proxy, wrk and upstream: other tenants' work
-    # disturbing the run. Tick resolution makes values within ~0.05 s of zero mean "none".
+    redis_s = redis_after - redis_before
+    # CPU time on the machine that was none of proxy, wrk, upstream (and redis-server):
+    # other tenants' work disturbing the run. Tick resolution makes values within ~0.05 s
+    # of zero mean "none".
     result["machine_cpu_s"] = {
         "proxy": round(proxy_s, 3),
         "wrk": round(wrk_s, 3),
         "upstream": round(upstream_s, 3),
-        "other": round((machine_after - machine_before) - proxy_s - wrk_s - upstream_s, 3),
+        "other": round(
+            (machine_after - machine_before) - proxy_s - wrk_s - upstream_s - redis_s, 3
+        ),
     }
+    if redis_pid:
+        result["machine_cpu_s"]["redis"] = round(redis_s, 3)
+        # Redis's own work for the proxy's checks: CPU the proxy's own numbers do not show.
+        result["cpu"]["redis_us_per_request"] = redis_s * 1e6 / requests
     return result
 
 
@@ -755,7 +883,7 @@ def run_peer(spec: PeerSpec, upstream_port: int, workload: Workload) -> dict[str
         record["pid"] = process.pid
         process.wait_ready(port)
         record["processes"] = len(process_tree(process.pid))
-        warmup_script = write_lua(workdir, None)
+        warmup_script = write_lua(workdir, None, spec.keys)
         if workload.warmup_s > 0:
             run_wrk(port, workload, workload.warmup_s, workload.connections, warmup_script)
         record["max"] = measure(
@@ -774,7 +902,7 @@ def run_peer(spec: PeerSpec, upstream_port: int, workload: Workload) -> dict[str
                 workload,
                 duration_s=workload.duration_s,
                 connections=connections,
-                script=write_lua(workdir, delay_ms),
+                script=write_lua(workdir, delay_ms, spec.keys),
             )
             fixed["offered_rps"] = workload.rate
             fixed["connections"] = connections
@@ -810,6 +938,59 @@ def upstream_server(kind: str, pinning: Pinning) -> Iterator[tuple[int, int, str
     finally:
         process.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_ping(port: int, timeout: float = 1.0) -> bool:
+    """True when a Redis server on loopback ``port`` answers PING."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(redis: RedisServer, pinning: Pinning) -> Iterator[RedisServer]:
+    """Runs redis-server on ``redis.port`` (loopback, no persistence) on the load CPU, next to
+    wrk and the upstream, so the proxy's CPU stays its own; sets ``redis.pid``, or
+    ``redis.error`` when it cannot start (the scenarios needing it then fail with that
+    reason, the others run)."""
+    workdir = Path(tempfile.mkdtemp(prefix="fastgw-e2e-redis-"))
+    process = None
+    try:
+        if not shutil.which("redis-server"):
+            redis.error = "redis-server not found (Debian: apt-get install redis-server)"
+        else:
+            argv = [
+                "redis-server", "--port", str(redis.port), "--bind", LOOPBACK,
+                "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                "--daemonize", "no", "--loglevel", "warning",
+            ]  # fmt: skip
+            process = Process("redis", pinning.wrap(argv, pinning.load_cpu), workdir)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not redis_ping(redis.port):
+                failure = process.failure()
+                if failure or time.monotonic() > deadline:
+                    redis.error = failure or f"no PONG on port {redis.port}"
+                    break
+                time.sleep(0.05)
+            else:
+                redis.pid = process.pid
+        yield redis
+    finally:
+        redis.pid = None
+        if process is not None:
+            process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_description(redis: RedisServer, pinning: Pinning) -> str:
+    if redis.pid is None:
+        return f"failed: {redis.error}"
+    version = command_version(["redis-server", "--version"], r"v=(\S+)")
+    where = f" on CPU {pinning.load_cpu} (with wrk and the upstream)" if pinning.enabled else ""
+    return f"redis-server {version}, no persistence{where}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1094,6 +1275,35 @@ def render_policy_cost(cost: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_redis_cpu(peers: dict[str, dict[str, Any]]) -> list[str]:
+    """The Redis scenarios' CPU: the proxy's own and redis-server's, per request."""
+    rows = [
+        (name, record["max"])
+        for name, record in peers.items()
+        if record.get("status") == "ok"
+        and "redis_us_per_request" in record["max"]["cpu"]
+        and name.startswith("fastgw[ratelimit-redis")
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Redis scenarios: CPU on both sides",
+        "",
+        "redis-server runs on the load CPU; its CPU per request is not in the proxy's numbers.",
+        "",
+        "| peer | rps | proxy CPU µs/req | redis-server CPU µs/req | together µs/req |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, run in rows:
+        proxy, redis = run["cpu"]["total_us_per_request"], run["cpu"]["redis_us_per_request"]
+        lines.append(
+            f"| {name} | {_fmt(run['rps'], 0)} | {_fmt(proxy)} | {_fmt(redis)} "
+            f"| {_fmt(proxy + redis)} |"
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     machine, workload, peers = report["machine"], report["workload"], report["peers"]
     versions = machine["versions"]
@@ -1107,6 +1317,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         if len(scenarios) > 1
         else []
     )
+    keyed = [name for name in scenarios if name in SCENARIOS and SCENARIOS[name].keys]
+    if keyed:
+        scenario_lines.append(
+            "- Keyed load: for "
+            + ", ".join(f"`{name}`" for name in keyed)
+            + f" every request carries `{BENCH_KEY_HEADER}`, cycling through "
+            + f"{SCENARIOS[keyed[0]].keys:,} values"
+        )
+    if workload.get("redis"):
+        scenario_lines.append(f"- Redis (for the scenarios that need it): {workload['redis']}")
     lines = [
         f"# fastgw end-to-end benchmark, {report['started_at']}",
         "",
@@ -1174,6 +1394,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     cost = report.get("policy_cost")
     if cost:
         lines += ["", *render_policy_cost(cost)]
+    lines += render_redis_cpu(peers)
     lines += [
         "",
         f"## Targets ({plain_name}, against nginx in this run)",
@@ -1253,6 +1474,11 @@ def least_disturbed(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "p50_us": record["max"]["latency_us"]["p50"],
                 "p99_us": record["max"]["latency_us"]["p99"],
                 "other_load_cpu_s": record["max"]["machine_cpu_s"]["other"],
+                **(
+                    {"redis_us_per_request": record["max"]["cpu"]["redis_us_per_request"]}
+                    if "redis_us_per_request" in record["max"]["cpu"]
+                    else {}
+                ),
             }
             for record in records
         ]
@@ -1274,7 +1500,9 @@ def run_benchmark(
     """
     fastgw_python = fastgw_python or default_fastgw_python()
     scenarios = scenarios or [PLAIN]
-    specs = peer_specs(peer_names, fastgw_python, custom or [], scenarios)
+    needs_redis = "fastgw" in peer_names and any(SCENARIOS[name].redis for name in scenarios)
+    redis = RedisServer(free_port()) if needs_redis else None
+    specs = peer_specs(peer_names, fastgw_python, custom or [], scenarios, redis)
     now = datetime.datetime.now()
     report: dict[str, Any] = {
         "stamp": now.strftime("%Y%m%d-%H%M%S"),
@@ -1296,9 +1524,16 @@ def run_benchmark(
     report["workload"]["rounds"] = rounds
     report["workload"]["scenarios"] = scenarios if "fastgw" in peer_names else []
     runs: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in specs}
-    with upstream_server(upstream_kind, pinning) as (upstream_port, upstream_pid, description):
+    with contextlib.ExitStack() as stack:
+        upstream_port, upstream_pid, description = stack.enter_context(
+            upstream_server(upstream_kind, pinning)
+        )
         report["workload"]["upstream"] = description
         workload = dataclasses.replace(workload, upstream_pid=upstream_pid)
+        if redis is not None:
+            stack.enter_context(redis_server(redis, pinning))
+            workload = dataclasses.replace(workload, redis_pid=redis.pid)
+            report["workload"]["redis"] = redis_description(redis, pinning)
         for round_number in range(1, rounds + 1):
             for spec in specs:
                 # A peer that never started will not start next round either.
@@ -1343,7 +1578,7 @@ def main(argv: list[str] | None = None) -> int:
         help="fastgw config variants to measure, one row each: "
         + ", ".join(SCENARIOS)
         + f" (default {PLAIN}; {PLAIN} is always added as the baseline, and observe-off "
-        "with observe-on)",
+        "with observe-on, plain-keys with ratelimit-keys)",
     )
     parser.add_argument("--rate", type=int, help="also measure latency at this offered rate")
     parser.add_argument(

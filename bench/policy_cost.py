@@ -17,6 +17,11 @@ request are read from the file it wrote, and the kernel time of appending them i
 here by timing 64 KiB append writes (the writer thread's slice size) to a file in the same
 directory; that time is added to the scenario's extra µs and to its CPU per request.
 
+Scenarios with `redis` (bench/e2e.py) get a redis-server on a free loopback port. Their count
+is fastgw's own user-space work only: the kernel time of the Redis round trips and
+redis-server's CPU are not in it (bench/e2e.py reports both), so it decides for batched leases
+(one round trip per many requests) and is a lower bound for exact mode.
+
     python bench/policy_cost.py [--requests 1000,4000] [--cpu-us 16.0 --user-us 3.0]
     python bench/policy_cost.py --scenarios observe-on --cpu-us 16.0 --user-us 3.0 \\
         --name observe-cost
@@ -25,6 +30,7 @@ directory; that time is added to the scenario's extra µs and to its CPU per req
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -39,13 +45,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.e2e import (  # noqa: E402
+    BENCH_KEY_HEADER,
     COST_BASELINES,
     PLAIN,
     POLICY_TARGETS,
+    SCENARIOS,
     Pinning,
+    RedisServer,
     fastgw_config,
     free_port,
     parse_scenarios,
+    redis_server,
     upstream_server,
 )
 
@@ -56,12 +66,23 @@ ACCESS_LOG = "access.log"  # the file name bench/e2e.py's observe-on scenario wr
 WRITE_SLICE = 65536  # bytes the core hands the log writer thread at a time
 
 
-def send_requests(port: int, count: int, timeout: float = 30.0) -> None:
-    """`count` keep-alive GETs, one at a time, each response read fully (Content-Length)."""
+def keyed_requests(keys: int) -> list[bytes]:
+    """REQUEST with BENCH_KEY_HEADER set to "1" .. str(keys), as the e2e runner's wrk sends:
+    built once, so the sender stays as fast as with one request."""
+    head = REQUEST[:-2] + BENCH_KEY_HEADER.encode() + b": "
+    return [head + str(i).encode() + b"\r\n\r\n" for i in range(1, keys + 1)]
+
+
+def send_requests(port: int, count: int, timeout: float = 30.0, keys: int = 0) -> None:
+    """`count` keep-alive GETs, one at a time, each response read fully (Content-Length).
+
+    With `keys` > 0 each carries BENCH_KEY_HEADER, cycling through that many values.
+    """
+    requests = keyed_requests(keys) if keys > 0 else [REQUEST]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         buffer = b""
-        for _ in range(count):
-            sock.sendall(REQUEST)
+        for n in range(count):
+            sock.sendall(requests[n % len(requests)])
             while True:
                 head_end = buffer.find(b"\r\n\r\n")
                 if head_end >= 0:
@@ -92,7 +113,9 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError("fastgw did not start under valgrind")
 
 
-def instructions(scenario: str, requests: int, upstream_port: int, workdir: Path) -> int:
+def instructions(
+    scenario: str, requests: int, upstream_port: int, workdir: Path, redis_port: int | None = None
+) -> int:
     """Total user-space instructions of fastgw serving `requests` GETs (start-up included).
 
     Files the scenario writes (its access log) stay in ``workdir / f"{scenario}.{requests}"``.
@@ -101,7 +124,7 @@ def instructions(scenario: str, requests: int, upstream_port: int, workdir: Path
     run_dir = workdir / f"{scenario}.{requests}"
     run_dir.mkdir()
     config = workdir / f"{scenario}.yaml"
-    config.write_text(fastgw_config(port, upstream_port, scenario, run_dir))
+    config.write_text(fastgw_config(port, upstream_port, scenario, run_dir, redis_port))
     out = workdir / f"callgrind.{scenario}.{requests}"
     argv = [
         "valgrind",
@@ -117,8 +140,9 @@ def instructions(scenario: str, requests: int, upstream_port: int, workdir: Path
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, process)
-        send_requests(port, 20)  # warm-up: the pool's connection, first-call paths
-        send_requests(port, requests)
+        keys = SCENARIOS[scenario].keys
+        send_requests(port, 20, keys=keys)  # warm-up: the pool's connection, first-call paths
+        send_requests(port, requests, keys=keys)
     finally:
         process.terminate()
         try:
@@ -195,15 +219,23 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = parse_scenarios(args.scenarios)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    redis = RedisServer(free_port())
     per_request: dict[str, float] = {}
     log_per_request: dict[str, float] = {}
     write_us = None
     workdir = Path(tempfile.mkdtemp(prefix="fastgw-policy-cost-"))
     try:
-        with upstream_server("auto", Pinning(None, None)) as (upstream_port, _pid, _desc):
+        with contextlib.ExitStack() as stack:
+            upstream_port, _pid, _desc = stack.enter_context(
+                upstream_server("auto", Pinning(None, None))
+            )
+            if any(SCENARIOS[name].redis for name in scenarios):
+                stack.enter_context(redis_server(redis, Pinning(None, None)))
+                if redis.pid is None:
+                    parser.error(f"the Redis scenarios need redis-server: {redis.error}")
             for scenario in scenarios:
-                low = instructions(scenario, small, upstream_port, workdir)
-                high = instructions(scenario, large, upstream_port, workdir)
+                low = instructions(scenario, small, upstream_port, workdir, redis.port)
+                high = instructions(scenario, large, upstream_port, workdir, redis.port)
                 per_request[scenario] = (high - low) / (large - small)
                 low_log, high_log = (log_bytes(workdir, scenario, n) for n in (small, large))
                 if low_log is not None and high_log is not None:

@@ -161,13 +161,15 @@ FASTGW_PYTHON = e2e.default_fastgw_python()
 
 @pytest.mark.parametrize("scenario", list(e2e.SCENARIOS), ids=list(e2e.SCENARIOS))
 def test_every_scenario_config_passes_fastgw_check(tmp_path: Path, scenario: str) -> None:
-    argv = e2e.fastgw_peer_argv(tmp_path, 18080, 18081, FASTGW_PYTHON, scenario)
+    argv = e2e.fastgw_peer_argv(tmp_path, 18080, 18081, FASTGW_PYTHON, scenario, 18082)
     config = Path(argv[-1])
     text = config.read_text()
     assert ("policies:" in text) == (e2e.SCENARIOS[scenario].chain is not None)
     assert ("access_log:" in text) == (scenario == "observe-on")
     if scenario == "observe-on":
         assert f'path: "{tmp_path}/access.log"' in text
+    # Redis is only reached on the first request, so the check needs no server.
+    assert ("redis://127.0.0.1:18082/0" in text) == e2e.SCENARIOS[scenario].redis
     # From the repository root, as the runner starts fastgw, so bench.policies imports.
     checked = subprocess.run(
         [FASTGW_PYTHON, "-m", "fastgw", "check", str(config)],
@@ -206,6 +208,10 @@ def test_a_policy_reference_that_does_not_exist_fails_the_check(tmp_path: Path) 
         (" empty-chain , async-noop ", ["plain", "empty-chain", "async-noop"]),
         ("observe-on", ["plain", "observe-off", "observe-on"]),
         ("observe-on,observe-off", ["plain", "observe-off", "observe-on"]),
+        (
+            "ratelimit-keys,ratelimit-hot",
+            ["plain", "plain-keys", "ratelimit-keys", "ratelimit-hot"],
+        ),
     ],
     ids=[
         "plain-alone",
@@ -214,6 +220,7 @@ def test_a_policy_reference_that_does_not_exist_fails_the_check(tmp_path: Path) 
         "spaces-ignored",
         "own-baseline-added-first",
         "own-baseline-moved-first",
+        "keyed-load-baseline-added",
     ],
 )
 def test_scenario_option_values(value: str, expected: list[str]) -> None:
@@ -382,3 +389,92 @@ def test_policy_cost_reads_callgrind_totals() -> None:
 
     sample = b"# callgrind format\nevents: Ir\n\nfl=(1) x.c\nfn=(1) f\n1 5\nsummary: 123456\n"
     assert int(policy_cost._TOTALS.search(sample).group(1)) == 123456
+
+
+# --- rate limiting scenarios -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scenario", "fragment"),
+    [
+        ("ratelimit-redis-exact", "needs Redis: pass a redis_port"),
+        ("observe-on", "writes files: pass a workdir"),
+    ],
+    ids=["redis-port", "workdir"],
+)
+def test_a_scenario_config_refuses_a_missing_placeholder(scenario: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        e2e.fastgw_config(18080, 18081, scenario)
+
+
+def test_a_redis_scenario_without_a_redis_server_fails_with_the_reason(tmp_path: Path) -> None:
+    redis = e2e.RedisServer(18082, error="redis-server not found")
+    [spec] = e2e.peer_specs(
+        ["fastgw"], FASTGW_PYTHON, [], ["plain", "ratelimit-redis-batched"], redis
+    )[1:]
+    with pytest.raises(e2e.PeerError, match="needs redis-server: redis-server not found"):
+        spec.build(tmp_path, 18080, 18081)
+
+
+def test_only_keyed_scenarios_send_the_key_header(tmp_path: Path) -> None:
+    specs = e2e.peer_specs(["fastgw"], FASTGW_PYTHON, [], e2e.parse_scenarios("ratelimit-keys"))
+    assert {spec.name: spec.keys for spec in specs} == {
+        "fastgw[plain]": 0,
+        "fastgw[plain-keys]": e2e.BENCH_KEYS,
+        "fastgw[ratelimit-keys]": e2e.BENCH_KEYS,
+    }
+    assert e2e.write_lua(tmp_path, None).name == "wrk.lua"
+    keyed = e2e.write_lua(tmp_path, 10, keys=5)
+    assert keyed.name == "wrk-rate-keys.lua"
+    assert "local bench_keys = 5" in keyed.read_text()
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_wrk_keyed_script_cycles_the_key_header(tmp_path: Path, upstream: Any) -> None:
+    up = upstream("echo")
+    script = e2e.write_lua(tmp_path, None, keys=5)
+    completed = subprocess.run(
+        ["wrk", "-t1", "-c1", "-d1s", "-s", str(script), f"{up.url}/bench"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=True,
+    )
+    assert e2e.parse_wrk_output(completed.stdout)["errors"]["status"] == 0
+    values = [request.header(e2e.BENCH_KEY_HEADER) for request in up.requests]
+    assert len(values) > 10
+    # wrk calls request() once more at start-up than it sends, so the first may be "2".
+    assert set(values) == {"1", "2", "3", "4", "5"}
+    assert all(int(b) == int(a) % 5 + 1 for a, b in zip(values, values[1:], strict=False))
+    assert all(request.header("host") for request in up.requests)
+
+
+def test_policy_cost_sender_cycles_the_key_header(upstream: Any) -> None:
+    from bench import policy_cost
+
+    up = upstream("echo")
+    policy_cost.send_requests(up.port, 7, keys=3)
+    values = [request.header(e2e.BENCH_KEY_HEADER) for request in up.requests]
+    assert values == ["1", "2", "3", "1", "2", "3", "1"]
+
+
+def test_redis_cpu_is_reported_for_redis_scenarios_only() -> None:
+    plain = _record(50_000, 3.0, 13.0)
+    redis = _record(30_000, 12.0, 14.0)
+    for record, redis_us in ((plain, 0.0), (redis, 2.5)):
+        record["max"]["cpu"]["redis_us_per_request"] = redis_us
+    lines = e2e.render_redis_cpu({"fastgw[plain]": plain, "fastgw[ratelimit-redis-batched]": redis})
+    assert lines[-1] == "| fastgw[ratelimit-redis-batched] | 30,000 | 26.00 | 2.50 | 28.50 |"
+    assert not any("fastgw[plain]" in line for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_redis_server_runs_for_the_block_and_stops(tmp_path: Path) -> None:
+    redis = e2e.RedisServer(e2e.free_port())
+    with e2e.redis_server(redis, e2e.Pinning(None, None)):
+        assert redis.pid is not None and redis.error is None
+        pid = redis.pid
+        assert e2e.redis_ping(redis.port)
+    assert redis.pid is None
+    assert not e2e.redis_ping(redis.port)
+    assert not Path(f"/proc/{pid}").exists()
