@@ -32,8 +32,8 @@ logger = logging.getLogger("fastgw")
 
 def restart_required(old: Config, new: Config) -> list[str]:
     """The settings a reload does not apply: they need new sockets or new processes."""
-    keys = [key for key in ("listen", "workers", "admin") if getattr(old, key) != getattr(new, key)]
-    return keys
+    keys = ("listen", "workers", "admin", "rate_limit_table")
+    return [key for key in keys if getattr(old, key) != getattr(new, key)]
 
 
 class Gateway:
@@ -114,6 +114,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         engine = _core.Engine(loop)
         self._started_with = self.config
+        _core.set_rate_table_slots(self.config.rate_limit_table.slots)
         plan = build_plan(self.config, self._config_file, engine, strict=False)
         try:
             self._observe.apply(engine, self.config)

@@ -125,7 +125,7 @@ def run_worker(
     if rate_fd >= 0:
         from fastgw import _core
 
-        _core.attach_rate_table(rate_fd)
+        _core.attach_rate_table(rate_fd, config.rate_limit_table.slots)
     if listen:
         config = msgspec.structs.replace(config, listen=tuple(listen))
     gateway = Gateway(config, config_file=config_file, admin=False)

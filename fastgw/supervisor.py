@@ -488,9 +488,10 @@ class Supervisor:
         allocated as keys arrive)."""
         from fastgw import _core
 
+        slots = self.config.rate_limit_table.slots
         self._rate_fd = os.memfd_create("fastgw-ratelimit")
-        os.ftruncate(self._rate_fd, _core.RateTable.bytes_for())
-        self._rate_table = _core.RateTable(fd=self._rate_fd)  # writes the header and seed
+        os.ftruncate(self._rate_fd, _core.RateTable.bytes_for(slots))
+        self._rate_table = _core.RateTable(slots, self._rate_fd)  # writes header and seed
 
     def run(self) -> int:
         """Serve until a stop signal and every worker has exited; return the exit code."""

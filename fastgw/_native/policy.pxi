@@ -324,10 +324,25 @@ cdef class PolicyRequest:
             self._request_id = self.request_id_bytes.decode("ascii")
         return self._request_id
 
-    def record_rate_limit(self, bint allowed):
+    def record_rate_limit(self, bint allowed, int64_t limit=-1, int64_t remaining=0,
+                          int64_t reset=0, int64_t retry_after=0, str headers="none"):
         """Count a rate limit decision a Python policy made (metrics, access log), as the
-        core counts its own."""
-        self.attached().rl_result = RL_ALLOWED if allowed else RL_LIMITED
+        core counts its own. With `limit` >= 0 the core also adds the RateLimit fields
+        (`headers`: draft, legacy, both or none; Retry-After when refused) to every
+        response of the exchange, the policy's own answer included."""
+        cdef ClientProtocol conn = self.attached()
+        cdef RateDecision d
+        conn.rl_result = RL_ALLOWED if allowed else RL_LIMITED
+        if limit < 0:
+            return
+        d.allowed = allowed
+        d.limit = limit
+        d.remaining = remaining
+        d.reset_s = reset
+        d.retry_after_s = max(1, retry_after)
+        d.wait_ns = 0
+        fields = _rate_limit_fields(_RL_HEADER_MODES[headers], &d)
+        conn.extra_head = fields if conn.extra_head is None else conn.extra_head + fields
 
     @property
     def scratch(self):

@@ -54,7 +54,7 @@ cdef enum:
 
 cdef uint64_t RL_MAGIC = 0x66676C696D697431    # "fglimit1"
 cdef uint64_t TAT_LOCKED = 0xFFFFFFFFFFFFFFFF
-RATE_TABLE_SLOTS = 1 << 20
+RATE_TABLE_SLOTS = 1 << 18     # 4 MiB: fits the last-level cache and the TLB of a server CPU
 SLOT_BYTES = 16
 
 
@@ -151,7 +151,7 @@ cdef class RateTable:
         """The TAT word of `key`'s slot, claimed (or reused) if the key has none. When
         `fresh` is set the slot's TAT word is TAT_LOCKED and the caller must store it."""
         cdef uint64_t* base = self.words + RL_HEADER_WORDS
-        cdef uint64_t start = key & self.mask
+        cdef uint64_t start = (key >> 1) & self.mask   # bit 0 of every key is 1
         cdef uint64_t idx, k, tat, best_tat = TAT_LOCKED
         cdef Py_ssize_t i, best = -1
         fresh[0] = False
@@ -186,6 +186,9 @@ cdef class RateTable:
 
 
 cdef RateTable _rate_table = None
+cdef Py_ssize_t _table_slots = RATE_TABLE_SLOTS
+cdef dict _RL_HEADER_MODES = {"none": RL_HEADERS_NONE, "draft": RL_HEADERS_DRAFT,
+                              "legacy": RL_HEADERS_LEGACY, "both": RL_HEADERS_BOTH}
 cdef dict _KEY_KINDS = {"client_ip": RL_KEY_CLIENT_IP, "route": RL_KEY_ROUTE,
                         "header": RL_KEY_HEADER, "param": RL_KEY_PARAM,
                         "consumer": RL_KEY_CONSUMER, "claim": RL_KEY_CLAIM}
@@ -195,8 +198,14 @@ def rate_table():
     """This process's table: the shared one attached at start, or a private one."""
     global _rate_table
     if _rate_table is None:
-        _rate_table = RateTable()
+        _rate_table = RateTable(_table_slots)
     return _rate_table
+
+
+def set_rate_table_slots(Py_ssize_t slots):
+    """The size of the private table, made on first use (a made table keeps its size)."""
+    global _table_slots
+    _table_slots = slots
 
 
 def attach_rate_table(int fd, Py_ssize_t slots=RATE_TABLE_SLOTS):
@@ -254,8 +263,7 @@ cdef class RateLimiter:
             self.capacity[i] = interval * burst
         self.cost = cost
         self.delay_ns = delay_ns
-        self.headers = {"none": RL_HEADERS_NONE, "draft": RL_HEADERS_DRAFT,
-                        "legacy": RL_HEADERS_LEGACY, "both": RL_HEADERS_BOTH}[headers]
+        self.headers = _RL_HEADER_MODES[headers]
         self.key_kinds = tuple((_KEY_KINDS[kind], arg) for kind, arg in keys)
         self.fallback = _KEY_KINDS[fallback]
 

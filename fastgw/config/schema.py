@@ -258,6 +258,17 @@ class TracingSettings(_Section, kw_only=True):
     server_timing: bool = False
 
 
+class RateLimitTable(_Section, kw_only=True):
+    """The table of rate limit buckets: one 16-byte slot per key and limit, a power of two.
+    Size it to about twice the keys you expect; beyond that the idlest keys are reused."""
+
+    slots: Annotated[int, Meta(ge=1024, le=1 << 28)] = 1 << 18
+
+    def __post_init__(self) -> None:
+        if self.slots & (self.slots - 1):
+            raise ValueError(f"slots must be a power of two, got {self.slots}")
+
+
 class Config(_Section, kw_only=True):
     """A whole gateway configuration: what `load_config` returns and `build_plan` consumes."""
 
@@ -281,6 +292,7 @@ class Config(_Section, kw_only=True):
     error_log: ErrorLogSettings = ErrorLogSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    rate_limit_table: RateLimitTable = RateLimitTable()
 
     def __post_init__(self) -> None:
         # One listen address may be written as a plain string; the decoded form is a tuple.

@@ -23,12 +23,15 @@ Modes:
   is exact across every gateway sharing the Redis.
 - `batched`: a gateway takes a lease of up to `batch` tokens per key in one call and admits
   from it locally, without waiting; when half the lease is used it asks for the next one in
-  the background. A key Redis refused is refused locally until its retry-after time. The
-  price is accuracy: tokens leased in one window can be spent in the next, so across G
-  gateways up to `batch` x G requests more than the limit can pass per window (over-
-  admission), and tokens leased but not used before the lease lapses (after the shortest
-  window of the entry) are lost to everyone (under-admission, at most `batch` per gateway
-  and key). The RateLimit-Remaining a client sees is this gateway's estimate. Use it when a
+  the background. A lease that runs out before its refill returns doubles the next one (up
+  to 16 x `batch`, halving again when tokens lapse unused), so a hot key is not starved by
+  its own round trips. A key Redis refused is refused locally until its retry-after time.
+  The price is accuracy: tokens leased in one window can be spent in the next, so across G
+  gateways up to (lease size) x G requests more than the limit can pass per window (over-
+  admission: `batch` x G for a key of moderate demand, at most 16 x `batch` x G for a hot
+  one), and tokens leased but not used before the lease lapses (after the shortest window
+  of the entry) are lost to everyone (under-admission, at most one lease per gateway and
+  key). The RateLimit-Remaining a client sees is this gateway's estimate. Use it when a
   round trip per request costs too much and the limit is large compared with `batch`.
 
 Failures: every check is bounded by `redis.timeout`. When Redis is unreachable, slow or
@@ -113,16 +116,28 @@ _MAX_PIPELINES = 4
 # Batched mode: rounds of "lease ran dry, ask again" one request may go through before it
 # is decided like a Redis failure (many concurrent requests of one key racing for a lease).
 _LEASE_ROUNDS = 3
+# A lease grows (doubling) while requests outrun it, up to this many times `batch`.
+_MAX_LEASE_GROWTH = 16
 _SWEEP_EVERY = 4096
 
 
 class _Lease:
     """Batched mode: tokens of one key this gateway took from Redis, and what it knows."""
 
-    __slots__ = ("denied_until", "expires", "fetch", "limit", "remaining", "reset_at", "tokens")
+    __slots__ = (
+        "denied_until",
+        "expires",
+        "fetch",
+        "limit",
+        "remaining",
+        "reset_at",
+        "tokens",
+        "want",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, want: int) -> None:
         self.tokens = 0
+        self.want = want  # tokens the next lease asks for: grows while demand outruns it
         self.expires = 0.0  # monotonic: unused tokens lapse then
         self.denied_until = 0.0  # monotonic: Redis refused this key until then
         self.limit = 0  # burst of the limit the headers report
@@ -154,8 +169,7 @@ class RedisRateLimit(RateLimit):
         self._batch = max(settings.batch, config.cost)
         self._lease_life = min(window for _, _, _, window in table)
         self._entry = self.limiter_id.encode() + b"\x00"
-        self._scratch_key = "fastgw.rate_limit:" + self.limiter_id
-        self._header_names = _HEADER_NAMES[config.headers]
+        self._headers = config.headers
         self._client: Redis | None = None
         self._leases: dict[str, _Lease] = {}
         self._lease_inserts = 0
@@ -184,12 +198,6 @@ class RedisRateLimit(RateLimit):
             self._remember(request, burst, remaining, _ceil_seconds(reset_us))
             return None
         return self._limited(request, burst, _ceil_seconds(reset_us), _ceil_seconds(retry_us))
-
-    def on_response(self, request: Any, response: Any) -> None:
-        fields = request.scratch.get(self._scratch_key)
-        if fields is not None:
-            for name, value in fields:
-                response.set_header(name, value)
 
     def close(self) -> None:
         for lease in self._leases.values():
@@ -220,22 +228,14 @@ class RedisRateLimit(RateLimit):
         digest = hashlib.sha1(self._entry + key.encode()).hexdigest()
         return [f"fastgw:rl:{{{digest}}}:{i}" for i in range(len(self._bursts))]
 
-    def _fields(self, limit: int, remaining: int, reset: int) -> list[tuple[str, str]]:
-        values = (str(limit), str(remaining), str(reset))
-        return [pair for names in self._header_names for pair in zip(names, values, strict=True)]
-
+    # PERF: the core writes the RateLimit fields into the response heads (no response hook,
+    # no per-field checks): the policy only says what was decided.
     def _remember(self, request: Any, limit: int, remaining: int, reset: int) -> None:
-        request.record_rate_limit(True)
-        if self._header_names:
-            request.scratch[self._scratch_key] = self._fields(limit, remaining, reset)
+        request.record_rate_limit(True, limit, remaining, reset, 0, self._headers)
 
     def _limited(self, request: Any, limit: int, reset: int, retry_after: int) -> Response:
-        request.record_rate_limit(False)
-        fields = dict(self._fields(limit, 0, reset))
-        fields["retry-after"] = str(max(1, retry_after))
-        return Response.error(
-            429, "rate_limited", "rate limit exceeded", request.request_id, fields
-        )
+        request.record_rate_limit(False, limit, 0, reset, retry_after, self._headers)
+        return Response.error(429, "rate_limited", "rate limit exceeded", request.request_id)
 
     def _unavailable(self, request: Any) -> Response | None:
         if self.config.fail_open:
@@ -364,18 +364,20 @@ class RedisRateLimit(RateLimit):
         cost = self._cost
         lease = self._leases.get(key)
         if lease is None:
-            lease = self._leases[key] = _Lease()
+            lease = self._leases[key] = _Lease(self._batch)
             self._lease_inserts += 1
             if self._lease_inserts % _SWEEP_EVERY == 0:
                 self._sweep()
         for _ in range(_LEASE_ROUNDS):
             now = time.monotonic()
             if lease.tokens and now >= lease.expires:
+                # Tokens left unused: the lease was larger than this key's demand.
                 lease.tokens = 0
+                lease.want = max(self._batch, lease.want // 2)
             if lease.tokens >= cost:
                 # PERF: the common case: no await, so the core runs it without a Task.
                 lease.tokens -= cost
-                if lease.tokens * 2 < self._batch and lease.fetch is None and not self._retry_at:
+                if lease.tokens * 2 < lease.want and lease.fetch is None and not self._retry_at:
                     self._start_fetch(key, lease)
                 self._remember(
                     request,
@@ -399,6 +401,9 @@ class RedisRateLimit(RateLimit):
             # shield: a client that goes away must not cancel the lease others wait for.
             if not await asyncio.shield(lease.fetch):
                 break
+            if lease.tokens < cost:
+                # The lease ran out before its refill came back: ask for more next time.
+                lease.want = min(lease.want * 2, self._batch * _MAX_LEASE_GROWTH)
         return self._unavailable(request)
 
     def _start_fetch(self, key: str, lease: _Lease) -> None:
@@ -407,7 +412,7 @@ class RedisRateLimit(RateLimit):
     async def _fetch(self, key: str, lease: _Lease) -> bool:
         """Take a lease of up to `batch` tokens; False when Redis did not answer."""
         try:
-            reply = await self._take(self._redis_keys(key), self._batch, self._cost)
+            reply = await self._take(self._redis_keys(key), lease.want, self._cost)
         finally:
             lease.fetch = None
         if reply is None:
@@ -437,17 +442,6 @@ class RedisRateLimit(RateLimit):
         ]
         for key in idle:
             del self._leases[key]
-
-
-_HEADER_NAMES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "none": (),
-    "draft": (("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"),),
-    "legacy": (("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),),
-    "both": (
-        ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"),
-        ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
-    ),
-}
 
 
 def _field(request: Any, kind: str, arg: str) -> str | None:

@@ -551,3 +551,38 @@ def test_consumer_key_from_an_authentication_policy(
         return gw.request("GET", "/limited/1", headers=[("X-Api-Key", key)]).status
 
     assert [status("k1"), status("k2"), status("k3")] == [200, 429, 200]
+
+
+def test_batched_leases_grow_under_a_hot_key(
+    gateway: Any, upstream: Any, redis_server: RedisServer
+) -> None:
+    """Many clients on one key with tiny leases: the leases grow instead of requests being
+    answered as if Redis were down (fail_open false makes any such answer a 503)."""
+    import threading
+
+    gw = start_gateway(
+        gateway,
+        upstream,
+        redis_server.url,
+        key="route",
+        limits=[{"rate": 1_000_000, "per": "1s"}],
+        redis={"mode": "batched", "batch": 2},
+        fail_open=False,
+    )
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with gw.connect() as conn:
+            got = [conn.request("GET", "/limited/1").status for _ in range(40)]
+        with lock:
+            statuses.extend(got)
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * 640
+    # Far fewer script calls than requests: the leases grew past 2 tokens.
+    assert redis_server.script_calls() < 640 // 4
