@@ -288,3 +288,33 @@ class ConcurrencyLimiter:
     ) -> None: ...
     def inflight(self, key: bytes) -> int: ...
     def waiting(self, key: bytes) -> int: ...
+
+class Lease:
+    """Batched Redis limiting: tokens of one key leased from Redis, spent by the core."""
+
+    tokens: int
+    want: int
+    expires: float
+    denied_until: float
+    limit: int
+    remaining: int
+    reset_at: float
+    fetch: Any
+    def __init__(self, want: int) -> None: ...
+
+class LeaseStep:
+    leases: dict[bytes, Lease]
+    cost: int
+    headers: int
+    def __init__(
+        self,
+        leases: dict[bytes, Lease],
+        keys: Sequence[tuple[str, Any]],
+        fallback: str,
+        cost: int,
+        headers: str,
+        slow: Any,
+        refill: Any,
+    ) -> None: ...
+
+def set_rate_table_slots(slots: int) -> None: ...

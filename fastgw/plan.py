@@ -246,6 +246,22 @@ def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any
                 delay_ns,
             )
             steps.append((codes["rate_limit"], limiter))
+        elif policy.kind == "lease":
+            _, leases, keys, fallback, cost, headers, slow, refill = policy.compiled()
+            steps.append(
+                (
+                    codes["lease"],
+                    _core.LeaseStep(
+                        leases,
+                        _core_keys(keys, params, pattern_ids),
+                        fallback[0],
+                        cost,
+                        headers,
+                        slow,
+                        refill,
+                    ),
+                )
+            )
         elif policy.kind == "concurrency_limit":
             _, keys, fallback, most, queue, queue_timeout, status = policy.compiled()
             steps.append(

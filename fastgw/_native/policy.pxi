@@ -38,6 +38,7 @@ cdef enum:
     STEP_REDIRECT = 4
     STEP_RATE_LIMIT = 5
     STEP_CONCURRENCY = 6
+    STEP_LEASE = 7              # a batched Redis limit: tokens leased, spent in the core
     OP_SET = 1
     OP_ADD = 2
     OP_REMOVE = 3
@@ -60,7 +61,7 @@ TEMPLATE_VARIABLES = {
 HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RENAME}
 CHAIN_STEPS = {"sync": STEP_PY_SYNC, "async": STEP_PY_ASYNC, "respond": STEP_RESPOND,
                "redirect": STEP_REDIRECT, "rate_limit": STEP_RATE_LIMIT,
-               "concurrency_limit": STEP_CONCURRENCY}
+               "concurrency_limit": STEP_CONCURRENCY, "lease": STEP_LEASE}
 
 # Fields the gateway itself manages: no policy may set, remove or rename them. The one list:
 # request_headers checks its config against it too (fastgw/policy/builtins.py).
@@ -186,7 +187,8 @@ cdef class CoreChain:
         self.request_ops = _ops_by_pattern(request_ops)
         self.response_ops = _ops_by_pattern(response_ops)
         self.response_hooks = tuple(response_hooks)
-        self.python_hooks = any(kind in (STEP_PY_SYNC, STEP_PY_ASYNC) for kind, _ in self.steps)
+        self.python_hooks = any(kind in (STEP_PY_SYNC, STEP_PY_ASYNC, STEP_LEASE)
+                                for kind, _ in self.steps)
 
 
 cdef class Headers:

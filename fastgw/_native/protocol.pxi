@@ -603,6 +603,12 @@ cdef class ClientProtocol:
         cdef bint finished = False
         for i in range(start, len(steps)):
             kind, payload = steps[i]
+            if kind == STEP_LEASE:
+                if self.lease_check(<LeaseStep>payload):
+                    continue
+                # No leased token to spend: the policy's own (async) check decides.
+                kind = STEP_PY_ASYNC
+                payload = (<LeaseStep>payload).slow
             if kind == STEP_PY_SYNC:
                 try:
                     result = payload(self.preq)
@@ -1678,6 +1684,35 @@ cdef class ClientProtocol:
             self.deadline = _now + d.wait_ns / 1e9 + self.plan.upstream_read
             return HOOK_STEP_SUSPENDED
         return HOOK_STEP_DONE
+
+    cdef bint lease_check(self, LeaseStep step) except *:
+        """Batched Redis limiting, the common case: spend a leased token without Python (a
+        refill starts when half the lease is gone). False: the policy must decide."""
+        cdef Lease lease
+        cdef RateDecision d
+        cdef double now = self.t_start / 1e9     # CLOCK_MONOTONIC, as time.monotonic()
+        self.build_key(step.key_kinds, step.fallback)
+        key = _key_buffer.take()
+        found = step.leases.get(key)
+        if found is None:
+            return False
+        lease = <Lease>found
+        if lease.tokens < step.cost or now >= lease.expires:
+            return False
+        lease.tokens -= step.cost
+        if lease.tokens * 2 < lease.want and lease.fetch is None:
+            step.refill(key, lease)
+        self.rl_result = RL_ALLOWED
+        if step.headers != RL_HEADERS_NONE:
+            d.allowed = True
+            d.limit = lease.limit
+            d.remaining = lease.remaining + lease.tokens
+            d.reset_s = _ceil_s(<int64_t>((lease.reset_at - now) * 1e9))
+            d.retry_after_s = 0
+            d.wait_ns = 0
+            fields = _rate_limit_fields(step.headers, &d)
+            self.extra_head = fields if self.extra_head is None else self.extra_head + fields
+        return True
 
     cdef int concurrency_check(self, ConcurrencyLimiter limiter, Py_ssize_t step) except -1:
         """A `concurrency_limit` step: take a place, queue for one, or answer 503/429."""

@@ -435,6 +435,48 @@ cdef class ConcurrencyLimiter:
         return len(queue) if queue is not None else 0
 
 
+@cython.final
+cdef class Lease:
+    """Batched Redis limiting: tokens of one key this gateway took from Redis. The core
+    spends them; the policy (Python) refills them and decides when they run out."""
+
+    cdef public int64_t tokens
+    cdef public int64_t want             # tokens the next lease asks for
+    cdef public double expires           # time.monotonic(): unused tokens lapse then
+    cdef public double denied_until      # Redis refused this key until then
+    cdef public int64_t limit            # burst of the limit the fields report
+    cdef public int64_t remaining        # tokens Redis still had when it answered
+    cdef public double reset_at          # that bucket is full again
+    cdef public object fetch             # the refill in flight (an asyncio.Task) or None
+
+    def __init__(self, int64_t want):
+        self.want = want
+
+
+@cython.final
+cdef class LeaseStep:
+    """A `rate_limit` entry with `policy: redis, mode: batched` as the core runs it: the
+    leases by key, the cost, and the policy's hooks for what the core cannot decide."""
+
+    cdef readonly dict leases            # key bytes -> Lease
+    cdef readonly tuple key_kinds
+    cdef readonly int fallback
+    cdef readonly int64_t cost
+    cdef readonly int headers
+    cdef readonly object slow            # async def (request): the policy's full check
+    cdef readonly object refill          # def (key, lease): start a refill in the background
+
+    def __init__(self, dict leases, keys, str fallback, int64_t cost, str headers, slow,
+                 refill):
+        self.leases = leases
+        self.key_kinds = tuple((_KEY_KINDS[kind], arg) for kind, arg in keys)
+        self.fallback = _KEY_KINDS[fallback]
+        self.cost = cost
+        self.headers = _RL_HEADER_MODES[headers]
+        self.slow = slow
+        self.refill = refill
+
+
 cdef HeadBuffer _rl_buffer = HeadBuffer()
 cdef HeadBuffer _key_buffer = HeadBuffer()   # a request's key, built in place
 

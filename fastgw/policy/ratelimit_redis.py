@@ -22,17 +22,19 @@ Modes:
   request; the calls of one event loop iteration travel together in one pipeline. The count
   is exact across every gateway sharing the Redis.
 - `batched`: a gateway takes a lease of up to `batch` tokens per key in one call and admits
-  from it locally, without waiting; when half the lease is used it asks for the next one in
-  the background. A lease that runs out before its refill returns doubles the next one (up
-  to 16 x `batch`, halving again when tokens lapse unused), so a hot key is not starved by
-  its own round trips. A key Redis refused is refused locally until its retry-after time.
-  The price is accuracy: tokens leased in one window can be spent in the next, so across G
-  gateways up to (lease size) x G requests more than the limit can pass per window (over-
-  admission: `batch` x G for a key of moderate demand, at most 16 x `batch` x G for a hot
-  one), and tokens leased but not used before the lease lapses (after the shortest window
-  of the entry) are lost to everyone (under-admission, at most one lease per gateway and
-  key). The RateLimit-Remaining a client sees is this gateway's estimate. Use it when a
-  round trip per request costs too much and the limit is large compared with `batch`.
+  from it locally, without waiting: the leases are `_core.Lease` objects the compiled core
+  spends itself (no Python per admitted request); when half a lease is used the core asks
+  this policy for the next one, fetched in the background. A lease that runs out before its
+  refill returns doubles the next one (up to 16 x `batch`, halving again when tokens lapse
+  unused), so a hot key is not starved by its own round trips. A key Redis refused is
+  refused locally until its retry-after time. The price is accuracy: tokens leased in one
+  window can be spent in the next, so across G gateways up to (lease size) x G requests more
+  than the limit can pass per window (over-admission: `batch` x G for a key of moderate
+  demand, at most 16 x `batch` x G for a hot one), and tokens leased but not used before the
+  lease lapses (after the shortest window of the entry) are lost to everyone (under-admission,
+  at most one lease per gateway and key). The RateLimit-Remaining a client sees
+  is this gateway's estimate. Use it when a round trip per request costs too much and the
+  limit is large compared with `batch`.
 
 Failures: every check is bounded by `redis.timeout`. When Redis is unreachable, slow or
 answers an error, the request passes (`fail_open: true`, counted in `failures`) or gets 503
@@ -56,6 +58,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
+from fastgw._core import Lease
 from fastgw.policy.base import PolicyConfigError, ProvisionContext, Response
 from fastgw.policy.ratelimit import RateLimit, RateLimitConfig
 
@@ -121,31 +124,6 @@ _MAX_LEASE_GROWTH = 16
 _SWEEP_EVERY = 4096
 
 
-class _Lease:
-    """Batched mode: tokens of one key this gateway took from Redis, and what it knows."""
-
-    __slots__ = (
-        "denied_until",
-        "expires",
-        "fetch",
-        "limit",
-        "remaining",
-        "reset_at",
-        "tokens",
-        "want",
-    )
-
-    def __init__(self, want: int) -> None:
-        self.tokens = 0
-        self.want = want  # tokens the next lease asks for: grows while demand outruns it
-        self.expires = 0.0  # monotonic: unused tokens lapse then
-        self.denied_until = 0.0  # monotonic: Redis refused this key until then
-        self.limit = 0  # burst of the limit the headers report
-        self.remaining = 0  # tokens Redis still had when it answered
-        self.reset_at = 0.0  # monotonic: that bucket is full again
-        self.fetch: asyncio.Task[bool] | None = None
-
-
 class RedisRateLimit(RateLimit):
     """`rate_limit` with `policy: redis`; see the module docstring."""
 
@@ -171,7 +149,11 @@ class RedisRateLimit(RateLimit):
         self._entry = self.limiter_id.encode() + b"\x00"
         self._headers = config.headers
         self._client: Redis | None = None
-        self._leases: dict[str, _Lease] = {}
+        # Batched mode: the core spends these leases' tokens itself (LeaseStep); keys are the
+        # bytes the core builds, so both find the same Lease.
+        self._leases: dict[bytes, Lease] = {}
+        if self._batched:
+            self.kind = "lease"
         self._lease_inserts = 0
         self._closing: set[asyncio.Task[Any]] = set()
         self._queued: list[tuple[list[Any], asyncio.Future[list[int]]]] = []
@@ -179,6 +161,7 @@ class RedisRateLimit(RateLimit):
         self._pipelines = 0  # in flight
         self._sending: set[asyncio.Task[None]] = set()
         self.failures = 0
+        self.slow_checks = 0
         # Back-off state: 0.0 while Redis answers; else when the next probe may go.
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -189,7 +172,8 @@ class RedisRateLimit(RateLimit):
     async def on_request(self, request: Any) -> Response | None:
         key = self._key(request)
         if self._batched:
-            return await self._check_batched(request, key)
+            self.slow_checks += 1  # the core found no leased token to spend
+            return await self._check_batched(request, key.encode("utf-8", "surrogateescape"))
         reply = await self._take(self._redis_keys(key), self._cost, self._cost)
         if reply is None:
             return self._unavailable(request)
@@ -360,11 +344,11 @@ class RedisRateLimit(RateLimit):
 
     # --- batched mode -----------------------------------------------------------------
 
-    async def _check_batched(self, request: Any, key: str) -> Response | None:
+    async def _check_batched(self, request: Any, key: bytes) -> Response | None:
         cost = self._cost
         lease = self._leases.get(key)
         if lease is None:
-            lease = self._leases[key] = _Lease(self._batch)
+            lease = self._leases[key] = Lease(self._batch)
             self._lease_inserts += 1
             if self._lease_inserts % _SWEEP_EVERY == 0:
                 self._sweep()
@@ -406,13 +390,34 @@ class RedisRateLimit(RateLimit):
                 lease.want = min(lease.want * 2, self._batch * _MAX_LEASE_GROWTH)
         return self._unavailable(request)
 
-    def _start_fetch(self, key: str, lease: _Lease) -> None:
+    def compiled(self) -> tuple[Any, ...]:
+        """Batched mode as the core runs it: leases, keys, cost, fields, and the hooks for
+        what it cannot decide alone."""
+        return (
+            "lease",
+            self._leases,
+            self.keys,
+            self.fallback,
+            self._cost,
+            self._headers,
+            self.on_request,
+            self._refill,
+        )
+
+    def _refill(self, key: bytes, lease: Lease) -> None:
+        """The core spent half a lease: fetch the next one, unless Redis is backing off."""
+        if lease.fetch is None and not self._retry_at:
+            self._start_fetch(key, lease)
+
+    def _start_fetch(self, key: bytes, lease: Lease) -> None:
         lease.fetch = asyncio.get_running_loop().create_task(self._fetch(key, lease))
 
-    async def _fetch(self, key: str, lease: _Lease) -> bool:
+    async def _fetch(self, key: bytes, lease: Lease) -> bool:
         """Take a lease of up to `batch` tokens; False when Redis did not answer."""
         try:
-            reply = await self._take(self._redis_keys(key), lease.want, self._cost)
+            reply = await self._take(
+                self._redis_keys(key.decode("utf-8", "surrogateescape")), lease.want, self._cost
+            )
         finally:
             lease.fetch = None
         if reply is None:

@@ -586,3 +586,62 @@ def test_batched_leases_grow_under_a_hot_key(
     assert statuses == [200] * 640
     # Far fewer script calls than requests: the leases grew past 2 tokens.
     assert redis_server.script_calls() < 640 // 4
+
+
+def test_batched_tokens_are_spent_in_the_core(upstream: Any, redis_server: RedisServer) -> None:
+    """With a lease in hand the core admits by itself: the policy's Python check runs for
+    the first request and the refills' stragglers, not once per request."""
+    import asyncio
+
+    import uvloop
+
+    from fastgw import Gateway
+
+    up = upstream()
+    config = {
+        "listen": "127.0.0.1:0",
+        "upstreams": {"echo": {"targets": [{"url": up.url}]}},
+        "routes": [
+            limited_route(
+                redis_server.url,
+                key="route",
+                redis={"mode": "batched", "batch": 50},
+                limits=[{"rate": 100_000, "per": "1s"}],
+            )
+        ],
+    }
+
+    async def main() -> tuple[list[int], int, int]:
+        gw = Gateway(config)
+        await gw.start()
+        try:
+            host, port = gw.addresses[0]
+
+            def send() -> list[int]:
+                import socket as _socket
+
+                statuses = []
+                with _socket.create_connection((host, port), timeout=5) as sock:
+                    stream = sock.makefile("rb")
+                    for _ in range(200):
+                        sock.sendall(b"GET /limited/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                        status = int(stream.readline().split()[1])
+                        length = 0
+                        while (line := stream.readline()) != b"\r\n":
+                            if line.lower().startswith(b"content-length:"):
+                                length = int(line.split(b":")[1])
+                        stream.read(length)
+                        statuses.append(status)
+                return statuses
+
+            statuses = await asyncio.to_thread(send)
+            policy = gw.plan.chains[0].policies[0].policy
+            return statuses, policy.slow_checks, redis_server.script_calls()
+        finally:
+            await gw.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        statuses, slow, calls = runner.run(main())
+    assert statuses == [200] * 200
+    assert slow <= 10, slow  # not 200
+    assert calls <= 10, calls
