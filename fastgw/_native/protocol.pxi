@@ -28,6 +28,7 @@ cdef enum:
     OUT_CHUNKED = 2
     OUT_CLOSE = 3
     COALESCE_BODY_BYTES = 16384  # response bodies up to this size share the head's write
+    WAITING_READ_BYTES = 65536   # read ahead of a queued or parked request, at most
 
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
@@ -414,6 +415,11 @@ cdef class ClientProtocol:
         self.flush()
 
     def eof_received(self):
+        if self.state == CS_EXCHANGE and self.waiting():
+            # Gone while queued or parked: give up its place in line (logged as 499).
+            self.cancel_hook()
+            self.close_transport()
+            return False
         if self.state == CS_EXCHANGE and self.request_complete:
             # Half-closed client: still deliver the response, then close.
             self.client_eof = True
@@ -493,10 +499,17 @@ cdef class ClientProtocol:
                 self.on_parse_error(parser.error_code)
                 return
         self.flush_upstream()
-        if self.buf is not None and not self.closed:
+        if (self.buf is not None and not self.closed
+                and not (self.waiting() and PyBytes_GET_SIZE(self.buf) - self.buf_off
+                         <= WAITING_READ_BYTES)):
             self.block_reading(BLOCK_PENDING, True)
         else:
+            # A request waiting for a concurrency place or its rate limit token keeps
+            # reading (up to a bound), so a client that leaves is noticed and frees it.
             self.block_reading(BLOCK_PENDING, False)
+
+    cdef inline bint waiting(self) noexcept:
+        return self.waiting_on is not None or self.park_handle is not None
 
     cdef void on_request_head(self) noexcept:
         cdef RequestParser p = self.parser
@@ -1381,7 +1394,9 @@ cdef class ClientProtocol:
             if not self.keep_alive:
                 b.put_bytes(b"connection: close\r\n")
             b.put_bytes(b"\r\n")
-            b.put_bytes(body)
+            if self.method_id != M_HEAD:
+                # RFC 9110 9.3.2: the length of the body a GET would get, and no body.
+                b.put_bytes(body)
             self.out.append(b.take())
         except BaseException:
             b.length = 0

@@ -278,7 +278,7 @@ cdef class RateLimiter:
         cdef int i, j, spins
         cdef bint fresh
         cdef uint64_t tat, base_tat, new_tat
-        cdef int64_t best_remaining = -1, remaining
+        cdef int64_t best_remaining = -1, remaining, excess
         cdef uint64_t* key_word
         out.allowed = True
         out.retry_after_s = 0
@@ -326,14 +326,14 @@ cdef class RateLimiter:
                     continue                  # another worker moved it: decide again
                 words[i] = word
                 before[i] = new_tat
-                remaining = ((self.capacity[i] - <int64_t>(new_tat - <uint64_t>now))
-                             // self.interval[i])
-                if remaining < 0:
+                excess = <int64_t>(new_tat - <uint64_t>now) - self.capacity[i]
+                if excess > 0:
                     # Admitted beyond the burst: it waits until its token is due (nginx's
                     # limit_req delay).
-                    out.wait_ns = max(out.wait_ns, <int64_t>(new_tat - <uint64_t>now)
-                                      - self.capacity[i])
+                    out.wait_ns = max(out.wait_ns, excess)
                     remaining = 0
+                else:
+                    remaining = -excess // self.interval[i]
                 if best_remaining < 0 or remaining < best_remaining:
                     best_remaining = remaining
                     out.limit = self.burst[i]

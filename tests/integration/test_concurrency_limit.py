@@ -97,3 +97,59 @@ def test_rate_limit_delay_spaces_requests(gateway: Any, upstream: Any):
     elapsed = time.monotonic() - started
     assert statuses == [200] * 5
     assert 0.35 <= elapsed < 2.0  # four waits of about 100 ms each
+
+
+def test_a_client_that_leaves_the_queue_frees_its_place(gateway: Any, upstream: Any, http: Any):
+    import socket
+
+    gw = start(
+        gateway,
+        upstream,
+        {"concurrency_limit": {"max": 1, "queue": 1, "queue_timeout": "5s"}},
+        delay=0.8,
+    )
+    holder = gw.connect(timeout=10)
+    holder.send(http.build_request("GET", "/slow"))
+    time.sleep(0.1)
+    quitter = socket.create_connection((gw.host, gw.port))
+    quitter.sendall(http.build_request("GET", "/slow"))
+    time.sleep(0.1)
+    quitter.close()  # gone while queued: the queue must not keep it
+    time.sleep(0.1)
+    with gw.connect(timeout=10) as client:
+        assert client.request("GET", "/slow").status == 200
+    assert holder.read_final().status == 200
+    holder.close()
+
+
+def test_a_client_that_leaves_while_delayed_is_not_sent_upstream(
+    gateway: Any, upstream: Any, http: Any
+):
+    import socket
+
+    slow = upstream("echo")
+    gw = gateway(
+        routes=[
+            {
+                "name": "d",
+                "match": {"paths": ["/d"]},
+                "upstream": "s",
+                "policies": [
+                    {
+                        "rate_limit": {
+                            "limits": [{"rate": 1, "per": "1s", "burst": 1}],
+                            "delay": "5s",
+                        }
+                    }
+                ],
+            }
+        ],
+        upstreams={"s": slow},
+    )
+    assert gw.request("GET", "/d").status == 200
+    quitter = socket.create_connection((gw.host, gw.port))
+    quitter.sendall(http.build_request("GET", "/d"))  # parked for about 1 s
+    time.sleep(0.2)
+    quitter.close()
+    time.sleep(1.5)
+    assert len(slow.requests) == 1  # the parked request never reached the upstream

@@ -225,3 +225,18 @@ def test_keys_from_an_authentication_policy(gateway: Any, upstream: Any, key: st
     # bob shares alice's bucket only when the key is the tier they share.
     assert statuses(gw, 1, headers=bob) == ([429] if key == "claim:tier" else [200])
     assert statuses(gw, 3) == [200, 200, 429]  # anonymous: by client IP
+
+
+def test_head_answered_locally_keeps_the_connection_in_step(gateway: Any, upstream: Any):
+    """A local answer to HEAD (404, 429) has Content-Length but no body (RFC 9110 9.3.2),
+    so the next response on the connection is read correctly."""
+    gw = start(gateway, upstream, limited_route({"rate": 1, "per": "1m"}))
+    with gw.connect() as client:
+        missing = client.request("HEAD", "/missing")
+        assert (missing.status, missing.body) == (404, b"")
+        assert int(missing.header("content-length")) > 0
+        assert client.request("GET", "/free").status == 200
+        assert client.request("HEAD", "/api/1").status == 200
+        refused = client.request("HEAD", "/api/1")
+        assert (refused.status, refused.body) == (429, b"")
+        assert client.request("GET", "/free").status == 200

@@ -225,3 +225,20 @@ def test_delay_admits_beyond_the_burst_with_a_wait():
     # Two from the burst at once, then one every 100 ms, up to the 300 ms delay.
     assert [d[5] for d in decisions[:5]] == [0, 0, 100_000_000, 200_000_000, 300_000_000]
     assert decisions[5][4] == 1  # Retry-After
+
+
+def test_delay_waits_for_an_overshoot_smaller_than_one_interval():
+    table = _core.RateTable(1 << 10)
+    lim = _core.RateLimiter(
+        "delay-small",
+        [("client_ip", None)],
+        "client_ip",
+        [(SECOND // 2, 1)],
+        1,
+        "draft",
+        table,
+        2 * SECOND,
+    )
+    assert lim.check(b"k", 1000 * SECOND)[5] == 0
+    # 100 ms later the next token is due in 400 ms: it must wait, not pass at once.
+    assert lim.check(b"k", 1000 * SECOND + SECOND // 10)[5] == 400_000_000
