@@ -1789,6 +1789,8 @@ cdef class ClientProtocol:
                     if waiter.held is None:
                         waiter.held = []
                     waiter.held.append((limiter, key))   # the place passes on: same count
+                    # Until it wakes, its queue deadline must not fire as another timeout.
+                    waiter.deadline = _now + waiter.plan.upstream_read
                     self.engine.loop.call_soon(waiter._wake, serial)
                     break
                 else:
