@@ -164,7 +164,7 @@ class CorePlan:
         self,
         router: Router,
         actions: list[RouteAction | None],
-        limits: dict[str, int],
+        limits: dict[str, Any],
         timeouts: dict[str, float],
         trusted_networks: Sequence[IPv4Network | IPv6Network],
     ) -> None: ...

@@ -456,6 +456,7 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             "max_headers": limits.max_headers,
             "max_target_bytes": limits.max_target_bytes,
             "max_body_bytes": limits.max_body_bytes,
+            "headers_with_underscores": limits.headers_with_underscores,
         },
         {
             "client_header": timeouts.client_header,

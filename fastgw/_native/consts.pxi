@@ -77,6 +77,14 @@ cdef enum HeaderId:
 cdef enum:
     HF_DROP = 1        # not forwarded: hop-by-hop, named by Connection, or rewritten by us
 
+# request field names with "_" (CGI servers fold them into the "-" names they trust)
+cdef enum:
+    UNDERSCORES_ALLOW = 0
+    UNDERSCORES_DROP = 1
+    UNDERSCORES_REJECT = 2
+UNDERSCORE_MODES = {"allow": UNDERSCORES_ALLOW, "drop": UNDERSCORES_DROP,
+                    "reject": UNDERSCORES_REJECT}
+
 # --- error codes ------------------------------------------------------------------------
 cdef enum ErrorCode:
     E_OK = 0
@@ -149,6 +157,7 @@ cdef enum ErrorCode:
     E_RATE_LIMIT_UNAVAILABLE = 103
     E_CONCURRENCY_LIMITED = 104
     E_CONCURRENCY_LIMITED_429 = 105
+    E_UNDERSCORE_IN_HEADER_NAME = 106
 
 
 # code -> (status, stable code, message). The JSON error body is built from this table.
@@ -228,4 +237,6 @@ ERROR_TABLE = {
                                "the rate limit could not be checked"),
     E_CONCURRENCY_LIMITED: (503, "concurrency_limited", "too many requests in flight"),
     E_CONCURRENCY_LIMITED_429: (429, "concurrency_limited", "too many requests in flight"),
+    E_UNDERSCORE_IN_HEADER_NAME: (400, "underscore_in_header_name",
+                                  "header field names with '_' are refused here"),
 }

@@ -456,6 +456,7 @@ cdef class Http1Parser:
     cdef Py_ssize_t max_headers
     cdef int64_t max_body_bytes
     cdef bint is_request
+    cdef public int underscores      # UNDERSCORES_*: what a request field name with "_" gets
     cdef readonly int error_code
     cdef readonly int detail_code        # the syntax-level code behind an upstream error
     cdef readonly bint in_message
@@ -649,6 +650,13 @@ cdef class Http1Parser:
             # hop-by-hop (RFC 9110 7.6.1)
             flags = HF_DROP
         elif hid == H_EXPECT and self.is_request:
+            flags = HF_DROP
+        elif (hid == H_OTHER and self.underscores
+              and memchr(name, b"_", self.hdr_name_len[i]) != NULL):
+            # X_Forwarded_For reaches a CGI backend as X-Forwarded-For, past the checks
+            # made on the real one: nginx drops such fields by default.
+            if self.underscores == UNDERSCORES_REJECT:
+                return self._fail(E_UNDERSCORE_IN_HEADER_NAME)
             flags = HF_DROP
         self.hdr_flags[i] = flags
         return H1_SCAN_MORE

@@ -73,6 +73,7 @@ cdef class CorePlan:
     cdef Py_ssize_t max_headers
     cdef Py_ssize_t max_target_bytes
     cdef int64_t max_body_bytes
+    cdef int underscores                  # UNDERSCORES_* for request field names
     cdef double client_header
     cdef double client_body_idle
     cdef double keepalive_idle
@@ -90,6 +91,7 @@ cdef class CorePlan:
         self.max_headers = limits["max_headers"]
         self.max_target_bytes = limits["max_target_bytes"]
         self.max_body_bytes = limits["max_body_bytes"]
+        self.underscores = UNDERSCORE_MODES[limits.get("headers_with_underscores", "allow")]
         self.client_header = timeouts["client_header"]
         self.client_body_idle = timeouts["client_body_idle"]
         self.keepalive_idle = timeouts["keepalive_idle"]
@@ -382,6 +384,7 @@ cdef class ClientProtocol:
         self.plan = engine.plan
         self.parser = RequestParser(self.plan.max_header_bytes, self.plan.max_headers,
                                     self.plan.max_target_bytes, self.plan.max_body_bytes)
+        self.parser.underscores = self.plan.underscores
         self.out = []
         self.up_out = []
 

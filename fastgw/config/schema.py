@@ -110,12 +110,14 @@ class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 
 class Limits(_Section, kw_only=True):
-    """Per-connection size limits (bytes or counts); exceeding one gets 431, 414 or 413."""
+    """Per-connection limits: sizes (exceeding one gets 431, 414 or 413) and field names."""
 
     max_header_bytes: Annotated[int, Meta(ge=1024, le=1048576)] = 32768
     max_headers: Annotated[int, Meta(ge=1, le=1024)] = 100
     max_target_bytes: Annotated[int, Meta(ge=256)] = 8192
     max_body_bytes: Annotated[int, Meta(ge=0)] = 10485760
+    # Request field names with "_": dropped (nginx's default), refused with 400, or allowed.
+    headers_with_underscores: Literal["drop", "reject", "allow"] = "drop"
 
 
 class Timeouts(_Section, kw_only=True):
