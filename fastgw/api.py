@@ -140,12 +140,7 @@ class Gateway:
                 )
                 self._servers.append(server)
         except OSError as exc:
-            for server in self._servers:
-                server.close()
-            self._servers.clear()
-            engine.close()
-            self._observe.close(engine)
-            self._engine = None
+            self._abandon_start(engine)
             raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
         self.draining = False
         if self._admin_enabled and self.config.admin is not None:
@@ -156,18 +151,25 @@ class Gateway:
             try:
                 await admin.start()
             except OSError as exc:
-                for server in self._servers:
-                    server.close()
-                self._servers.clear()
-                engine.close()
-                self._observe.close(engine)
-                self._engine = None
+                self._abandon_start(engine)
                 listen = self.config.admin.listen
                 raise GatewayError(
                     f"cannot listen on {listen} (admin): {exc.strerror or exc}"
                 ) from exc
             self.admin = admin
         engine.start()
+
+    def _abandon_start(self, engine: Any) -> None:
+        """A listener could not open: undo what start() set up so far."""
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        engine.close()
+        self._observe.close(engine)
+        if self.plan is not None:
+            self.plan.close()
+            self.plan = None
+        self._engine = None
 
     async def reload(
         self, config: Config | dict[str, Any] | str | os.PathLike[str] | None = None

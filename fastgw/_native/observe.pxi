@@ -82,14 +82,8 @@ cdef inline uint64_t _rand64() noexcept:
     return x * <uint64_t>0x2545F4914F6CDD1D
 
 
-def seed_random(bytes seed):
-    """Seed the id generator (8 bytes); each worker seeds its own from os.urandom."""
-    global _rng_state
-    cdef uint64_t value = int.from_bytes(seed[:8], "little")
-    _rng_state = value or <uint64_t>0x9E3779B97F4A7C15
-
-
-seed_random(_urandom(8))
+# Each process (every worker is one) seeds its own generator.
+_rng_state = int.from_bytes(_urandom(8), "little") or <uint64_t>0x9E3779B97F4A7C15
 
 
 cdef inline void _put_hex64(char* out, uint64_t value) noexcept:
