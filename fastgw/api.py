@@ -211,8 +211,12 @@ class Gateway:
         elif isinstance(config, str | os.PathLike):
             file = str(config)
             config = load_config(config)
-        elif not isinstance(config, Config):
-            config = parse_config(config, file)
+        else:
+            # A dict or a Config comes from the program, not from the file loaded before:
+            # its errors name no file, and from now on there is no file to reload.
+            file = None
+            if not isinstance(config, Config):
+                config = parse_config(config)
         plan = build_plan(config, file, self._engine, strict=False)
         try:
             self._observe.apply(self._engine, config)

@@ -44,10 +44,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastgw", description="A strict, fast API gateway for HTTP services."
     )
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve the gateway described by a config file")
-    run.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
+    run.add_argument("file", nargs="?", metavar="FILE", help="configuration file")
+    run.add_argument("-c", "--config", metavar="FILE", help="configuration file (or FILE)")
     run.add_argument(
         "--workers", type=_positive_int, metavar="N", help="worker processes (overrides workers:)"
     )
@@ -58,7 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--control-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--rate-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--listen", action="append", default=[], help=argparse.SUPPRESS)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, parser=run)
 
     check = commands.add_parser("check", help="validate config files (exit 1 when invalid)")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -93,6 +95,11 @@ def _positive_int(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.file is not None and args.config is not None and args.file != args.config:
+        args.parser.error("give the configuration file once: as FILE or with -c")
+    args.config = args.config or args.file
+    if args.config is None:
+        args.parser.error("the configuration file is missing: fastgw run FILE (or -c FILE)")
     if args.worker:
         # From the supervisor: the config it validated last, FILE only for reloads.
         config: Config = pickle.loads(sys.stdin.buffer.read())
@@ -110,15 +117,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from fastgw.validate import check_file
+
     status = 0
     for file in args.files:
-        try:
-            config = load_config(file)
-            from fastgw.plan import build_plan
-
-            build_plan(config, file=file)
-        except ConfigError as exc:
-            _print_errors(exc, file)
+        errors, warnings = check_file(file)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if errors:
+            for error in errors:
+                print(error, file=sys.stderr)
             status = 1
         else:
             print(f"{file}: ok")
@@ -132,7 +140,12 @@ def _routes(args: argparse.Namespace) -> int:
     plan = build_plan(config, file=args.file)
     if args.explain:
         method, url = args.explain
-        for line in plan.explain(method, url):
+        try:
+            lines = plan.explain(method, url)
+        except ValueError as exc:
+            print(f"fastgw: error: {exc}", file=sys.stderr)
+            return 2
+        for line in lines:
             print(line)
     else:
         print(format_route_table(plan.describe_routes()))

@@ -24,7 +24,11 @@ class ConfigError(FastgwError):
     `str()` gives one line for humans and CI logs, for example
     ``gateway.yaml: $.routes[2].upstream: unknown upstream 'x' (expected one of: users, orders)``.
     `line` and `column` (1-based) are set for syntax errors in the file itself.
+    `partial`, when the error comes from parsing a configuration, is the
+    fastgw.config.PartialConfig of what did decode (for checks that run on it too).
     """
+
+    partial: Any = None
 
     def __init__(
         self,
@@ -52,6 +56,8 @@ class ConfigError(FastgwError):
         return [self]
 
     def __str__(self) -> str:
+        from fastgw.config.redaction import redact_text
+
         text = f"{self.path}: {self.message}"
         if self.file is not None:
             text = f"{self.file}: {text}"
@@ -61,7 +67,8 @@ class ConfigError(FastgwError):
             text += f" (expected {self.expected})"
         elif self.got is not None:
             text += f" (got {self.got})"
-        return text
+        # A URL's password never shows, whatever message quoted it.
+        return redact_text(text)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"

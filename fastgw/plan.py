@@ -72,27 +72,48 @@ class Plan:
         return [info.__dict__.copy() for info in self.routes]
 
     def explain(self, method: str, url: str) -> list[str]:
-        """Say which route wins for METHOD URL, and why, using the real parser and router."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return [f"not an absolute http URL: {url!r}"]
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        request = f"{method.upper()} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n"
+        """Say which route wins for METHOD URL, and why, using the real parser and router.
+
+        URL is absolute (`http://api.example.com/users/7`) or a path (`/users/7`: a request
+        without a host, which only routes for any host serve). Raises ValueError for
+        anything else.
+        """
+        method = method.upper()
+        if not method or not all(
+            c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in method
+        ):
+            raise ValueError(f"not a method: {method!r}")
+        if url.startswith("/"):
+            authority, target = "", url
+        else:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    f"not an absolute http URL or a path: {url!r} "
+                    "(write http://HOST/PATH, or /PATH for a request without a host)"
+                )
+            authority = parts.netloc
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # HTTP/1.0 allows a request without Host, so a path alone goes through the parser too.
+        version, host_field = ("1.1", f"Host: {authority}\r\n") if authority else ("1.0", "")
+        request = f"{method} {target} HTTP/{version}\r\n{host_field}\r\n"
         parser = _core.RequestParser()
-        events = parser.feed(request.encode("latin-1"))
+        try:
+            events = parser.feed(request.encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(f"not an HTTP request target: {url!r}") from None
         if events and events[-1][0] == "error":
             return [f"rejected before routing: {events[-1][1]}"]
         host = parser.hostname.decode("latin-1")
         path = parser.path.decode("latin-1")
-        lines = list(self.router.explain(method.upper(), host, path))
-        result = self.router.lookup(method.upper(), host, path)
+        names = [route.name for route in self.config.routes]
+        lines = list(self.router.explain(method, host, path, names))
+        result = self.router.lookup(method, host, path)
         if result[0] == "found":
             info = next(r for r in self.routes if r.pattern_id == result[2])
             params = ", ".join(f"{k}={v}" for k, v in result[3].items())
             lines.append(
-                f"=> route {info.name!r} (pattern {info.pattern}) -> upstream {info.upstream!r}"
+                f"=> route {info.name!r} ({info.pattern}) -> upstream {info.upstream!r}"
                 + (f" with {params}" if params else "")
             )
         elif result[0] == "method_not_allowed":

@@ -92,6 +92,7 @@ class ReferenceRouter:
     def __init__(self) -> None:
         self._routes: list[_Route] = []
         self._next_pattern = 0
+        self._other_methods: list[str] = []
 
     def add(
         self,
@@ -107,6 +108,9 @@ class ReferenceRouter:
             parsed.append(_Pattern(self._next_pattern, segments, names))
             self._next_pattern += 1
         keys: tuple[str | None, ...] = tuple(dict.fromkeys(_host_key(h) for h in hosts or ()))
+        for method in methods or ():
+            if method.upper() not in METHODS and method.upper() not in self._other_methods:
+                self._other_methods.append(method.upper())
         self._routes.append(
             _Route(
                 route_id,
@@ -155,7 +159,10 @@ class ReferenceRouter:
                 if matches and allowed is None:
                     allowed = set().union(*(route.methods or () for route, _, _ in matches))
         if allowed:
-            return ("method_not_allowed", [m for m in METHODS if m in allowed])
+            # The standard methods in their order, then the others in the order routes named
+            # them.
+            others = [m for m in self._other_methods if m in allowed]
+            return ("method_not_allowed", [m for m in METHODS if m in allowed] + others)
         return ("not_found",)
 
     def shadowed(self) -> list[tuple[int, int]]:

@@ -33,7 +33,6 @@ cdef enum:
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-cdef dict _METHOD_NAMES = METHOD_NAMES
 
 
 cdef class RouteAction:
@@ -558,9 +557,10 @@ cdef class ClientProtocol:
             fields.value_len = p.hdr_value_len
             fields.query = p.head + p.query_off if p.has_query else NULL
             fields.query_len = p.query_len if p.has_query else 0
-            result = self.plan.router.match_fields(p.hostname, p.hostname_len, p.path,
-                                                   p.path_len, p.method_id, &fields,
-                                                   &self.match)
+            result = self.plan.router.match_fields(
+                p.hostname, p.hostname_len, p.path, p.path_len,
+                self.plan.router.method_bit(p.method_id, p.head + p.method_off, p.method_len),
+                &fields, &self.match)
             if result != MATCH_FOUND:
                 if result == MATCH_METHOD_NOT_ALLOWED:
                     self.respond_local(E_METHOD_NOT_ALLOWED, self.match.allowed_methods)
@@ -1392,7 +1392,7 @@ cdef class ClientProtocol:
             if self.extra_head is not None:
                 b.put_bytes(self.extra_head)
             if allowed:
-                names = [name for m, name in sorted(_METHOD_NAMES.items()) if allowed & (1 << m)]
+                names = self.plan.router.method_names(allowed)
                 b.put_bytes(("allow: " + ", ".join(names) + "\r\n").encode("ascii"))
             if not self.keep_alive:
                 b.put_bytes(b"connection: close\r\n")

@@ -56,8 +56,6 @@ cdef enum:
 
 cdef uint32_t _ROUTER_ANY_METHOD = 0xFFFFFFFFu
 
-_ROUTER_METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
-
 # RFC 3986 3.3 pchar, minus "%" (handled as pct-encoded) and without "{" / "}".
 _ROUTER_PCHAR = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@"
@@ -452,8 +450,20 @@ def _parse_route_host(host):
     return raw
 
 
-def _parse_route_methods(methods):
-    """Method names -> bit mask; None or empty means any method (nonstandard ones too)."""
+# RFC 9110 5.6.2 / 9.1: a method is a token; any token is a method (PURGE, PROPFIND, ...).
+_ROUTER_TOKEN_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# Method ids: M_* below _ROUTER_FIRST_EXTRA_METHOD; every other method a route names gets the
+# next free bit of the 32-bit mask, per router (so per Plan).
+cdef int _ROUTER_FIRST_EXTRA_METHOD = M_CONNECT + 1
+cdef int _ROUTER_MAX_METHOD_BITS = 32
+
+
+def _parse_route_methods(methods, dict extra):
+    """Method names -> bit mask; None or empty means any method (nonstandard ones too).
+
+    `extra` (name -> bit) is the router's table of methods without an M_* id; a new name
+    takes the next free bit."""
     if isinstance(methods, str):
         raise ValueError(f"methods must be a list of method names, not the string {methods!r}")
     if methods is None or len(methods) == 0:
@@ -461,14 +471,26 @@ def _parse_route_methods(methods):
     mask = 0
     names = []
     for method in methods:
-        name = method.upper() if isinstance(method, str) else method
-        if name not in _ROUTER_METHOD_NAMES:
-            raise ValueError(
-                f"method {method!r} is not one of {', '.join(_ROUTER_METHOD_NAMES)}"
-            )
-        if not mask & (1 << METHOD_IDS[name]):
+        if not isinstance(method, str) or not method or any(
+                c not in _ROUTER_TOKEN_CHARS for c in method.encode("latin-1", "replace")):
+            raise ValueError(f"method {method!r} is not a method name (an HTTP token)")
+        # Methods are case-sensitive (RFC 9110 9.1); configs write the standard ones in any
+        # case, so those are uppercased, as the config layer does for all of them.
+        name = method.upper()
+        bit = METHOD_IDS.get(name, -1)
+        if bit < 0:
+            bit = extra.get(name, -1)
+        if bit < 0:
+            bit = _ROUTER_FIRST_EXTRA_METHOD + len(extra)
+            if bit >= _ROUTER_MAX_METHOD_BITS:
+                raise ValueError(
+                    f"method {method!r}: at most"
+                    f" {_ROUTER_MAX_METHOD_BITS - _ROUTER_FIRST_EXTRA_METHOD} methods besides"
+                    " the standard ones can be named in one config")
+            extra[name] = bit
+        if not mask & (1u << bit):
             names.append(name)
-        mask |= 1 << METHOD_IDS[name]
+        mask |= 1u << bit
     return mask, names
 
 
@@ -477,8 +499,12 @@ def _router_host_bytes(host):
     return host.lower().encode("ascii", "replace")
 
 
-def _router_method_names(mask):
-    return [METHOD_NAMES[m] for m in sorted(METHOD_NAMES) if mask & (1 << m)]
+def _router_method_names(mask, dict extra=None):
+    """The names of the methods in `mask`: standard ones in M_* order, then `extra`'s."""
+    names = [METHOD_NAMES[m] for m in sorted(METHOD_NAMES) if mask & (1 << m)]
+    if extra:
+        names += [name for name, bit in extra.items() if mask & (1u << bit)]
+    return names
 
 
 def _router_pattern_error(pattern):
@@ -683,6 +709,8 @@ cdef class Router:
     cdef list _pat_names           # pattern id -> capture names (tuple)
     cdef dict _conditions          # route index -> ((kind, name bytes, value bytes or None), ..)
     cdef dict _method_cache        # tuple of method names -> (mask, names)
+    cdef dict _extra_methods       # method without an M_* id -> its bit, in the order named
+    cdef list _extra_method_bytes  # [(name bytes, bit)] of _extra_methods, for the hot path
     # Filled by compile(): for shadowed(), every (pattern, host level) pair and its candidate.
     cdef _RouterVec _route_levels  # n_routes + 1 offsets into the level ids that follow
     cdef _RouterVec _pairs         # _PAIR_STRIDE int32 per pair, pattern by pattern
@@ -709,6 +737,8 @@ cdef class Router:
         self._pat_names = []
         self._conditions = {}
         self._method_cache = {}
+        self._extra_methods = {}
+        self._extra_method_bytes = []
         self._level_keys = []
         self._host_index = {}
         self._tiers = []
@@ -807,15 +837,41 @@ cdef class Router:
     cdef tuple _methods(self, methods):
         # PERF: most routes repeat a few method lists; parse each list once.
         if methods is None or isinstance(methods, str) or len(methods) == 0:
-            return _parse_route_methods(methods)
+            return _parse_route_methods(methods, self._extra_methods)
         try:
             key = tuple(methods)
             cached = self._method_cache.get(key)
         except TypeError:  # unhashable entries: let the parser word the error
-            return _parse_route_methods(methods)
+            return _parse_route_methods(methods, self._extra_methods)
         if cached is None:
-            cached = self._method_cache[key] = _parse_route_methods(methods)
+            cached = self._method_cache[key] = _parse_route_methods(methods,
+                                                                    self._extra_methods)
+            self._extra_method_bytes = [(name.encode("latin-1"), bit)
+                                        for name, bit in self._extra_methods.items()]
         return cached
+
+    cdef int method_bit(self, int method_id, const char* method,
+                        Py_ssize_t method_len) noexcept:
+        """The router's id for a request's method: `method_id` (M_*) unless it is M_OTHER
+        and a route names this method (PURGE, PROPFIND, ...)."""
+        cdef bytes name
+        cdef int bit
+        if method_id != M_OTHER or not self._extra_method_bytes:
+            return method_id
+        for name, bit in self._extra_method_bytes:
+            if len(name) == method_len and memcmp(<const char*>name, method, method_len) == 0:
+                return bit
+        return M_OTHER
+
+    def method_names(self, unsigned int mask):
+        """Method names of a mask (an Allow field), the router's own methods included."""
+        return _router_method_names(mask, self._extra_methods)
+
+    cdef int _method_id(self, str method):
+        cdef int method_id = METHOD_IDS.get(method, M_OTHER)
+        if method_id == M_OTHER:
+            method_id = self._extra_methods.get(method, M_OTHER)
+        return method_id
 
     cdef object _add_pattern(self, object pattern, int32_t route_index):
         """Record a valid pattern's segments and return its capture names (a tuple); None,
@@ -1343,7 +1399,7 @@ cdef class Router:
         fields.query = NULL if query_bytes is None else <const char*>query_bytes
         fields.query_len = 0 if query_bytes is None else len(query_bytes)
         result = self.match_fields(host_bytes, len(host_bytes), path_bytes, len(path_bytes),
-                                   METHOD_IDS.get(method, M_OTHER), &fields, &m)
+                                   self._method_id(method), &fields, &m)
         if result == MATCH_FOUND:
             names = self._pat_names[m.pattern_id]
             params = {
@@ -1353,13 +1409,13 @@ cdef class Router:
             }
             return ("found", m.route_id, m.pattern_id, params)
         if result == MATCH_METHOD_NOT_ALLOWED:
-            return ("method_not_allowed", _router_method_names(m.allowed_methods))
+            return ("method_not_allowed", self.method_names(m.allowed_methods))
         return ("not_found",)
 
     def _bench_match(self, str method, str host, str path, int rounds):
         """Nanoseconds per C-level match() call, measured around a loop of `rounds`."""
         cdef RouteMatch m
-        cdef int i, method_id = METHOD_IDS.get(method, M_OTHER)
+        cdef int i, method_id = self._method_id(method)
         cdef int sink = 0
         self._check_compiled()
         host_bytes = host.encode("ascii")
@@ -1444,50 +1500,60 @@ cdef class Router:
         return [(t.cands[i].route_id, t.cands[i].pattern_id, t.cands[i].methods, captures)
                 for i, captures in results]
 
-    def _why(self, winner, other):
+    def _why(self, winner, other, names):
         """Why pattern `winner` ranks before pattern `other` in one trie walk."""
         a = self._segments(winner)
         b = self._segments(other)
         for i in range(max(len(a), len(b))):
             if i >= len(a) or i >= len(b):
-                return f"pattern ends at segment {i} before {{*rest}} takes the empty rest"
+                return f"it ends at segment {i}, before {{*rest}} would take the empty rest"
             if a[i][0] != b[i][0]:
-                kinds = ("literal", "{param}", "{*rest}")
+                kinds = ("a literal segment", "{param}", "{*rest}")
                 return (f"{kinds[a[i][0]]} beats {kinds[b[i][0]]} at segment {i + 1}")
         route_a = self._route_id_of(winner)
         route_b = self._route_id_of(other)
         if route_a != route_b:
-            return f"same pattern shape; route {route_a} has the lower route id"
-        return "same route; earlier pattern"
+            return (f"the same shape; {names(route_a)} comes before {names(route_b)} in the"
+                    " config")
+        return "the same route; its earlier path"
 
-    def explain(self, str method, str host, str path):
-        """Human-readable trace of the decision for `fastgw routes --explain`."""
+    def explain(self, str method, str host, str path, route_names=None):
+        """Human-readable trace of the decision for `fastgw routes --explain`.
+
+        `route_names` maps a route id to the route's name (the config's), which the lines
+        then use instead of route ids."""
         self._check_compiled()
         host_bytes = _router_host_bytes(host)
         path_bytes = path.encode("utf-8")
-        method_id = METHOD_IDS.get(method, M_OTHER)
+        method_id = self._method_id(method)
         bit = 1 << method_id
-        lines = [f"request: {method} host={host.lower() or '-'} path={path}"]
+
+        def name(route_id):
+            if route_names is None:
+                return f"route {route_id}"
+            return f"route {route_names[route_id]!r}"
+
+        lines = [f"request: {method} host={host.lower() or '(none)'} path={path}"]
         levels = self._levels(host_bytes)
         if not levels:
-            lines.append("no host level applies to this host")
+            lines.append("no route serves this host")
         winner = None
         first_path_level = None
         for priority, key, root in levels:
             label = f"priority {priority}, {_router_host_label(key)}"
             matches = self._path_matches(root, path_bytes)
             if not matches:
-                lines.append(f"[{label}] no pattern matches the path")
+                lines.append(f"[{label}] no path pattern matches")
                 continue
-            lines.append(f"[{label}] {len(matches)} pattern(s) match the path,"
+            lines.append(f"[{label}] {len(matches)} path pattern(s) match,"
                          " in precedence order:")
             if first_path_level is None:
                 first_path_level = (label, matches)
             for rank, (route_id, pattern_id, mask, _captures) in enumerate(matches):
                 allowed = "any method" if mask == _ROUTER_ANY_METHOD else ",".join(
-                    _router_method_names(mask))
+                    self.method_names(mask))
                 verdict = "method ok" if mask & bit else f"{method} not allowed"
-                lines.append(f"  {rank + 1}. route {route_id} pattern {pattern_id} "
+                lines.append(f"  {rank + 1}. {name(route_id)} "
                              f"{self._pat_text[pattern_id]!r} ({allowed}): {verdict}")
             for rank, (route_id, pattern_id, mask, _captures) in enumerate(matches):
                 if mask & bit:
@@ -1497,28 +1563,26 @@ cdef class Router:
                 break
         if winner is not None:
             label, route_id, pattern_id, matches, rank = winner
-            lines.append(f"winner: route {route_id} pattern {pattern_id} "
-                         f"{self._pat_text[pattern_id]!r} at [{label}]")
+            lines.append(f"winner: {name(route_id)} {self._pat_text[pattern_id]!r}"
+                         f" [{label}]")
             if rank > 0:
-                lines.append(f"  earlier path matches on this level do not allow {method}")
+                lines.append(f"  the path patterns before it do not allow {method}")
             if rank + 1 < len(matches):
-                lines.append(f"  over pattern {matches[rank + 1][1]} "
-                             f"{self._pat_text[matches[rank + 1][1]]!r}: "
-                             + self._why(pattern_id, matches[rank + 1][1]))
+                other = matches[rank + 1]
+                lines.append(f"  over {name(other[0])} {self._pat_text[other[1]]!r}: "
+                             + self._why(pattern_id, other[1], name))
             if len(self._tiers) > 1:
-                lines.append("  (higher priority tiers are searched before lower ones, "
-                             "host levels inside a tier: exact, wildcard, any host)")
+                lines.append("  (higher priorities are searched first; within one:"
+                             " the exact host, then wildcards, then routes for any host)")
         elif first_path_level is not None:
             label, matches = first_path_level
             mask = 0
             for _route_id, _pattern_id, m, _captures in matches:
                 mask |= m
             lines.append(f"result: 405 method not allowed; Allow from [{label}]: "
-                         + ", ".join(_router_method_names(mask)))
+                         + ", ".join(self.method_names(mask)))
         else:
             lines.append("result: 404 no route matches")
-        result = self.lookup(method, host, path)
-        lines.append(f"match(): {result!r}")
         return lines
 
     def shadowed(self):

@@ -12,7 +12,6 @@ import asyncio
 import hmac
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -23,6 +22,7 @@ import msgspec
 
 from fastgw import __version__
 from fastgw.config import parse_listen_address
+from fastgw.config.redaction import redact
 from fastgw.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AdminServer", "GatewayView", "redacted_config"]
 
-REDACTED = "***redacted***"
 MAX_HEAD_BYTES = 16384
 MAX_BODY_BYTES = 65536
 READ_TIMEOUT = 10.0
@@ -47,31 +46,10 @@ def _enc_hook(value: Any) -> Any:
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
-# Keys whose values are secrets wherever they appear (policy configs included), and the
-# password of a URL's userinfo ("redis://:secret@host").
-_SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret"})
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*(@)")
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: REDACTED
-            if isinstance(key, str) and key.lower() in _SECRET_KEYS and item is not None
-            else _redact(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(item) for item in value]
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", value)
-    return value
-
-
 def redacted_config(config: Any) -> dict[str, Any]:
     """The config as plain data, secrets hidden: the admin token, any key named like a
     secret (token, password, secret...) and passwords in URLs."""
-    data: dict[str, Any] = _redact(msgspec.to_builtins(config, enc_hook=_enc_hook))
+    data: dict[str, Any] = redact(msgspec.to_builtins(config, enc_hook=_enc_hook))
     return data
 
 

@@ -10,7 +10,12 @@ from typing import Any
 
 import msgspec
 
-from fastgw.config.checks import check_config, parse_listen_address, parse_target_url
+from fastgw.config.checks import (
+    check_config,
+    config_warnings,
+    parse_listen_address,
+    parse_target_url,
+)
 from fastgw.config.schema import (
     ALLOWED_METHODS,
     Admin,
@@ -39,6 +44,7 @@ __all__ = [
     "Timeouts",
     "Upstream",
     "check_config",
+    "config_warnings",
     "config_schema",
     "load_config",
     "parse_config",

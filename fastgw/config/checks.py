@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from fastgw.config.schema import ALLOWED_METHODS, Config, Route, json_path
 from fastgw.errors import ConfigError
 
-__all__ = ["check_config", "parse_listen_address", "parse_target_url"]
+__all__ = ["check_config", "config_warnings", "parse_listen_address", "parse_target_url"]
 
 # A host name (letters, digits, "-", "_" for internal DNS names), an IPv4 address or a bracketed
 # IPv6 address; "*." in front makes a wildcard matching any subdomain.
@@ -47,7 +47,38 @@ def check_config(config: Config) -> list[ConfigError]:
     seen_names: dict[str, int] = {}
     for index, route in enumerate(config.routes):
         errors.extend(_check_route(config, index, route, seen_names))
+    errors.extend(_check_method_count(config))
     return errors
+
+
+def config_warnings(config: Config) -> list[ConfigError]:
+    """What is valid but probably not meant: `fastgw check` prints these and still passes."""
+    warnings: list[ConfigError] = []
+    for index, route in enumerate(config.routes):
+        for position, pattern in enumerate(route.match.paths):
+            segments = pattern.split("/")
+            for i, segment in enumerate(segments):
+                if segment not in ("*", "**"):
+                    continue
+                # A glob habit from other gateways: here "*" is a literal segment.
+                last = i == len(segments) - 1
+                suggestion = "/".join([*segments[:i], "{*rest}" if last else "{name}"])
+                if not last:
+                    suggestion += "/" + "/".join(segments[i + 1 :])
+                warnings.append(
+                    ConfigError(
+                        f"{segment!r} is a literal path segment here, matching only a "
+                        f"request for {segment!r}; did you mean {suggestion!r}? "
+                        + (
+                            "({*rest} captures the rest of the path)"
+                            if last
+                            else "({name} captures one segment)"
+                        ),
+                        json_path(["routes", index, "match", "paths", position]),
+                    )
+                )
+                break
+    return warnings
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -248,6 +279,27 @@ def _check_route(
     yield from _check_chain(route.policies, [*base, "policies"])
 
 
+# The router keeps a route's methods as bits of a 32-bit mask: the standard methods have
+# theirs, every other method named in a config takes one of the rest.
+MAX_EXTRA_METHODS = 22
+
+
+def _check_method_count(config: Config) -> Iterator[ConfigError]:
+    extra: dict[str, str] = {}
+    for index, route in enumerate(config.routes):
+        for position, method in enumerate(route.match.methods):
+            if method not in ALLOWED_METHODS and method != "CONNECT":
+                extra.setdefault(method, json_path(["routes", index, "match", "methods", position]))
+    if len(extra) > MAX_EXTRA_METHODS:
+        at = list(extra.values())[MAX_EXTRA_METHODS]
+        yield ConfigError(
+            f"too many different methods besides the standard ones ({len(extra)})",
+            at,
+            expected=f"at most {MAX_EXTRA_METHODS} methods other than "
+            + ", ".join(ALLOWED_METHODS),
+        )
+
+
 def _check_chain(entries: Iterable[dict[str, Any]], base: list[str | int]) -> Iterator[ConfigError]:
     for position, entry in enumerate(entries):
         if len(entry) != 1:
@@ -277,13 +329,21 @@ def _check_match(route: Route, base: list[str | int]) -> Iterator[ConfigError]:
                 expected="a host name without port, or '*.' and a domain",
                 got=repr(host),
             )
+    seen_methods: dict[str, int] = {}
     for position, method in enumerate(route.match.methods):
-        if method not in ALLOWED_METHODS:
+        at = json_path([*base, "match", "methods", position])
+        # RFC 9110 9.1: any token is a method; the registered ones are not the only ones.
+        if not _TOKEN.match(method):
             yield ConfigError(
-                f"unsupported method {method!r}",
-                json_path([*base, "match", "methods", position]),
-                expected="one of: " + ", ".join(ALLOWED_METHODS),
+                "invalid method",
+                at,
+                expected="a method name such as GET, POST or PURGE (an HTTP token)",
+                got=repr(method),
             )
+        elif method in seen_methods:
+            first = json_path([*base, "match", "methods", seen_methods[method]])
+            yield ConfigError(f"method {method!r} is listed twice (also {first})", at)
+        seen_methods.setdefault(method, position)
     seen_headers: set[str] = set()
     for name, value in route.match.headers.items():
         at = json_path([*base, "match", "headers", name])

@@ -7,6 +7,7 @@ Checks that need more than one field (or a parser) live in `checks.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import types
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from fastgw.config.redaction import is_secret_key, redacted_repr
 from fastgw.errors import ConfigError
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "TracingSettings",
     "Config",
     "Duration",
+    "PartialConfig",
+    "collect_config_errors",
     "Keepalive",
     "Limits",
     "Match",
@@ -107,6 +111,10 @@ def schema_hook(type_: type) -> dict[str, Any]:
 
 class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Immutable and strict (unknown keys are errors); each subclass adds kw_only itself."""
+
+    def __repr__(self) -> str:
+        # Secrets (the admin token, URL passwords, secret-named policy keys) never show.
+        return redacted_repr(self)
 
 
 class Limits(_Section, kw_only=True):
@@ -345,6 +353,218 @@ def decode_value(
         raise error from None
 
 
+@dataclasses.dataclass(frozen=True)
+class PartialConfig:
+    """What decoded of a file with errors, so the later checks can still run on it.
+
+    Routes that failed to decode are left out; `route_positions[i]` is the index in the file
+    of `config.routes[i]`. An upstream or policy group that failed keeps its name (with a
+    stand-in value), so references to it are not reported as unknown on top.
+    """
+
+    config: Config
+    route_positions: tuple[int, ...]
+
+    def renumber(self, errors: Iterable[ConfigError]) -> list[ConfigError]:
+        """Give errors found on `config` the route positions of the file."""
+        positions = self.route_positions
+
+        def fix(text: str) -> str:
+            return _ROUTE_INDEX.sub(lambda m: f"$.routes[{positions[int(m.group(1))]}]", text)
+
+        result = []
+        for error in errors:
+            error.path = fix(error.path)
+            error.message = fix(error.message)
+            result.append(error)
+        return result
+
+
+_ROUTE_INDEX = re.compile(r"\$\.routes\[(\d+)\]")
+_INVALID: Any = object()
+
+
+def collect_config_errors(
+    data: Any, file: str | None = None
+) -> tuple[PartialConfig | None, list[ConfigError]]:
+    """Every decode problem of `data`, not only the first, and a Config of what decoded.
+
+    msgspec stops at the first problem; this walks the file's structure and decodes each
+    part on its own, so one run of `fastgw check` reports every error. Only called once
+    decode_config failed: a valid file is decoded in one msgspec pass.
+    """
+    errors: list[ConfigError] = []
+    if not isinstance(data, dict):
+        errors.append(_translate(_first_error(data, Config), data, Config, []))
+        return None, _with_file(errors, file)
+    hints = typing.get_type_hints(Config, include_extras=True)
+    fields = {f.encode_name: f for f in msgspec.structs.fields(Config)}
+    errors.extend(_unknown_fields(data, Config, []))
+    values: dict[str, Any] = {}
+    positions: list[int] = []
+    for name, info in fields.items():
+        if name not in data:
+            if info.required:
+                errors.append(ConfigError(f"missing required field '{name}'", "$"))
+                values[info.name] = () if name == "routes" else {}
+            continue
+        raw = data[name]
+        if name == "routes" and isinstance(raw, list):
+            routes = []
+            for index, item in enumerate(raw):
+                route = _collect(item, Route, ["routes", index], errors)
+                if route is not _INVALID:
+                    routes.append(route)
+                    positions.append(index)
+            if not raw:
+                errors.append(
+                    ConfigError("must not be empty", "$.routes", expected="at least one entry")
+                )
+            values[info.name] = tuple(routes)
+        elif name in ("upstreams", "policy_groups") and isinstance(raw, dict):
+            key_type, value_type = _dict_args(hints[info.name])
+            stand_in = _stand_in_upstream() if name == "upstreams" else ()
+            entries = {}
+            for key, item in raw.items():
+                try:
+                    msgspec.convert(key, key_type)
+                except msgspec.ValidationError as exc:
+                    errors.append(
+                        _describe(
+                            _bare_message(exc),
+                            key,
+                            key_type,
+                            json_path([name, str(key)]),
+                            is_key=True,
+                        )
+                    )
+                    continue
+                value = _collect(item, value_type, [name, key], errors)
+                entries[key] = stand_in if value is _INVALID else value
+            values[info.name] = entries
+        else:
+            value = _collect(raw, hints[info.name], [name], errors)
+            if value is not _INVALID:
+                values[info.name] = value
+            elif info.required:
+                values[info.name] = () if name == "routes" else {}
+    try:
+        # The constructor skips the Meta constraints (already checked part by part above).
+        config = Config(**values)
+    except (TypeError, ValueError) as exc:
+        errors.append(ConfigError(str(exc)))
+        return None, _with_file(errors, file)
+    if not errors:
+        errors.append(_translate(_first_error(data, Config), data, Config, []))
+    return PartialConfig(config, tuple(positions)), _with_file(errors, file)
+
+
+def _stand_in_upstream() -> Upstream:
+    # For an upstream that failed to decode: never served (the file has errors), it only
+    # keeps the routes that name it from being reported as naming an unknown upstream.
+    return Upstream(targets=(Target(url="http://127.0.0.1:9"),))
+
+
+def _with_file(errors: list[ConfigError], file: str | None) -> list[ConfigError]:
+    for error in errors:
+        error.file = file
+    return errors
+
+
+def _bare_message(exc: msgspec.ValidationError) -> str:
+    found = _ERROR_TEXT.match(str(exc))
+    assert found is not None  # the pattern matches any text
+    return found.group("message")
+
+
+def _first_error(data: Any, type_: Any) -> str:
+    try:
+        msgspec.convert(data, type_, dec_hook=decode_hook)
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    return "invalid value"
+
+
+def _unknown_fields(
+    data: dict[Any, Any], struct: Any, segments: list[str | int]
+) -> list[ConfigError]:
+    known = {f.encode_name for f in msgspec.structs.fields(struct)}
+    return [
+        _describe(
+            f"Object contains unknown field `{key}`",
+            data,
+            struct,
+            json_path(segments),
+            is_key=False,
+        )
+        for key in data
+        if key not in known
+    ]
+
+
+def _collect(data: Any, type_: Any, segments: list[str | int], errors: list[ConfigError]) -> Any:
+    """Decode `data` as `type_`; on failure append every problem found below it to `errors`
+    and return what could be kept (a section whose bad optional fields fell back to their
+    defaults) or _INVALID."""
+    try:
+        return msgspec.convert(data, type_, dec_hook=decode_hook)
+    except msgspec.ValidationError as exc:
+        first = str(exc)
+    narrowed = _narrow(type_, data)
+    bare = _unwrap(narrowed)
+    origin = typing.get_origin(bare)
+    before = len(errors)
+    repaired: Any = _INVALID
+    if isinstance(bare, type) and issubclass(bare, Struct) and isinstance(data, dict):
+        hints = typing.get_type_hints(bare, include_extras=True)
+        errors.extend(_unknown_fields(data, bare, segments))
+        known: dict[str, Any] | None = {}
+        for info in msgspec.structs.fields(bare):
+            name = info.encode_name
+            if name in data:
+                value = _collect(data[name], hints[info.name], [*segments, name], errors)
+                if value is not _INVALID and known is not None:
+                    known[name] = data[name]
+                elif info.required:
+                    known = None
+            elif info.required:
+                errors.append(ConfigError(f"missing required field '{name}'", json_path(segments)))
+                known = None
+        if known is not None and len(errors) > before:
+            # What is left once the bad fields fall back to their defaults, so the checks
+            # that read this section still run on the rest of it.
+            try:
+                repaired = msgspec.convert(known, bare, dec_hook=decode_hook)
+            except msgspec.ValidationError:
+                repaired = _INVALID
+    elif origin in (tuple, list) and isinstance(data, list):
+        item_type = typing.get_args(bare)[0] if typing.get_args(bare) else Any
+        for index, item in enumerate(data):
+            _collect(item, item_type, [*segments, index], errors)
+    elif origin is dict and isinstance(data, dict):
+        key_type, value_type = _dict_args(bare)
+        for key, value in data.items():
+            try:
+                msgspec.convert(key, key_type)
+            except msgspec.ValidationError as exc:
+                errors.append(
+                    _describe(
+                        _bare_message(exc),
+                        key,
+                        key_type,
+                        json_path([*segments, str(key)]),
+                        is_key=True,
+                    )
+                )
+                continue
+            _collect(value, value_type, [*segments, key], errors)
+    if len(errors) == before:
+        # Nothing below it is wrong: the problem is this value's own (a bound, a pattern,
+        # a rule checked once the whole section is read).
+        errors.append(_translate(first, data, type_, segments))
+    return repaired
+
+
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_TEXT = re.compile(
     r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`(?P<path>\$[^`]*)`)?$", re.S
@@ -397,7 +617,10 @@ def _translate(text: str, data: Any, type_: Any, prefix: list[str | int]) -> Con
             except msgspec.ValidationError:
                 segments.append(key if isinstance(key, str) else str(key))
                 return _describe(raw_message, key, key_type, json_path(segments), is_key=True)
-    return _describe(raw_message, node, node_type, json_path(segments), is_key=False)
+    error = _describe(raw_message, node, node_type, json_path(segments), is_key=False)
+    if segments and is_secret_key(segments[-1]) and error.got is not None:
+        error.got = "a secret (not shown)"
+    return error
 
 
 def _describe(raw: str, value: Any, type_: Any, path: str, *, is_key: bool) -> ConfigError:

@@ -14,7 +14,13 @@ import msgspec
 import yaml
 
 from fastgw.config.checks import check_config
-from fastgw.config.schema import Config, decode_config, json_path
+from fastgw.config.schema import (
+    Config,
+    PartialConfig,
+    collect_config_errors,
+    decode_config,
+    json_path,
+)
 from fastgw.errors import ConfigError, raise_config_errors
 
 __all__ = ["load_config", "parse_config", "read_source", "substitute_env"]
@@ -33,22 +39,52 @@ def parse_config(data: Mapping[str, Any] | Config, file: str | None = None) -> C
     """Build a checked Config from already-parsed data, or check a Config built in Python.
 
     `${VAR}` references in string values of `data` are substituted from the environment
-    (not in a Config: its values are taken as they are).
+    (not in a Config: its values are taken as they are). Every problem is reported at once:
+    the ConfigError(s) raised carry `partial`, the PartialConfig of what did decode, so a
+    caller can run later checks (policies, the router) on it too.
     """
+    env_errors: list[ConfigError] = []
     if isinstance(data, Config):
         # A Config built in Python skipped the Meta constraints: decode it again to check them.
-        config = decode_config(msgspec.to_builtins(data), file=file)
+        data = msgspec.to_builtins(data)
     elif isinstance(data, Mapping):
-        config = decode_config(substitute_env(data, file=file), file=file)
+        data = _substitute(data, [], os.environ, env_errors, file)
     else:
         raise ConfigError(
             "a configuration is a mapping", file=file, expected="a mapping", got=type(data).__name__
         )
-    errors = check_config(config)
+    try:
+        config = decode_config(data, file=file)
+    except ConfigError:
+        partial, errors = collect_config_errors(data, file)
+    else:
+        partial, errors = PartialConfig(config, tuple(range(len(config.routes)))), []
+    if partial is not None:
+        checked = partial.renumber(check_config(partial.config))
+        errors.extend(_with_file(checked, file))
+    if env_errors:
+        # A value whose reference is unset decodes as its "${NAME}" text: say only the
+        # reference's error there.
+        unset = {error.path for error in env_errors}
+        errors = env_errors + [error for error in errors if error.path not in unset]
+    if errors:
+        _raise_with_partial(errors, partial)
+    assert partial is not None
+    return partial.config
+
+
+def _with_file(errors: list[ConfigError], file: str | None) -> list[ConfigError]:
     for error in errors:
         error.file = file
-    raise_config_errors(errors)
-    return config
+    return errors
+
+
+def _raise_with_partial(errors: list[ConfigError], partial: PartialConfig | None) -> None:
+    try:
+        raise_config_errors(errors)
+    except ConfigError as exc:
+        exc.partial = partial
+        raise
 
 
 def read_source(file: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from fastgw.config.redaction import redacted_repr
+
 __all__ = [
     "HOOK_ABSENT",
     "HOOK_ASYNC",
@@ -71,7 +73,13 @@ class PolicyConfigError(Exception):
 
 
 class PolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base for policy `Config` classes: immutable, keyword-only, unknown keys rejected."""
+    """Base for policy `Config` classes: immutable, keyword-only, unknown keys rejected.
+
+    Its repr hides secret-named fields (token, password, secret, api_key, client_secret)
+    and URL passwords."""
+
+    def __repr__(self) -> str:
+        return redacted_repr(self)
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,24 @@ def test_listener_changes_are_reported_as_needing_a_restart(upstream, http) -> N
             assert gw.last_reload["restart_required"] == []
 
     run(main())
+
+
+def test_reload_with_a_dict_names_no_file(upstream, http, tmp_path) -> None:
+    up = upstream("echo", name="A")
+    file = tmp_path / "gateway.yaml"
+    file.write_text(yaml.safe_dump(one_route(http, up)))
+    broken = one_route(http, up)
+    broken["routes"][0]["upstream"] = "missing"
+
+    async def main() -> None:
+        gw = gateway_class().from_file(file)
+        async with gw:
+            with pytest.raises(fastgw.ConfigError) as caught:
+                await gw.reload(broken)
+            assert str(file) not in str(caught.value)
+            assert str(caught.value).startswith("$.routes[0].upstream: unknown upstream")
+            # A dict that loads is the config from now on: no file behind it any more.
+            await gw.reload(one_route(http, up))
+            assert gw.config_file is None
+
+    run(main())

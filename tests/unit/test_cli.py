@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +103,135 @@ def test_routes_explain() -> None:
         "routes", EXAMPLES / "gateway.yaml", "--explain", "GET", "http://localhost/api/users/7"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    lines = result.stdout.splitlines()
+    # Route names and the rule that decided, not internal ids.
+    assert "winner: route 'user' '/api/users/{id}' [priority 0, any host]" in lines
+    assert lines[-1] == "=> route 'user' (/api/users/{id}) -> upstream 'backend' with id=7"
+    assert "pattern 0" not in result.stdout and "match()" not in result.stdout
+
+
+EXPLAIN_ROUTES = """
+upstreams:
+  u: {targets: [{url: "http://127.0.0.1:9001"}]}
+routes:
+  - {name: one, match: {paths: ["/a/{id}"], methods: [GET]}, upstream: u}
+  - {name: rest, match: {paths: ["/a/{*rest}"]}, upstream: u}
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "winner", "why"),
+    [
+        ("GET", "/a/x", "winner: route 'one' '/a/{id}'", "{param} beats {*rest} at segment 2"),
+        ("POST", "/a/x", "winner: route 'rest' '/a/{*rest}'", "the path patterns before it"),
+        ("get", "http://any.example/a/x", "winner: route 'one'", "over route 'rest'"),
+    ],
+    ids=["path-only", "method-decides", "absolute-url"],
+)
+def test_routes_explain_says_why(
+    tmp_path: Path, method: str, url: str, winner: str, why: str
+) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(EXPLAIN_ROUTES)
+    result = fastgw_cli("routes", file, "--explain", method, url)
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith(winner) for line in result.stdout.splitlines()), result.stdout
+    assert why in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [("GET", "ftp://x/a"), ("GET", "a/x"), ("GE T", "/a/x")],
+    ids=["other-scheme", "relative", "bad-method"],
+)
+def test_routes_explain_refuses_what_is_no_request(tmp_path: Path, method: str, url: str) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(EXPLAIN_ROUTES)
+    result = fastgw_cli("routes", file, "--explain", method, url)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("fastgw: error: not ")
+
+
+ALL_ERRORS = """
+timeouts: {upstream_read: 10x}
+upstreams:
+  users: {targets: [{url: "http://127.0.0.1:9001"}]}
+routes:
+  - name: a
+    match: {paths: ["/a"]}
+    upstrem: users
+  - name: b
+    match: {paths: ["/b"]}
+    upstream: nope
+  - name: b
+    match: {paths: ["/c"]}
+    upstream: users
+    policies:
+      - rate_limit: {limits: [{rate: many}]}
+"""
+
+
+def test_check_reports_every_error_in_one_run(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(ALL_ERRORS)
+    result = fastgw_cli("check", file)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    expected = [
+        "$.timeouts.upstream_read: invalid duration",
+        "$.routes[0]: unknown field 'upstrem', did you mean 'upstream'?",
+        "$.routes[0]: missing required field 'upstream'",
+        "$.routes[1].upstream: unknown upstream 'nope'",
+        "$.routes[2].name: duplicate route name 'b' (also $.routes[1].name)",
+        "$.routes[2].policies[0].rate_limit.limits[0].rate: wrong type",
+    ]
+    assert len(lines) == len(expected), result.stderr
+    for line, start in zip(lines, expected, strict=True):
+        assert line.startswith(f"{file}: {start}"), line
+
+
+def test_check_warns_about_a_glob_segment(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(EXPLAIN_ROUTES.replace('"/a/{*rest}"', '"/y/*"'))
+    result = fastgw_cli("check", file)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{file}: ok\n"
+    assert result.stderr.startswith(f"warning: {file}: $.routes[1].match.paths[0]: ")
+    assert "did you mean '/y/{*rest}'" in result.stderr
+
+
+def test_check_never_prints_a_secret(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(
+        'admin: {listen: "127.0.0.1:9901", token: "${FASTGW_ADMIN_TOKEN}"}\n' + EXPLAIN_ROUTES
+    )
+    env = {**os.environ, "FASTGW_ADMIN_TOKEN": "short"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fastgw", "check", str(file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "$.admin.token" in result.stderr
+    assert "short" not in result.stderr
+
+
+def test_run_takes_the_file_without_c(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(INVALID)
+    result = fastgw_cli("run", file)
+    assert result.returncode == 1
+    assert f"{file}: $.routes[0].upstream" in result.stderr
+
+
+def test_version_flag() -> None:
+    result = fastgw_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"fastgw {fastgw.__version__}\n"
 
 
 def test_routes_invalid_config(tmp_path: Path) -> None:

@@ -273,10 +273,10 @@ ERROR_CASES = [
     ),
     (
         "bad-method",
-        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], methods: [get, FETCH]'),
+        MINIMAL.replace('paths: ["/users/{id}"]', 'paths: ["/u"], methods: [get, "FE TCH"]'),
         "$.routes[0].match.methods[1]",
-        "unsupported method 'FETCH'",
-        "one of: GET, HEAD",
+        "invalid method",
+        "an HTTP token",
     ),
     (
         "bad-host",
@@ -693,7 +693,8 @@ def test_env_errors_all_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FASTGW_TEST_B", raising=False)
     with pytest.raises(ConfigErrors) as caught:
         parse_config({"listen": ["${FASTGW_TEST_A}", "${FASTGW_TEST_B}"]}, file="g.yaml")
-    assert [e.path for e in caught.value.errors] == ["$.listen[0]", "$.listen[1]"]
+    # The unset references first; then the rest of the file's errors, in the same run.
+    assert [e.path for e in caught.value.errors][:2] == ["$.listen[0]", "$.listen[1]"]
     assert all(e.file == "g.yaml" for e in caught.value.errors)
 
 

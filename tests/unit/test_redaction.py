@@ -1,9 +1,14 @@
-"""What GET /config hides: the admin token, secret-named keys anywhere, URL passwords."""
+"""Secrets never show: GET /config, reprs and error messages hide the admin token,
+secret-named keys anywhere and URL passwords."""
 
 from __future__ import annotations
 
-from fastgw.admin.server import REDACTED, redacted_config
+import pytest
+
+from fastgw.admin.server import redacted_config
 from fastgw.config import parse_config
+from fastgw.config.redaction import REDACTED
+from fastgw.errors import ConfigError
 
 
 def test_secrets_are_hidden_wherever_they_are() -> None:
@@ -39,3 +44,55 @@ def test_secrets_are_hidden_wherever_they_are() -> None:
     # Nothing else changes.
     assert data["upstreams"]["u"]["targets"][0]["url"] == "http://127.0.0.1:9"
     assert data["routes"][0]["match"]["paths"] == ["/"]
+
+
+SECRET_CONFIG = {
+    "admin": {"listen": "127.0.0.1:0", "token": "admintoken-0123456789"},
+    "upstreams": {"u": {"targets": [{"url": "http://127.0.0.1:9"}]}},
+    "routes": [
+        {
+            "name": "r",
+            "match": {"paths": ["/"]},
+            "upstream": "u",
+            "policies": [
+                {
+                    "rate_limit": {
+                        "limits": [{"rate": 1}],
+                        "policy": "redis",
+                        "redis": {"url": "redis://:s3cret-pw@127.0.0.1:6379/0"},
+                    }
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_reprs_hide_secrets() -> None:
+    from fastgw.plan import build_plan
+
+    config = parse_config(SECRET_CONFIG)
+    plan = build_plan(config)
+    try:
+        for shown in (repr(config), repr(config.admin), repr(plan), str(plan)):
+            assert "admintoken-0123456789" not in shown
+            assert "s3cret-pw" not in shown
+        assert f"token={REDACTED!r}" in repr(config.admin)
+        assert f"redis://:{REDACTED}@127.0.0.1:6379/0" in repr(config)
+        # The policy's own decoded config, as the chain holds it.
+        entry_configs = [p.policy for chain in plan.chains for p in chain.policies]
+        assert entry_configs and all("s3cret-pw" not in repr(p.__dict__) for p in entry_configs)
+    finally:
+        plan.close()
+
+
+def test_errors_hide_secrets() -> None:
+    short = dict(SECRET_CONFIG, admin={"listen": "127.0.0.1:0", "token": "short-secret"})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(short, file="g.yaml")
+    text = str(caught.value)
+    assert "$.admin.token" in text and "short-secret" not in text
+    assert "got a secret (not shown)" in text
+    # A URL password quoted by any message is hidden too.
+    error = ConfigError("cannot reach redis://user:pw-123@db:6379", "$.x", got="'redis://:p@h'")
+    assert "pw-123" not in str(error) and ":p@" not in str(error)

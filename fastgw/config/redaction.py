@@ -1,0 +1,80 @@
+"""Secrets in configuration: which values are secret, and how they are shown.
+
+A secret is the value of a key named like one (`token`, `password`, `secret`, `api_key`,
+`client_secret`, wherever it appears, policy configs included) or the password in a URL's
+userinfo (`redis://:PASSWORD@host`). Nothing fastgw prints, logs or answers shows one: the
+admin API's GET /config, the reprs of config Structs, and config error messages all go
+through here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+__all__ = ["REDACTED", "is_secret_key", "redact", "redact_text", "redacted_repr"]
+
+REDACTED = "***redacted***"
+SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret"})
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s'\"]*:)[^/@\s'\"]*(@)")
+
+
+def is_secret_key(name: object) -> bool:
+    """Whether a value stored under the key `name` is a secret."""
+    return isinstance(name, str) and name.lower() in SECRET_KEYS
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL password replaced (`redis://:***redacted***@host`)."""
+    return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", text) if "@" in text else text
+
+
+def redact(value: Any) -> Any:
+    """A copy of plain data (dicts, lists, strings) with secrets replaced by REDACTED."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if is_secret_key(key) and item is not None else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def redacted_repr(struct: msgspec.Struct) -> str:
+    """repr() of a config Struct with its secret fields and URL passwords hidden."""
+    parts = []
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if is_secret_key(name) and value is not None:
+            shown = repr(REDACTED)
+        elif isinstance(value, str):
+            shown = repr(redact_text(value))
+        elif isinstance(value, dict | list | tuple):
+            shown = repr(_redact_nested(value))
+        else:
+            shown = repr(value)
+        parts.append(f"{name}={shown}")
+    return f"{type(struct).__name__}({', '.join(parts)})"
+
+
+def _redact_nested(value: Any) -> Any:
+    # Structs inside containers repr themselves (redacted); plain data is redacted here.
+    if isinstance(value, msgspec.Struct):
+        return value
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if is_secret_key(key) and item is not None else _redact_nested(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_nested(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_nested(item) for item in value)
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
