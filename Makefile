@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The package and its dependencies, without the core (FASTGW_SKIP_CORE): the stamp below
+# builds it once, in place, with the virtualenv's own Cython and setuptools.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q --upgrade 'setuptools>=77' wheel 'Cython>=3.0'
+	FASTGW_SKIP_CORE=1 $(BIN)/pip install -q -e '.[test,dev]'
 	touch $@
 
 fastgw/_core.stamp: $(CORE_SOURCES) $(VENV)/.installed

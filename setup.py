@@ -18,8 +18,15 @@ extension = Extension(
     ],
 )
 
+# `make` installs the package (and its dependencies) with FASTGW_SKIP_CORE=1 and then builds
+# the core once, in place, with the virtualenv's Cython: building it in pip's isolated
+# environment too would compile it twice.
+skip_core = os.environ.get("FASTGW_SKIP_CORE") == "1"
+
 setup(
-    ext_modules=cythonize(
+    ext_modules=[]
+    if skip_core
+    else cythonize(
         [extension],
         language_level=3,
         compile_time_env={"FASTGW_DEBUG": debug},

@@ -1,9 +1,10 @@
 """A Python policy: only requests from allowed tenants reach the upstream.
 
-Use it in a route's chain (run fastgw from this directory, or install the module):
+Use it in a route's chain; fastgw finds the module beside the config file (or on sys.path,
+or in a `python_path:` folder):
 
     policies:
-      - "examples.custom_policy:TenantGuard": {allow: [acme, globex], header: x-tenant}
+      - "custom_policy:TenantGuard": {allow: [acme, globex], header: x-tenant}
 """
 
 from __future__ import annotations

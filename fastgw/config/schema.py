@@ -295,6 +295,9 @@ class Config(_Section, kw_only=True):
     policy_groups: dict[
         Annotated[str, Meta(pattern=UPSTREAM_NAME_PATTERN)], tuple[dict[str, Any], ...]
     ] = {}
+    # Folders (relative ones from the config file's) where "module:attr" policies are
+    # looked for when sys.path does not have them; the config file's folder comes last.
+    python_path: tuple[Annotated[str, Meta(min_length=1)], ...] = ()
     # No admin block, no admin listener.
     admin: Admin | None = None
     # No access_log block, no access log.

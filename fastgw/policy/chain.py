@@ -9,6 +9,7 @@ A failing entry disables only the routes whose chain holds it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,9 +141,11 @@ def build_route_chains(
     errors = _Errors(file)
     strict_configs: dict[type[msgspec.Struct], type[msgspec.Struct]] = {}
 
+    search = policy_search_path(config, file)
+
     def prepare(entries: Iterable[dict[str, Any]], base: Segments, shared: bool) -> list[_Entry]:
         prepared = [
-            _prepare(entry, [*base, index], shared, registry, strict_configs)
+            _prepare(entry, [*base, index], shared, registry, strict_configs, search)
             for index, entry in enumerate(entries)
         ]
         for entry in prepared:
@@ -171,12 +174,23 @@ def build_route_chains(
     return RouteChains(chains, errors.finish())
 
 
+def policy_search_path(config: Config, file: str | None) -> list[str]:
+    """Where "module:attr" policies are looked for beyond sys.path: the config's
+    `python_path` folders (relative ones from the config file's folder), then that folder."""
+    base = os.path.dirname(os.path.abspath(file)) if file is not None else os.getcwd()
+    folders = [os.path.normpath(os.path.join(base, folder)) for folder in config.python_path]
+    if file is not None:
+        folders.append(base)
+    return folders
+
+
 def _prepare(
     raw: dict[str, Any],
     segments: Segments,
     shared: bool,
     registry: PolicyRegistry,
     strict_configs: dict[type[msgspec.Struct], type[msgspec.Struct]],
+    search: Sequence[str],
 ) -> _Entry:
     if len(raw) != 1:
         entry = _Entry(key="?", segments=segments, shared=shared)
@@ -190,7 +204,7 @@ def _prepare(
     ((key, value),) = raw.items()
     entry = _Entry(key=str(key), segments=segments, shared=shared)
     try:
-        entry.policy = registry.resolve(entry.key)
+        entry.policy = registry.resolve(entry.key, search)
     except ConfigError as exc:
         exc.path = entry.path
         entry.error = exc

@@ -8,11 +8,13 @@ are imported only when a configuration uses them, so a broken plugin breaks only
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -86,8 +88,12 @@ class PolicyRegistry:
         """Every registered name, sorted."""
         return sorted(self._entries)
 
-    def resolve(self, reference: str) -> type[Policy]:
-        """The class a chain entry's key names; ConfigError (at "$") when there is none."""
+    def resolve(self, reference: str, search: Sequence[str] = ()) -> type[Policy]:
+        """The class a chain entry's key names; ConfigError (at "$") when there is none.
+
+        A "module:attr" reference that is not importable from sys.path is looked for in the
+        folders of `search` too (the config's `python_path` and the config file's folder).
+        """
         registration = self._entries.get(reference)
         if registration is not None:
             if registration.policy is None:
@@ -96,7 +102,7 @@ class PolicyRegistry:
                 registration.policy = _check_policy_class(loaded, registration.origin)
             return registration.policy
         if ":" in reference:
-            return load_reference(reference)
+            return load_reference(reference, search)
         raise ConfigError(
             f"unknown policy {reference!r}",
             expected="one of: " + ", ".join(self.names()) + ", or a 'module:Class' reference",
@@ -118,11 +124,13 @@ class PolicyRegistry:
         self._entries[name] = registration
 
 
-def load_reference(reference: str) -> type[Policy]:
+def load_reference(reference: str, search: Sequence[str] = ()) -> type[Policy]:
     """Import "package.module:Class" (attr may be dotted) and check it is a Policy subclass.
 
-    As with ASGI servers, the current directory is searched too, so a policy module next to
-    the configuration works under the `fastgw` command without installing it.
+    The module is imported from sys.path; failing that, from the folders of `search` (in
+    order) and then the current directory, which are added to the end of sys.path (so they
+    never shadow an installed module) the first time they are needed. A policy module next
+    to the configuration so works under the `fastgw` command without installing it.
     """
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
@@ -132,11 +140,9 @@ def load_reference(reference: str) -> type[Policy]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        if not _is_missing(exc, module_name) or cwd in sys.path or "" in sys.path:
+        if not _is_missing(exc, module_name):
             raise _import_error(reference, exc) from None
-        sys.path.insert(0, cwd)
-        module = _load(lambda: importlib.import_module(module_name), reference)
+        module = _import_from(module_name, reference, [*search, os.getcwd()], exc)
     except Exception as exc:
         raise _import_error(reference, exc) from None
     target: object = module
@@ -149,6 +155,25 @@ def load_reference(reference: str) -> type[Policy]:
                 expected="'package.module:Class' naming a Policy subclass",
             ) from None
     return _check_policy_class(target, reference)
+
+
+def _import_from(
+    module_name: str, reference: str, folders: list[str], first: ModuleNotFoundError
+) -> Any:
+    """Import `module_name` from the first of `folders` that holds it."""
+    top = module_name.partition(".")[0]
+    for folder in dict.fromkeys(os.path.abspath(folder) for folder in folders):
+        if importlib.machinery.PathFinder.find_spec(top, [folder]) is None:
+            continue
+        if folder not in sys.path:
+            sys.path.append(folder)
+        importlib.invalidate_caches()
+        return _load(lambda: importlib.import_module(module_name), reference)
+    looked = ", ".join(dict.fromkeys(os.path.abspath(folder) for folder in folders))
+    raise ConfigError(
+        f"cannot load policy {reference}: {type(first).__name__}: {first}",
+        expected=f"a module on sys.path or in {looked} (add folders with python_path:)",
+    )
 
 
 def _is_missing(exc: ModuleNotFoundError, module_name: str) -> bool:

@@ -37,8 +37,14 @@ def fastgw_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("name", ["gateway.yaml", "gateway.toml", "gateway.json"])
+EXAMPLE_CONFIGS = sorted(
+    path.name for pattern in ("*.yaml", "*.toml", "*.json") for path in EXAMPLES.glob(pattern)
+)
+
+
+@pytest.mark.parametrize("name", EXAMPLE_CONFIGS)
 def test_check_valid(name: str) -> None:
+    """Every example config passes `fastgw check` as shipped."""
     result = fastgw_cli("check", EXAMPLES / name)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{EXAMPLES / name}: ok\n"
@@ -379,7 +385,7 @@ def test_routes_lists_each_policy_chain() -> None:
     # global policies first, then the groups' (traced), then the route's own
     assert chains["user"] == "response_headers,request_headers,request_headers,rate_limit"
     assert chains["users"] == "response_headers"
-    assert chains["tenants"] == "response_headers,examples.custom_policy:TenantGuard"
+    assert chains["tenants"] == "response_headers,custom_policy:TenantGuard"
     assert chains["maintenance"] == "response_headers,direct_response"
     assert chains["moved"] == "response_headers,redirect"
 
@@ -404,3 +410,113 @@ def test_route_table_marks_disabled_chains() -> None:
     )
     rows = [line.split() for line in table.splitlines()[1:]]
     assert [r[6] for r in rows] == ["DISABLED:request_headers,mod:Guard", "redirect", "-"]
+
+
+POLICY_MODULE = """
+from fastgw.policy import Policy, PolicyConfig
+
+
+class Stamp(Policy):
+    class Config(PolicyConfig):
+        value: str = "x"
+
+    def on_request(self, request):
+        request.set_header("x-stamp", self.config.value)
+"""
+
+
+def _policy_config(reference: str, python_path: str | None = None) -> str:
+    lines = [f"python_path: [{python_path}]"] if python_path else []
+    lines += [
+        "upstreams:",
+        '  u: {targets: [{url: "http://127.0.0.1:9001"}]}',
+        "routes:",
+        '  - {name: r, match: {paths: ["/r"]}, upstream: u, policies: [{"' + reference + '": {}}]}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("layout", "reference", "python_path"),
+    [
+        ("beside", "stamp_policy:Stamp", None),
+        ("package-beside", "mypolicies.stamp:Stamp", None),
+        ("python-path", "stamp_policy:Stamp", "../lib"),
+    ],
+    ids=["module-beside-config", "package-beside-config", "python_path-relative"],
+)
+def test_check_finds_policies_from_the_config_folder(
+    tmp_path: Path, layout: str, reference: str, python_path: str | None
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    if layout == "beside":
+        (conf / "stamp_policy.py").write_text(POLICY_MODULE)
+    elif layout == "package-beside":
+        (conf / "mypolicies").mkdir()
+        (conf / "mypolicies" / "__init__.py").write_text("")
+        (conf / "mypolicies" / "stamp.py").write_text(POLICY_MODULE)
+    else:
+        (tmp_path / "lib").mkdir()
+        (tmp_path / "lib" / "stamp_policy.py").write_text(POLICY_MODULE)
+    file = conf / "gateway.yaml"
+    file.write_text(_policy_config(reference, python_path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Run from another folder: only the config's own folder and python_path can find it.
+    result = subprocess.run(
+        [sys.executable, "-m", "fastgw", "check", str(file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=elsewhere,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{file}: ok\n"
+
+
+def test_check_says_where_it_looked_for_a_policy(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(_policy_config("no_such_policy_module:X", "lib"))
+    result = subprocess.run(
+        [sys.executable, "-m", "fastgw", "check", str(file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "No module named 'no_such_policy_module'" in result.stderr
+    assert f"a module on sys.path or in {tmp_path / 'lib'}, {tmp_path}" in result.stderr
+
+
+def test_example_gateway_checks_from_any_folder(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fastgw", "check", str(EXAMPLES / "gateway.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_testing_kit_example_passes() -> None:
+    """The README's fastgw.testing example, run the way a user runs it."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "examples/test_custom_policy.py",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout

@@ -6,8 +6,10 @@ import json
 import pickle
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -759,3 +761,42 @@ def test_schema() -> None:
     assert config["additionalProperties"] is False
     assert "Route" in schema["$defs"] and "Upstream" in schema["$defs"]
     assert "anyOf" in schema["$defs"]["Timeouts"]["properties"]["client_header"]
+    assert schema["title"] == "fastgw configuration"
+    assert "fastgw check" in schema["description"]
+
+
+def _schema_validator() -> Any:
+    import jsonschema
+
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in EXAMPLES.glob("*.yaml")), ids=lambda name: name
+)
+def test_examples_validate_against_the_schema(name: str) -> None:
+    data = yaml.safe_load((EXAMPLES / name).read_text())
+    errors = [error.message for error in _schema_validator().iter_errors(data)]
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "valid"),
+    [
+        ({"rate_limit": {"limits": [{"rate": 10, "per": "1s"}]}}, True),
+        ({"rate_limit": {"limits": [{"rate": 10}], "fail_opn": True}}, False),
+        ({"request_headers": {"set": {"x-a": "b"}}}, True),
+        ({"request_headers": {"sett": {"x-a": "b"}}}, False),
+        ({"examples.custom_policy:TenantGuard": {"allow": ["a"]}}, True),
+        ({"no_such_builtin": {}}, False),
+    ],
+    ids=["rate-limit", "rate-limit-typo", "headers", "headers-typo", "python-policy", "unknown"],
+)
+def test_schema_knows_each_builtin_policy(entry: dict[str, Any], valid: bool) -> None:
+    data = {
+        "upstreams": {"u": {"targets": [{"url": "http://127.0.0.1:9"}]}},
+        "routes": [{"name": "r", "match": {"paths": ["/"]}, "upstream": "u", "policies": [entry]}],
+    }
+    assert _schema_validator().is_valid(data) is valid
