@@ -30,10 +30,35 @@ from fastgw.plan import Plan, build_plan
 logger = logging.getLogger("fastgw")
 
 
+# The one wording of a rejected reload, for a single process, a supervisor and its workers.
+RELOAD_REJECTED = "reload rejected, still serving the previous config"
+
+
+def reload_error_lines(exc: BaseException, file: str | None) -> list[str]:
+    """One line per problem of a rejected reload, each naming the file and its `$.path`
+    ("$" when the problem is not located in the file, e.g. a policy that cannot start)."""
+    if isinstance(exc, ConfigError):
+        lines = []
+        for error in exc.errors:
+            text = str(error)
+            if error.file is None and file is not None:
+                text = f"{file}: {text}"
+            lines.append(text)
+        return lines
+    where = f"{file}: $" if file is not None else "$"
+    message = str(exc) or type(exc).__name__
+    return [f"{where}: {part}" for part in message.splitlines() if part.strip()]
+
+
 def restart_required(old: Config, new: Config) -> list[str]:
     """The settings a reload does not apply: they need new sockets or new processes."""
     keys = ("listen", "workers", "admin", "rate_limit_table")
     return [key for key in keys if getattr(old, key) != getattr(new, key)]
+
+
+def _file_of(config: object, current: str | None) -> str | None:
+    """The file a reload of `config` reads: a path given to reload(), else the current one."""
+    return str(config) if isinstance(config, str | os.PathLike) else current
 
 
 class Gateway:
@@ -45,11 +70,20 @@ class Gateway:
         *,
         config_file: str | None = None,
         admin: bool = True,
+        embedded: bool = True,
     ):
         """`admin=False` skips the admin listener even when the config has an `admin:` block
-        (a supervisor's workers: the supervisor answers for them)."""
+        (a supervisor's workers: the supervisor answers for them). `embedded=False` is for
+        `fastgw run`, which starts the `workers:` processes itself; an embedded Gateway serves
+        in this one process and logs a warning when the config asks for more."""
         self._config_file = config_file
         self.config = config if isinstance(config, Config) else parse_config(config, config_file)
+        if embedded and self.config.workers != 1:
+            logger.warning(
+                "workers: %s is not applied: an embedded Gateway serves in this one process "
+                "(`fastgw run` starts worker processes)",
+                self.config.workers,
+            )
         self.plan: Plan | None = None
         self._engine: Any = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -69,6 +103,8 @@ class Gateway:
         self._restart_required: list[str] = []
         self._started_with = self.config  # what the listeners were opened for
         self._observe = Observability()
+        # The loop holds only weak references to tasks: a signal's task lives here until done.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Gateway:
@@ -184,8 +220,8 @@ class Gateway:
         try:
             plan = await self._reload(config)
         except Exception as exc:
-            errors = exc.errors if isinstance(exc, ConfigError) else [exc]
-            self._record_reload("error", [str(error) for error in errors])
+            file = _file_of(config, self._config_file)
+            self._record_reload("error", reload_error_lines(exc, file))
             raise
         self._record_reload("ok", [], self._restart_required)
         return plan
@@ -308,11 +344,11 @@ class Gateway:
         # Signal handlers first: whoever waits for the "listening" line may signal at once.
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
+                loop.add_signal_handler(sig, lambda: self._keep(loop.create_task(self.stop())))
             loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
             if self._config_file is not None:
                 loop.add_signal_handler(
-                    signal.SIGHUP, lambda: loop.create_task(self._reload_logged())
+                    signal.SIGHUP, lambda: self._keep(loop.create_task(self._reload_logged()))
                 )
         if on_ready is not None:
             on_ready(self)
@@ -323,11 +359,16 @@ class Gateway:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                     loop.remove_signal_handler(sig)
 
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _reload_logged(self) -> None:
         try:
             await self.reload()
-        except Exception as exc:  # the old Plan keeps serving; say why the new one did not
-            logger.error("reload failed, still serving the previous config:\n%s", exc)
+        except Exception:  # the old Plan keeps serving; say why the new one did not
+            for line in self.last_reload["errors"]:
+                logger.error("%s: %s", RELOAD_REJECTED, line)
         else:
             logger.info("reloaded %s", self._config_file)
 

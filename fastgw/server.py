@@ -11,18 +11,20 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 import orjson
 import uvloop
 
-from fastgw.api import Gateway
+from fastgw.api import RELOAD_REJECTED, Gateway
 from fastgw.config import Config
 from fastgw.errors import ConfigError, GatewayError
 from fastgw.observe.logs import configure_error_log
+from fastgw.supervisor import CONTROL_FRAME
 
 logger = logging.getLogger("fastgw")
 
@@ -30,7 +32,7 @@ logger = logging.getLogger("fastgw")
 def _announce(gateway: Gateway) -> None:
     for host, port in gateway.addresses:
         shown = f"[{host}]" if ":" in host else host
-        print(f"fastgw listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+        print(f"fastgw listening on http://{shown}:{port}", flush=True)
     if gateway.admin is not None:
         from fastgw.admin.server import log_address
 
@@ -71,7 +73,7 @@ def run(config: Config, config_file: str | None = None, *, watch: bool = False) 
                 return 1
         if watch:
             _watch_in_thread(config_file)
-    gateway = Gateway(config, config_file=config_file)
+    gateway = Gateway(config, config_file=config_file, embedded=False)
     try:
         uvloop.run(gateway.serve(on_ready=_announce))
     except (ConfigError, GatewayError) as exc:
@@ -82,22 +84,31 @@ def run(config: Config, config_file: str | None = None, *, watch: bool = False) 
 
 
 async def serve_control(gateway: Gateway, sock: socket.socket) -> None:
-    """Answer the supervisor on the worker's control socket: each b"metrics\n" gets this
-    worker's metrics snapshot as 4-byte big-endian length + JSON."""
+    """Answer the supervisor on the worker's control socket.
+
+    Each request line b"metrics SEQ\n" gets one frame: 4-byte big-endian body length,
+    8-byte big-endian SEQ, then this worker's metrics snapshot as JSON. SEQ lets the
+    supervisor drop the late answer to a request it stopped waiting for (a worker that was
+    stopped or slow) and read the answer to its current one.
+    """
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         while True:
             line = await reader.readline()
             if not line:
                 return
-            if line.strip() == b"metrics" and gateway.engine is not None:
+            command, _, sequence = line.strip().partition(b" ")
+            if command == b"metrics" and gateway.engine is not None:
                 body = orjson.dumps(gateway.metrics_snapshot())
             else:
                 body = b"{}"
-            writer.write(struct.pack(">I", len(body)) + body)
+            seq = int(sequence) if sequence.isdigit() else 0
+            writer.write(CONTROL_FRAME.pack(len(body), seq) + body)
             await writer.drain()
     except (ConnectionError, OSError):
         return
+    except Exception:  # the supervisor sees the closed socket; say why here
+        logger.exception("worker %d: control channel failed", os.getpid())
     finally:
         writer.close()
 
@@ -128,29 +139,38 @@ def run_worker(
         _core.attach_rate_table(rate_fd, config.rate_limit_table.slots)
     if listen:
         config = msgspec.structs.replace(config, listen=tuple(listen))
-    gateway = Gateway(config, config_file=config_file, admin=False)
+    gateway = Gateway(config, config_file=config_file, admin=False, embedded=False)
     parent = os.getppid()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task[None]] = []
+        # The loop keeps only weak references to tasks, and a reload runs the cyclic GC: a
+        # task parked on a socket read (the control channel) would be collected mid-wait.
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+            task = loop.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return task
 
         def stop(drain: float | None = None) -> None:
             if not stopping:
-                stopping.append(loop.create_task(gateway.stop(drain)))
+                stopping.append(spawn(gateway.stop(drain)))
 
         async def reload_logged() -> None:
             # One line per message: the workers share the supervisor's stderr.
             try:
                 await gateway.reload()
-            except Exception as exc:  # the old Plan keeps serving; say why
-                text = str(exc).replace("\n", "; ")
-                logger.error("worker %d reload failed: %s", os.getpid(), text)
+            except Exception:  # the old Plan keeps serving; say why
+                for line in gateway.last_reload["errors"]:
+                    logger.error("worker %d: %s: %s", os.getpid(), RELOAD_REJECTED, line)
             else:
                 logger.info("worker %d reloaded %s", os.getpid(), config_file)
 
         def reload() -> None:
-            loop.create_task(reload_logged())
+            spawn(reload_logged())
 
         def on_ready(gw: Gateway) -> None:
             loop.add_signal_handler(signal.SIGTERM, stop)
@@ -161,8 +181,8 @@ def run_worker(
             if control_fd >= 0:
                 control = socket.socket(fileno=control_fd)
                 control.setblocking(False)
-                loop.create_task(serve_control(gw, control))
-            loop.create_task(orphan_check())
+                spawn(serve_control(gw, control))
+            spawn(orphan_check())
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
 

@@ -6,7 +6,7 @@ ephemeral port is resolved to one port for all workers, then starts each worker 
 (pickled on its stdin). Every worker runs the
 ordinary single-process gateway with its listeners opened with SO_REUSEPORT: the kernel spreads
 new connections among them. A worker reports on a pipe once it listens; the supervisor prints
-the "listening on" lines when all of them do.
+the "listening on" lines (on stdout) when all of them do.
 
 Signals go to the supervisor: SIGHUP (or, with --watch, a change of the file) validates and
 compiles the file first, then sends SIGHUP to every worker, which reloads it; an invalid file
@@ -41,9 +41,9 @@ from typing import Any
 
 import orjson
 
-from fastgw.api import restart_required
+from fastgw.api import RELOAD_REJECTED, reload_error_lines, restart_required
 from fastgw.config import Config, load_config, parse_listen_address
-from fastgw.errors import ConfigError, GatewayError
+from fastgw.errors import GatewayError
 
 __all__ = ["FileWatcher", "Supervisor", "resolve_workers"]
 
@@ -56,6 +56,8 @@ WATCH_INTERVAL = 0.25
 KILL_GRACE = 5.0
 # How long a worker may take to answer a metrics request on its control socket.
 CONTROL_TIMEOUT = 2.0
+# A control answer's header: body length, then the sequence number of the request.
+CONTROL_FRAME = struct.Struct(">IQ")
 
 
 def resolve_workers(config: Config) -> int:
@@ -116,10 +118,17 @@ class _Worker:
     backoff: float = BACKOFF_MIN
     reload_pending: bool = False
     # The supervisor's end of the worker's control socket (metrics), used by the admin
-    # thread under `control_lock`; the snapshot last read from it.
+    # thread under `control_lock`: the last request's sequence number, bytes received but
+    # not yet parsed, the snapshot last read and whether the last scrape got a fresh one.
     control: socket.socket | None = None
     control_lock: threading.Lock = field(default_factory=threading.Lock)
+    sequence: int = 0
+    inbox: bytearray = field(default_factory=bytearray)
     last_snapshot: dict[str, Any] | None = None
+    up: bool = False
+    scrape_errors: int = 0
+    # Set by the admin thread when the control channel broke; the main loop replaces it.
+    broken: bool = False
 
 
 class Supervisor:
@@ -228,7 +237,9 @@ class Supervisor:
             child_control.close()
         with worker.control_lock:
             worker.control = control
+            worker.inbox.clear()
             worker.last_snapshot = None
+            worker.broken = False
         # The worker serves the last config that passed validation, not whatever the file
         # holds now: a worker restarted after a rejected reload serves what the others serve.
         assert worker.proc.stdin is not None
@@ -264,7 +275,7 @@ class Supervisor:
             self._announced = True
             for host, port in self._addresses:
                 shown = f"[{host}]" if ":" in host else host
-                print(f"fastgw listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+                print(f"fastgw listening on http://{shown}:{port}", flush=True)
 
     def _send(self, worker: _Worker, sig: int) -> None:
         if worker.proc is not None and worker.proc.poll() is None:
@@ -307,6 +318,7 @@ class Supervisor:
             if worker.control is not None:
                 worker.control.close()
                 worker.control = None
+            worker.up = False
             if worker.last_snapshot is not None:
                 self._retired.append(worker.last_snapshot)
                 worker.last_snapshot = None
@@ -322,31 +334,103 @@ class Supervisor:
     # -- metrics -----------------------------------------------------------------------
 
     def _read_snapshot(self, worker: _Worker) -> dict[str, Any] | None:
-        """Ask one worker for its counters (admin thread; bounded by CONTROL_TIMEOUT)."""
+        """Ask one worker for its counters (admin thread; bounded by CONTROL_TIMEOUT).
+
+        A worker that does not answer in time (stopped, overloaded) keeps its socket: the
+        sequence number in each answer lets the next scrape skip the late one. A channel that
+        broke (closed, garbled) cannot be trusted again: the worker is replaced. Either way
+        the worker counts as down and the error is counted and logged; its last counts are
+        returned, so that sums never go back.
+        """
         with worker.control_lock:
             sock = worker.control
-            if sock is None:
+            if sock is None or worker.broken or not worker.ready:
+                # Not serving yet (its control task starts once it listens) or on its way out.
+                worker.up = False
                 return worker.last_snapshot
+            worker.sequence += 1
             try:
-                sock.settimeout(CONTROL_TIMEOUT)
-                sock.sendall(b"metrics\n")
-                size = struct.unpack(">I", _recv_exactly(sock, 4))[0]
-                snapshot: dict[str, Any] = orjson.loads(_recv_exactly(sock, size))
-            except (OSError, ValueError, struct.error) as exc:
-                _log(f"worker {worker.index}: no metrics ({exc or type(exc).__name__})")
-                # The stream may be out of step now: the next request starts a fresh one.
-                sock.close()
-                worker.control = None
+                snapshot = self._ask(sock, worker)
+            except TimeoutError:
+                self._scrape_failed(
+                    worker, f"no answer on its control socket within {CONTROL_TIMEOUT:g}s"
+                )
                 return worker.last_snapshot
+            except (OSError, ValueError, struct.error) as exc:
+                worker.broken = True
+                self._scrape_failed(
+                    worker,
+                    f"control socket failed ({exc or type(exc).__name__}); replacing the worker",
+                )
+                try:
+                    os.write(self._wake_w, b"c")
+                except OSError:
+                    pass
+                return worker.last_snapshot
+            worker.up = True
             worker.last_snapshot = snapshot
             return snapshot
+
+    @staticmethod
+    def _ask(sock: socket.socket, worker: _Worker) -> dict[str, Any]:
+        """Send one metrics request and read frames until the answer to it."""
+        deadline = time.monotonic() + CONTROL_TIMEOUT
+        sock.settimeout(CONTROL_TIMEOUT)
+        sock.sendall(b"metrics %d\n" % worker.sequence)
+        inbox = worker.inbox
+        while True:
+            if len(inbox) >= CONTROL_FRAME.size:
+                size, sequence = CONTROL_FRAME.unpack_from(inbox)
+                end = CONTROL_FRAME.size + size
+                if len(inbox) >= end:
+                    body = bytes(inbox[CONTROL_FRAME.size : end])
+                    del inbox[:end]
+                    if sequence == worker.sequence:
+                        snapshot: dict[str, Any] = orjson.loads(body)
+                        return snapshot
+                    continue  # the late answer to a scrape that gave up on it
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("the worker closed its control socket")
+            inbox += chunk
+
+    def _scrape_failed(self, worker: _Worker, reason: str) -> None:
+        worker.up = False
+        worker.scrape_errors += 1
+        pid = worker.proc.pid if worker.proc is not None else "-"
+        stale = "its last counts are reported" if worker.last_snapshot else "no counts yet"
+        _log(f"worker {worker.index} pid {pid}: {reason}; {stale}", logging.ERROR)
+
+    def _replace_broken(self) -> None:
+        """Main loop: a worker whose control channel broke cannot be observed any more; it
+        drains and exits, and is restarted like a worker that died."""
+        for worker in self.workers:
+            if worker.broken and worker.proc is not None and not self._stopping:
+                worker.broken = False
+                with worker.control_lock:
+                    if worker.control is not None:
+                        worker.control.close()
+                        worker.control = None
+                self._send(worker, signal.SIGTERM)
 
     def metrics_text(self) -> bytes:
         """Every worker's counters summed (and those of workers that died), as Prometheus
         text."""
         from fastgw.observe.metrics import merge, render
 
-        snapshots = [snap for w in self.workers if (snap := self._read_snapshot(w)) is not None]
+        snapshots = []
+        for worker in self.workers:
+            snapshot = self._read_snapshot(worker)
+            if snapshot is None:
+                continue
+            if not worker.up:
+                # Counts stand as last read; gauges of a worker that did not answer are unknown.
+                snapshot = {**snapshot, "connections": {}, "targets": []}
+            snapshots.append(snapshot)
         with self._admin_lock:
             retired = list(self._retired)
         for worker_snapshot in retired:
@@ -357,6 +441,8 @@ class Supervisor:
             reloads=self.reloads,
             workers=sum(1 for w in self.workers if w.proc is not None),
             worker_restarts=self.worker_restarts,
+            worker_up={w.index: int(w.up) for w in self.workers},
+            worker_scrape_errors={w.index: w.scrape_errors for w in self.workers},
         )
 
     # -- signals and reload --------------------------------------------------------------
@@ -397,13 +483,8 @@ class Supervisor:
         try:
             config = load_config(file)
             self._describe(config)
-        except ConfigError as exc:
-            for error in exc.errors:
-                if error.file is None:
-                    error.file = file
-                errors.append(str(error))
-        except Exception as exc:  # a policy that cannot start, a file that vanished...
-            errors.append(str(exc))
+        except Exception as exc:  # a bad file, a policy that cannot start, a file that vanished
+            errors = reload_error_lines(exc, file)
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         restart = [] if errors else restart_required(self._launched_with, config)
         self.last_reload = {
@@ -415,7 +496,7 @@ class Supervisor:
         self.reloads["error" if errors else "ok"] += 1
         if errors:
             for error in errors:
-                _log(f"reload rejected, still serving the previous config: {error}", logging.ERROR)
+                _log(f"{RELOAD_REJECTED}: {error}", logging.ERROR)
             return False
         self.config_hash = _file_hash(file)
         if restart:
@@ -568,6 +649,7 @@ class Supervisor:
                     pass
             self._handle_signals()
             self._handle_admin_requests()
+            self._replace_broken()
             now = time.monotonic()
             self._reap(now)
             for worker in self.workers:
@@ -585,16 +667,6 @@ class Supervisor:
                     for worker in self.workers:
                         self._send(worker, signal.SIGKILL)
                     self._kill_at = None
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(min(size - len(data), 1 << 20))
-        if not chunk:
-            raise ConnectionError("the worker closed its control socket")
-        data += chunk
-    return bytes(data)
 
 
 def _file_hash(file: str) -> str | None:
@@ -617,7 +689,7 @@ class _SupervisorView:
 
     @property
     def config_file(self) -> str:
-        return self.supervisor.config_file
+        return os.path.abspath(self.supervisor.config_file)
 
     @property
     def config_hash(self) -> str | None:

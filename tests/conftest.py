@@ -743,40 +743,42 @@ def gateway_config(
 
 
 class GatewayProcess:
-    """`python -m fastgw run -c FILE` in a subprocess, stderr collected by a thread."""
+    """`python -m fastgw run -c FILE` in a subprocess: stderr collected by a thread, stdout
+    (the "listening on" and "admin on" lines, access logs sent there) written to a file."""
 
     def __init__(self, config: dict[str, Any], workdir: Path) -> None:
         self.config = config
         self.config_path = workdir / "gateway.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.stdout_path = workdir / "stdout"
         self.stderr_lines: list[str] = []
         self.addresses: list[tuple[str, int]] = []
-        self._listening = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastgw", "run", "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with open(self.stdout_path, "w") as stdout:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fastgw", "run", "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        listen = self.config.get("listen", [])
-        expected = 1 if isinstance(listen, str) else max(1, len(listen))
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
-            found = LISTENING_RE.search(line)
-            if found:
-                self.addresses.append((found.group(1).strip("[]"), int(found.group(2))))
-                if len(self.addresses) >= expected:
-                    self._listening.set()
+
+    def _listening(self) -> bool:
+        listen = self.config.get("listen", [])
+        expected = 1 if isinstance(listen, str) else max(1, len(listen))
+        found = LISTENING_RE.findall(self.stdout)
+        self.addresses = [(host.strip("[]"), int(port)) for host, port in found]
+        return len(self.addresses) >= expected
 
     def wait_listening(self, timeout: float = GATEWAY_START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
-        while not self._listening.wait(0.05):
+        while not self._listening():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self._reader.join(1)
                 state = (
@@ -786,6 +788,11 @@ class GatewayProcess:
                 )
                 self.terminate()
                 pytest.fail(f"gateway {state}; stderr:\n{self.stderr}", pytrace=False)
+            time.sleep(0.02)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
 
     @property
     def stderr(self) -> str:

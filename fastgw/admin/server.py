@@ -13,7 +13,6 @@ import hmac
 import json
 import os
 import socket
-import sys
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,6 @@ import msgspec
 from fastgw import __version__
 from fastgw.config import parse_listen_address
 from fastgw.config.redaction import redact
-from fastgw.errors import ConfigError
 
 if TYPE_CHECKING:
     from fastgw.api import Gateway
@@ -258,7 +256,8 @@ class GatewayView:
 
     @property
     def config_file(self) -> str | None:
-        return self.gateway.config_file
+        file = self.gateway.config_file
+        return os.path.abspath(file) if file is not None else None
 
     @property
     def config_hash(self) -> str:
@@ -305,10 +304,8 @@ class GatewayView:
         """Reload the config file; the errors (none when it worked)."""
         try:
             await self.gateway.reload()
-        except ConfigError as exc:
-            return [str(error) for error in exc.errors]
-        except Exception as exc:  # a policy that cannot start, a file that vanished...
-            return [str(exc)]
+        except Exception:  # a bad file, a policy that cannot start, a file that vanished...
+            return list(self.gateway.last_reload["errors"])
         return []
 
 
@@ -344,4 +341,4 @@ def log_address(server: AdminServer) -> None:
     if address is not None:
         host, port = address
         shown = f"[{host}]" if ":" in host else host
-        print(f"fastgw admin on http://{shown}:{port}", file=sys.stderr, flush=True)
+        print(f"fastgw admin on http://{shown}:{port}", flush=True)

@@ -183,12 +183,32 @@ class _SnapshotCollector:
         )
         restarts.add_metric([], self.extra.get("worker_restarts", 0))
         yield restarts
+        worker_up = self.extra.get("worker_up")
+        if worker_up is not None:
+            up = GaugeMetricFamily(
+                "fastgw_worker_up",
+                "1 if the worker answered this scrape; 0 if it did not (its counters then "
+                "stand as last read) or is starting or being replaced.",
+                labels=["worker"],
+            )
+            for index, value in sorted(worker_up.items()):
+                up.add_metric([str(index)], value)
+            yield up
+            errors = CounterMetricFamily(
+                "fastgw_worker_scrape_errors",
+                "Scrapes a worker did not answer (timeout or broken control socket).",
+                labels=["worker"],
+            )
+            for index, value in sorted(self.extra.get("worker_scrape_errors", {}).items()):
+                errors.add_metric([str(index)], value)
+            yield errors
 
 
 def render(snapshot: dict[str, Any], **extra: Any) -> bytes:
     """The Prometheus text exposition of a (merged) snapshot.
 
-    `extra`: reloads={"ok": n, "error": n}, workers=n, worker_restarts=n.
+    `extra`: reloads={"ok": n, "error": n}, workers=n, worker_restarts=n; with a supervisor
+    also worker_up={index: 0 or 1} and worker_scrape_errors={index: n}.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SnapshotCollector(snapshot, extra))  # type: ignore[arg-type]

@@ -203,7 +203,9 @@ def test_access_log_to_stdout(tmp_path: Path, upstream: Any, http: Any):
     )
     try:
         assert proc.stderr is not None and proc.stdout is not None
-        line = proc.stderr.readline()
+        # The "listening on" line comes first on stdout, then the access log lines.
+        line = proc.stdout.readline()
+        assert line.startswith("fastgw listening on http://127.0.0.1:"), line
         port = int(line.rsplit(":", 1)[1])
         for i in range(3):
             resp, _ = http.exchange("127.0.0.1", port, http.build_request("GET", f"/items/{i}"))

@@ -21,14 +21,14 @@ TOKEN = "s3cret-admin-token-0123456789"
 
 
 def admin_address(gw: Any, timeout: float = 5.0) -> tuple[str, int]:
+    """The admin listener's address, from the "fastgw admin on" line on stdout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in gw.stderr_lines:
-            found = ADMIN_RE.search(line)
-            if found:
-                return found.group(1), int(found.group(2))
+        found = ADMIN_RE.search(gw.stdout)
+        if found:
+            return found.group(1), int(found.group(2))
         time.sleep(0.02)
-    raise AssertionError(f"no admin address in stderr:\n{gw.stderr}")
+    raise AssertionError(f"no admin address on stdout:\n{gw.stdout}\nstderr:\n{gw.stderr}")
 
 
 def call(
@@ -225,15 +225,17 @@ def test_supervisor_admin(tmp_path: Path, upstream: Any, http: Any) -> None:
     )
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # A relative -c path: /status shows it absolute.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastgw", "run", "-c", str(path)],
+        [sys.executable, "-m", "fastgw", "run", "-c", "gateway.yaml"],
+        cwd=tmp_path,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     reader.start()
 
     def wait_for(pattern: re.Pattern[str], timeout: float = 15.0) -> re.Match[str]:
@@ -243,12 +245,13 @@ def test_supervisor_admin(tmp_path: Path, upstream: Any, http: Any) -> None:
                 if found := pattern.search(line):
                     return found
             time.sleep(0.05)
-        raise AssertionError(f"no {pattern.pattern!r} in stderr:\n{''.join(lines)}")
+        raise AssertionError(f"no {pattern.pattern!r} in the output:\n{''.join(lines)}")
 
     try:
         found = wait_for(re.compile(r"fastgw listening on http://([0-9.]+):(\d+)"))
         proxy = (found.group(1), int(found.group(2)))
-        admin = admin_address(type("Proc", (), {"stderr_lines": lines, "stderr": ""})())
+        found = wait_for(ADMIN_RE)
+        admin = (found.group(1), int(found.group(2)))
 
         def get(target: str) -> int:
             with http.RawClient(*proxy) as client:
@@ -256,6 +259,7 @@ def test_supervisor_admin(tmp_path: Path, upstream: Any, http: Any) -> None:
 
         status = call(http, admin, "GET", "/status", TOKEN).json()
         assert len(status["workers"]) == 2 and proc.pid not in status["workers"]
+        assert status["config_file"] == str(path)
         assert call(http, admin, "GET", "/ready", TOKEN).json() == {"ready": True}
         upstreams = call(http, admin, "GET", "/upstreams", TOKEN).json()
         assert upstreams == [{"name": "app", "targets": [{"host": "127.0.0.1", "port": up.port}]}]

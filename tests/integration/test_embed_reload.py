@@ -187,3 +187,49 @@ def test_reload_with_a_dict_names_no_file(upstream, http, tmp_path) -> None:
             assert gw.config_file is None
 
     run(main())
+
+
+@pytest.mark.parametrize(("workers", "warned"), [(2, True), ("auto", True), (1, False)])
+def test_embedding_says_it_runs_one_process(upstream, http, caplog, workers, warned) -> None:
+    """`workers:` is for `fastgw run`: an embedded Gateway serves alone and says so."""
+    import logging
+
+    up = upstream("echo", name="A")
+    config = dict(one_route(http, up), workers=workers)
+    log = logging.getLogger("fastgw")
+    # An error log configured earlier in this process turns propagation to caplog off.
+    handler = None if log.propagate else caplog.handler
+    if handler is not None:
+        log.addHandler(handler)
+    try:
+
+        async def main() -> None:
+            async with gateway_class()(config) as gw:
+                resp = await asyncio.to_thread(fetch, http, gw.addresses[0], "/r/one")
+                assert resp.status == 200
+
+        with caplog.at_level(logging.WARNING, logger="fastgw"):
+            run(main())
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+    messages = [r.getMessage() for r in caplog.records if r.name == "fastgw"]
+    expected = (
+        f"workers: {workers} is not applied: an embedded Gateway serves in this one process "
+        "(`fastgw run` starts worker processes)"
+    )
+    assert messages == ([expected] if warned else [])
+
+
+def test_status_shows_the_config_file_absolute(upstream, http, tmp_path, monkeypatch) -> None:
+    up = upstream("echo", name="A")
+    config = dict(one_route(http, up), admin={"listen": "127.0.0.1:0"})
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+
+    async def main() -> None:
+        async with gateway_class().from_file("gw.yaml") as gw:
+            resp = await asyncio.to_thread(fetch, http, gw.admin.address, "/status")
+            assert resp.json()["config_file"] == str(tmp_path / "gw.yaml")
+
+    run(main())

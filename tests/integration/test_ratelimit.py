@@ -134,7 +134,7 @@ def test_metrics_and_access_log(gateway: Any, upstream: Any, tmp_path: Path):
     import re
     import urllib.request
 
-    port = int(re.search(r"fastgw admin on http://[0-9.]+:(\d+)", gw.stderr).group(1))
+    port = int(re.search(r"fastgw admin on http://[0-9.]+:(\d+)", gw.stdout).group(1))
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     found = {
         tuple(sorted(s.labels.items())): s.value

@@ -29,7 +29,8 @@ TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"
 
 
 class Supervised:
-    """`python -m fastgw run -c FILE [args]` with stderr collected by a thread."""
+    """`python -m fastgw run -c FILE [args]` with its output (stdout and stderr, in order)
+    collected by a thread."""
 
     def __init__(self, workdir: Path, config: dict[str, Any], *args: str) -> None:
         self.config_path = workdir / "gateway.yaml"
@@ -38,8 +39,8 @@ class Supervised:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastgw", "run", "-c", str(self.config_path), *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -48,12 +49,12 @@ class Supervised:
         self.host, self.port = found.group(1), int(found.group(2))
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
             self.lines.append(line)
 
     @property
-    def stderr(self) -> str:
+    def output(self) -> str:
         return "".join(self.lines)
 
     def write(self, config: dict[str, Any]) -> None:
@@ -66,8 +67,8 @@ class Supervised:
     def wait_count(self, pattern: str, n: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while self.count(pattern) < n:
-            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.stderr}"
-            assert time.monotonic() < deadline, f"no {n} x {pattern!r} in:\n{self.stderr}"
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.output}"
+            assert time.monotonic() < deadline, f"no {n} x {pattern!r} in:\n{self.output}"
             time.sleep(0.02)
 
     def wait_line(self, regex: re.Pattern[str], timeout: float) -> re.Match[str]:
@@ -79,7 +80,7 @@ class Supervised:
                     return found
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"no {regex.pattern!r}; stderr:\n{self.stderr}", pytrace=False)
+                pytest.fail(f"no {regex.pattern!r}; output:\n{self.output}", pytrace=False)
             time.sleep(0.02)
 
     def workers(self) -> set[int]:
@@ -153,7 +154,7 @@ def supervised(tmp_path: Path) -> Any:
     yield start
     for each in started:
         each.stop()
-        print(f"--- supervisor {each.proc.pid} exit {each.proc.returncode} ---\n{each.stderr}")
+        print(f"--- supervisor {each.proc.pid} exit {each.proc.returncode} ---\n{each.output}")
 
 
 def config(http: Any, up: Any, paths: list[str], **top: Any) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def test_two_workers_share_the_port_and_both_serve(upstream, supervised, http) -
     up = upstream("echo")
     gw = supervised(config(http, up, ["/{*rest}"]))
     workers = gw.workers()
-    assert len(workers) == 2, gw.stderr
+    assert len(workers) == 2, gw.output
     for pid in workers:
         assert (gw.port, 0, TCP_LISTEN) in tcp_sockets(pid), f"worker {pid} is not listening"
     # Fresh connections are spread by the kernel: both workers proxy, and each keeps its
@@ -204,7 +205,7 @@ def test_killed_worker_is_restarted(upstream, supervised, http) -> None:
     gw.wait_count(r"pid \d+ ready", 3)
     (new,) = gw.workers() - before
     wait_for(lambda: (gw.port, 0, TCP_LISTEN) in tcp_sockets(new), 5, "the new worker")
-    assert "restart in 0.1s" in gw.stderr
+    assert "restart in 0.1s" in gw.output
     assert fresh_requests(http, gw, "/after", 16) == [200] * 16
 
 
@@ -215,7 +216,7 @@ def test_sighup_valid_config_reloads_every_worker(upstream, supervised, http) ->
     gw.write(config(http, up, ["/old", "/new"]))
     gw.proc.send_signal(signal.SIGHUP)
     gw.wait_count(r"worker \d+ reloaded ", 2)
-    reloaded = {int(m) for m in re.findall(r"worker (\d+) reloaded ", gw.stderr)}
+    reloaded = {int(m) for m in re.findall(r"worker (\d+) reloaded ", gw.output)}
     assert reloaded == gw.workers()
     assert fresh_requests(http, gw, "/new") == [200] * 16
     assert fresh_requests(http, gw, "/old", 4) == [200] * 4
@@ -242,6 +243,34 @@ def test_sighup_invalid_config_keeps_serving(upstream, supervised, http) -> None
     gw.wait_count(r"pid \d+ ready", 3)
     assert len(gw.workers() - before) == 1
     assert fresh_requests(http, gw, "/old") == [200] * 16
+
+
+@pytest.mark.parametrize("who", ["one process", "supervisor", "worker"])
+def test_reload_rejection_is_one_line_per_error(upstream, supervised, http, who) -> None:
+    """Whoever rejects a reload says it the same way: one line per error, with the file and
+    the `$.path` in each."""
+    up = upstream("echo")
+    gw = supervised(config(http, up, ["/old"], workers=1 if who == "one process" else 2))
+    broken = config(http, up, ["/old"])
+    broken["routes"][0]["upstream"] = "missing"
+    broken["routes"].append({"name": "x", "match": {"paths": ["/x"]}, "upstream": "gone"})
+    gw.write(broken)
+    prefix = "fastgw: "
+    if who == "worker":
+        # A worker told to reload on its own (not through the supervisor) checks the file too.
+        pid = min(gw.workers())
+        os.kill(pid, signal.SIGHUP)
+        prefix += f"worker {pid}: "
+    else:
+        gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_count("reload rejected", 2)
+    time.sleep(0.2)  # nothing more may follow
+    lines = [line.rstrip("\n") for line in gw.lines if "reload" in line]
+    head = f"{prefix}reload rejected, still serving the previous config: {gw.config_path}: "
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(head + "$.routes[0].upstream: "), lines
+    assert lines[1].startswith(head + "$.routes[1].upstream: "), lines
+    assert fresh_requests(http, gw, "/old", 4) == [200] * 4
 
 
 def test_watch_reloads_on_edit(upstream, supervised, http) -> None:
@@ -273,7 +302,7 @@ def test_sigterm_drains_in_flight_request(upstream, supervised, http) -> None:
     assert "error" not in result, result.get("error")
     assert result["resp"].status == 200
     assert result["resp"].json()["target"] == "/in-flight"
-    assert gw.proc.wait(10) == 0, gw.stderr
+    assert gw.proc.wait(10) == 0, gw.output
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived it"
 
 
@@ -285,7 +314,7 @@ def test_sigquit_stops_without_draining(upstream, supervised, http) -> None:
         up.wait_requests(1)
         started = time.monotonic()
         gw.proc.send_signal(signal.SIGQUIT)
-        assert gw.proc.wait(10) == 0, gw.stderr
+        assert gw.proc.wait(10) == 0, gw.output
         assert time.monotonic() - started < 5.0, "waited for the drain timeout"
         assert client.wait_closed(2.0)
 
