@@ -57,8 +57,11 @@ def restart_required(old: Config, new: Config) -> list[str]:
 
 
 def _file_of(config: object, current: str | None) -> str | None:
-    """The file a reload of `config` reads: a path given to reload(), else the current one."""
-    return str(config) if isinstance(config, str | os.PathLike) else current
+    """The file a reload of `config` reads: a path given to reload(), the current file for
+    reload(), none for a config given as data."""
+    if config is None:
+        return current
+    return str(config) if isinstance(config, str | os.PathLike) else None
 
 
 class Gateway:

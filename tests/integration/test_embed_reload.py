@@ -182,6 +182,7 @@ def test_reload_with_a_dict_names_no_file(upstream, http, tmp_path) -> None:
                 await gw.reload(broken)
             assert str(file) not in str(caught.value)
             assert str(caught.value).startswith("$.routes[0].upstream: unknown upstream")
+            assert all(str(file) not in line for line in gw.last_reload["errors"])
             # A dict that loads is the config from now on: no file behind it any more.
             await gw.reload(one_route(http, up))
             assert gw.config_file is None
