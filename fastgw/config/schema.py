@@ -33,6 +33,8 @@ __all__ = [
     "Limits",
     "Match",
     "Route",
+    "RouteLimits",
+    "RouteTimeouts",
     "Target",
     "Timeouts",
     "Upstream",
@@ -128,6 +130,8 @@ class Timeouts(_Section, kw_only=True):
     keepalive_idle: Duration = 75.0
     upstream_connect: Duration = 5.0
     upstream_read: Duration = 60.0
+    # Sending the request to the upstream may stall this long (nginx: proxy_send_timeout).
+    upstream_send: Duration = 60.0
     client_send: Duration = 60.0
     drain: Duration = 30.0
 
@@ -176,6 +180,21 @@ class Match(_Section, kw_only=True):
         )
 
 
+class RouteTimeouts(_Section, kw_only=True):
+    """A route's own upstream time limits; a key left out keeps the global one
+    (timeouts.upstream_connect, upstream_read, upstream_send)."""
+
+    connect: Duration | None = None
+    read: Duration | None = None
+    send: Duration | None = None
+
+
+class RouteLimits(_Section, kw_only=True):
+    """A route's own request limits; a key left out keeps the global one."""
+
+    max_body_bytes: Annotated[int, Meta(ge=0)] | None = None
+
+
 class Route(_Section, kw_only=True):
     """A rule sending matching requests to an upstream, optionally rewriting the path."""
 
@@ -188,6 +207,8 @@ class Route(_Section, kw_only=True):
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
     groups: tuple[str, ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
+    timeouts: RouteTimeouts = RouteTimeouts()
+    limits: RouteLimits = RouteLimits()
 
 
 class Admin(_Section, kw_only=True):
