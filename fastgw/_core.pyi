@@ -170,6 +170,7 @@ class RouteAction:
 
 class CorePlan:
     router: Router
+    actions: list[RouteAction | None]
     def __init__(
         self,
         router: Router,

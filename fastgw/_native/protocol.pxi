@@ -79,7 +79,7 @@ cdef class CorePlan:
     """The executable part of a Plan: router, route actions, limits and timeouts."""
 
     cdef readonly Router router
-    cdef list actions
+    cdef readonly list actions            # RouteAction per route id
     cdef Py_ssize_t max_header_bytes
     cdef Py_ssize_t max_headers
     cdef Py_ssize_t max_target_bytes

@@ -423,7 +423,7 @@ def _translate(text: str, data: Any, type_: Any, prefix: list[str | int]) -> Con
 
 def _describe(raw: str, value: Any, type_: Any, path: str, *, is_key: bool) -> ConfigError:
     what = "name" if is_key else "value"
-    if _unwrap(type_) is Duration and not is_key:
+    if _is_duration(type_) and not is_key:
         return ConfigError("invalid duration", path, expected=DURATION_HINT, got=_show(value))
     if found := _UNKNOWN_FIELD.match(raw):
         field = found.group("name")
@@ -480,6 +480,14 @@ def _unwrap(type_: Any) -> Any:
     while typing.get_origin(type_) is Annotated:
         type_ = typing.get_args(type_)[0]
     return type_
+
+
+def _is_duration(type_: Any) -> bool:
+    """A Duration, or an optional one (a route's timeouts: None inherits the global)."""
+    bare = _unwrap(type_)
+    return bare is Duration or (
+        isinstance(bare, types.UnionType) and Duration in typing.get_args(bare)
+    )
 
 
 def _dict_args(type_: Any) -> tuple[Any, Any]:
