@@ -223,12 +223,13 @@ _SIZE_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
 def _duration(seconds: float) -> str:
-    """Seconds as the config writes them: 250ms, 5s, 2m, 1h; exact, in the largest unit."""
+    """Seconds as a config writes them, exactly: 250ms, 30s, 60s, 5m, 2h. A larger unit is
+    used only for two or more of it, so the usual 60s does not turn into 1m."""
     millis = round(seconds * 1000, 3)
     if millis % 1000 == 0:
         whole = int(millis // 1000)
         for unit, size in _DURATION_UNITS:
-            if whole % size == 0:
+            if whole % size == 0 and (whole >= 2 * size or size == 1):
                 return f"{whole // size}{unit}"
     return f"{millis:g}ms"
 

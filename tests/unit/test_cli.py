@@ -89,6 +89,7 @@ def test_routes_table() -> None:
         "user",
         "users",
         "static",
+        "uploads",
         "orders-v1",
         "admin-site",
         "tenants",

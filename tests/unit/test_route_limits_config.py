@@ -179,7 +179,7 @@ def test_upstream_send_defaults_to_sixty_seconds() -> None:
     [
         pytest.param(
             {"connect_timeout": 5.0, "read_timeout": 60.0, "send_timeout": 60.0},
-            "5s/1m/1m",
+            "5s/60s/60s",
             10485760,
             id="defaults",
         ),
@@ -191,7 +191,7 @@ def test_upstream_send_defaults_to_sixty_seconds() -> None:
         ),
         pytest.param(
             {"connect_timeout": 0.0015, "read_timeout": 90.0, "send_timeout": 86400.0},
-            "1.5ms/90s/1d",
+            "1.5ms/90s/24h",
             65536,
             id="fractions-and-days",
         ),
@@ -226,9 +226,28 @@ def test_fastgw_routes_prints_each_routes_effective_values(tmp_path: Path) -> No
     header, *lines = result.stdout.splitlines()
     names = header.split()
     cells = {line.split()[0]: dict(zip(names, line.split(), strict=False)) for line in lines}
-    assert cells["first"]["CONNECT/READ/SEND"] == "2s/1m/1m"
+    assert cells["first"]["CONNECT/READ/SEND"] == "2s/60s/60s"
     assert cells["first"]["MAX_BODY"] == "10MiB"
-    assert cells["second"]["CONNECT/READ/SEND"] == "2s/500ms/1m"
+    assert cells["second"]["CONNECT/READ/SEND"] == "2s/500ms/60s"
     assert cells["second"]["MAX_BODY"] == "1MiB"
     # one row stays within a terminal's width when nothing else is long
     assert max(len(line) for line in lines) <= 120
+
+
+def test_annotated_example_shows_the_uploads_routes_own_values() -> None:
+    example = ROOT / "examples" / "gateway.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastgw", "routes", str(example)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    names = header.split()
+    cells = {line.split()[0]: dict(zip(names, line.split(), strict=False)) for line in lines}
+    assert cells["uploads"]["CONNECT/READ/SEND"] == "2s/5m/30s"
+    assert cells["uploads"]["MAX_BODY"] == "100MiB"
+    assert cells["users"]["CONNECT/READ/SEND"] == "5s/60s/60s"
+    assert cells["users"]["MAX_BODY"] == "10MiB"
