@@ -29,6 +29,7 @@ cdef enum:
     OUT_CLOSE = 3
     COALESCE_BODY_BYTES = 16384  # response bodies up to this size share the head's write
     WAITING_READ_BYTES = 65536   # read ahead of a queued or parked request, at most
+    CONNECT_DEADLINE_SLACK = 1   # s past a connect timeout before the deadline backs it up
 
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
@@ -1050,10 +1051,15 @@ cdef class ClientProtocol:
 
     cdef void attach_upstream(self):
         cdef UpstreamConnection conn = self.target.acquire()
+        cdef double timeout
         if conn is None:
-            # Targets are shared by routes: the connect timeout is the route's.
+            # Targets are shared by routes: the connect timeout is the route's. The attempt
+            # times itself out; the client is not read meanwhile, so its body clock must not
+            # run (the deadline only backs the attempt up).
+            timeout = self.action.connect_timeout
+            self.deadline = _now + timeout + CONNECT_DEADLINE_SLACK
             self.engine.loop.create_task(_connect_upstream(self.target, self, self.engine.loop,
-                                                           self.action.connect_timeout))
+                                                           timeout))
         else:
             self.bind(conn)
 
@@ -1079,6 +1085,8 @@ cdef class ClientProtocol:
             self.body_buffer = None
         if self.request_complete or self.request_framing == FRAMING_NONE:
             self.deadline = _now + self.read_timeout
+        else:
+            self.deadline = _now + self.plan.client_body_idle    # the body may come now
 
     cdef void on_connected(self, UpstreamConnection conn) noexcept:
         try:

@@ -18,6 +18,7 @@ READ_GLOBAL = 3.0
 SLOW_UPSTREAM = 1.2  # between the two: the short route times out, the global one does not
 CONNECT_SHORT = 0.3
 CONNECT_GLOBAL = 1.0
+CLIENT_BODY_IDLE = 0.6  # shorter than a connect timeout: the client's clock must not run then
 SEND_SHORT = 0.5
 SEND_GLOBAL = 1.5
 STALLED_READ = 30.0  # the stalled upstream reads no body byte for this long
@@ -121,6 +122,7 @@ def stack(module_upstream, module_gateway, http, backlog_port) -> Any:
             "upstream_read": f"{READ_GLOBAL}s",
             "upstream_connect": f"{CONNECT_GLOBAL}s",
             "upstream_send": f"{SEND_GLOBAL}s",
+            "client_body_idle": f"{int(CLIENT_BODY_IDLE * 1000)}ms",
         },
     )
 
@@ -164,7 +166,8 @@ def test_route_without_a_read_timeout_keeps_the_global_one(stack) -> None:
     ids=["route-value", "global-value"],
 )
 def test_connect_timeout_is_the_routes_on_a_shared_target(stack, path: str, timeout: float):
-    # Both routes use the same target: the timeout cannot be the target's.
+    # Both routes use the same target: the timeout cannot be the target's. The global one
+    # is longer than client_body_idle, which must not cut the connect short with a 408.
     resp, elapsed = timed(stack, path)
     assert resp.status == 504
     assert resp.error()["code"] == "upstream_connect_timeout"
