@@ -130,7 +130,6 @@ class UpstreamTarget:
     host_header: bytes
     max_idle: int
     idle_timeout: float
-    connect_timeout: float
     open_connections: int
     connects: int
     failures: int
@@ -145,9 +144,15 @@ class UpstreamPool:
     def __init__(self, name: str, targets: list[UpstreamTarget], weights: list[int]) -> None: ...
 
 class RouteAction:
+    """A compiled route; its timeouts and body limit are the effective (resolved) ones."""
+
     name: str
     route_id: int
     pool: UpstreamPool
+    connect_timeout: float
+    read_timeout: float
+    send_timeout: float
+    max_body_bytes: int
     def __init__(
         self,
         name: str,
@@ -156,10 +161,16 @@ class RouteAction:
         strip_prefix: str | None,
         rewrites: dict[int, tuple[bytes | int, ...]] | None,
         preserve_host: bool,
+        chain: Any = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        send_timeout: float = 60.0,
+        max_body_bytes: int = 10485760,
     ) -> None: ...
 
 class CorePlan:
     router: Router
+    actions: list[RouteAction | None]
     def __init__(
         self,
         router: Router,

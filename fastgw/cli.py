@@ -180,13 +180,27 @@ def format_route_table(routes: list[dict[str, Any]]) -> str:
     """Align `Plan.describe_routes()` rows into a table with a header line.
 
     POLICIES lists each route's chain in the order it runs: global policies, then its groups'
-    policies, then its own (registered names or "module:attr" references).
+    policies, then its own (registered names or "module:attr" references). CONNECT/READ/SEND
+    and MAX_BODY are the effective upstream timeouts and body limit: the route's own where it
+    sets them, the global ones otherwise.
     """
-    header = [*(column.upper() for column in _COLUMNS), "POLICIES", "FORWARD"]
+    header = [
+        *(column.upper() for column in _COLUMNS),
+        "POLICIES",
+        "CONNECT/READ/SEND",
+        "MAX_BODY",
+        "FORWARD",
+    ]
     rows = [header]
     for route in routes:
         rows.append(
-            [*(_cell(route.get(column)) for column in _COLUMNS), _policies(route), _forward(route)]
+            [
+                *(_cell(route.get(column)) for column in _COLUMNS),
+                _policies(route),
+                _timeouts(route),
+                _size(route.get("max_body_bytes")),
+                _forward(route),
+            ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
@@ -208,6 +222,39 @@ def _policies(route: dict[str, Any]) -> str:
     """The chain in run order ("-" when empty); "DISABLED:" when a policy failed to start."""
     chain = ",".join(route.get("policies") or ()) or "-"
     return f"DISABLED:{chain}" if route.get("disabled") else chain
+
+
+def _timeouts(route: dict[str, Any]) -> str:
+    values = [route.get(f"{kind}_timeout") for kind in ("connect", "read", "send")]
+    if all(value is None for value in values):
+        return "-"
+    return "/".join("-" if value is None else _duration(value) for value in values)
+
+
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_SIZE_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a config writes them, exactly: 250ms, 30s, 60s, 5m, 2h. A larger unit is
+    used only for two or more of it, so the usual 60s does not turn into 1m."""
+    millis = round(seconds * 1000, 3)
+    if millis % 1000 == 0:
+        whole = int(millis // 1000)
+        for unit, size in _DURATION_UNITS:
+            if whole % size == 0 and (whole >= 2 * size or size == 1):
+                return f"{whole // size}{unit}"
+    return f"{millis:g}ms"
+
+
+def _size(value: int | None) -> str:
+    """Bytes in the largest binary unit that divides them exactly: 10MiB, 64KiB, 1000B."""
+    if value is None:
+        return "-"
+    for unit, size in _SIZE_UNITS:
+        if value and value % size == 0:
+            return f"{value // size}{unit}"
+    return f"{value}B"
 
 
 def _forward(route: dict[str, Any]) -> str:

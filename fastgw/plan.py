@@ -50,6 +50,11 @@ class RouteInfo:
     strip_prefix: str | None
     policies: tuple[str, ...] = ()
     disabled: bool = False
+    # Effective upstream timeouts (seconds) and body limit: the route's own or the global.
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    max_body_bytes: int = 10485760
 
 
 @dataclass
@@ -351,7 +356,6 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             )
             obj.max_idle = upstream.keepalive.max_idle
             obj.idle_timeout = upstream.keepalive.idle_timeout
-            obj.connect_timeout = config.timeouts.upstream_connect
             targets.append(obj)
             weights.append(target.weight)
         pools[name] = _core.UpstreamPool(name, targets, weights)
@@ -409,10 +413,23 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
         else:
             for error in chains.errors:
                 logger.error("policy disabled its routes: %s", error)
+    timeouts = config.timeouts
+    body_ceiling = config.limits.max_body_bytes
     for index, route in enumerate(config.routes):
         ids = route_patterns[index]
         pool = pools.get(route.upstream)
         core_chain = compile_chain(chains[index], ids, router) if ids else None
+        # A key the route leaves out inherits the global value; decided here, once.
+        own, own_limits = route.timeouts, route.limits
+        connect = timeouts.upstream_connect if own.connect is None else own.connect
+        read = timeouts.upstream_read if own.read is None else own.read
+        send = timeouts.upstream_send if own.send is None else own.send
+        max_body = (
+            config.limits.max_body_bytes
+            if own_limits.max_body_bytes is None
+            else own_limits.max_body_bytes
+        )
+        body_ceiling = max(body_ceiling, max_body)
         actions.append(
             _core.RouteAction(
                 route.name,
@@ -422,6 +439,10 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
                 route_rewrites[index],
                 route.preserve_host,
                 core_chain,
+                connect,
+                read,
+                send,
+                max_body,
             )
             if pool is not None and ids
             else None
@@ -449,6 +470,10 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
                         "strip_prefix": route.strip_prefix,
                         "policies": policies,
                         "disabled": disabled,
+                        "connect_timeout": float(connect),
+                        "read_timeout": float(read),
+                        "send_timeout": float(send),
+                        "max_body_bytes": max_body,
                     }
                 )
             )
@@ -468,7 +493,6 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
         raise_config_errors(errors)
 
     limits = config.limits
-    timeouts = config.timeouts
     core = _core.CorePlan(
         router,
         actions,
@@ -476,7 +500,9 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             "max_header_bytes": limits.max_header_bytes,
             "max_headers": limits.max_headers,
             "max_target_bytes": limits.max_target_bytes,
-            "max_body_bytes": limits.max_body_bytes,
+            # Before routing the parser allows the largest body any route does; the route's
+            # own limit applies once it is known.
+            "max_body_bytes": body_ceiling,
             "headers_with_underscores": limits.headers_with_underscores,
         },
         {
@@ -484,6 +510,7 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             "client_body_idle": timeouts.client_body_idle,
             "keepalive_idle": timeouts.keepalive_idle,
             "upstream_read": timeouts.upstream_read,
+            "upstream_send": timeouts.upstream_send,
             "client_send": timeouts.client_send,
         },
         [ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies],

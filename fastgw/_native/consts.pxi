@@ -149,6 +149,7 @@ cdef enum ErrorCode:
     E_UPSTREAM_TIMEOUT = 88
     E_UPSTREAM_CONNECT_TIMEOUT = 89
     E_NO_UPSTREAM_TARGET = 90
+    E_UPSTREAM_SEND_TIMEOUT = 91
     # gateway
     E_INTERNAL = 99
     E_POLICY_ERROR = 100
@@ -229,6 +230,8 @@ ERROR_TABLE = {
     E_UPSTREAM_CONNECT_TIMEOUT: (504, "upstream_connect_timeout",
                                  "upstream connection not established in time"),
     E_NO_UPSTREAM_TARGET: (503, "no_upstream_target", "no upstream target available"),
+    E_UPSTREAM_SEND_TIMEOUT: (504, "upstream_send_timeout",
+                              "upstream stopped taking the request"),
     E_INTERNAL: (500, "internal_error", "internal gateway error"),
     E_POLICY_ERROR: (500, "policy_error", "a policy failed while handling the request"),
     E_POLICY_TIMEOUT: (504, "policy_timeout", "a policy did not finish in time"),

@@ -29,6 +29,7 @@ cdef enum:
     OUT_CLOSE = 3
     COALESCE_BODY_BYTES = 16384  # response bodies up to this size share the head's write
     WAITING_READ_BYTES = 65536   # read ahead of a queued or parked request, at most
+    CONNECT_DEADLINE_SLACK = 1   # s past a connect timeout before the deadline backs it up
 
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
@@ -48,9 +49,16 @@ cdef class RouteAction:
     cdef bytes name_bytes
     cdef bytes log_field                  # ',"route":"NAME"' for the access log
     cdef int metric_slot                  # this route in the engine's CoreMetrics
+    # Effective limits, the route's own or the global ones (resolved in plan.py).
+    cdef readonly double connect_timeout
+    cdef readonly double read_timeout
+    cdef readonly double send_timeout
+    cdef readonly int64_t max_body_bytes
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
-                 rewrites, bint preserve_host, CoreChain chain=None):
+                 rewrites, bint preserve_host, CoreChain chain=None,
+                 double connect_timeout=5.0, double read_timeout=60.0,
+                 double send_timeout=60.0, int64_t max_body_bytes=10485760):
         self.name = name
         self.metric_slot = -1
         self.name_bytes = name.encode("utf-8")
@@ -61,22 +69,28 @@ cdef class RouteAction:
         self.rewrites = rewrites
         self.preserve_host = preserve_host
         self.chain = chain
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.send_timeout = send_timeout
+        self.max_body_bytes = max_body_bytes
 
 
 cdef class CorePlan:
     """The executable part of a Plan: router, route actions, limits and timeouts."""
 
     cdef readonly Router router
-    cdef list actions
+    cdef readonly list actions            # RouteAction per route id
     cdef Py_ssize_t max_header_bytes
     cdef Py_ssize_t max_headers
     cdef Py_ssize_t max_target_bytes
+    # The largest body any route accepts: the parser's limit until the route is known.
     cdef int64_t max_body_bytes
     cdef int underscores                  # UNDERSCORES_* for request field names
     cdef double client_header
     cdef double client_body_idle
     cdef double keepalive_idle
     cdef double upstream_read
+    cdef double upstream_send
     cdef double client_send
     cdef tuple trusted_networks
     cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
@@ -95,6 +109,7 @@ cdef class CorePlan:
         self.client_body_idle = timeouts["client_body_idle"]
         self.keepalive_idle = timeouts["keepalive_idle"]
         self.upstream_read = timeouts["upstream_read"]
+        self.upstream_send = timeouts.get("upstream_send", 60.0)
         self.client_send = timeouts.get("client_send", 60.0)
         self.trusted_networks = tuple(trusted_networks)
 
@@ -331,6 +346,8 @@ cdef class ClientProtocol:
     cdef bint head_pending         # a response head (+ small body) is still in _head_buffer
     # the current exchange
     cdef RouteAction action
+    cdef double read_timeout       # the route's upstream read and send timeouts
+    cdef double send_timeout
     cdef UpstreamTarget target
     cdef UpstreamConnection up
     cdef bytes up_head
@@ -384,6 +401,8 @@ cdef class ClientProtocol:
         self.parser = RequestParser(self.plan.max_header_bytes, self.plan.max_headers,
                                     self.plan.max_target_bytes, self.plan.max_body_bytes)
         self.parser.underscores = self.plan.underscores
+        self.read_timeout = self.plan.upstream_read
+        self.send_timeout = self.plan.upstream_send
         self.out = []
         self.up_out = []
 
@@ -403,7 +422,7 @@ cdef class ClientProtocol:
     def data_received(self, bytes data):
         self.engine.metrics.bytes_in += <uint64_t>PyBytes_GET_SIZE(data)
         if self.state == CS_TUNNEL:
-            self.deadline = _now + self.plan.upstream_read
+            self.deadline = _now + self.read_timeout
             if self.up is not None:
                 self.up.transport.write(data)
             return
@@ -516,6 +535,7 @@ cdef class ClientProtocol:
     cdef void on_request_head(self) noexcept:
         cdef RequestParser p = self.parser
         cdef RequestFields fields
+        cdef RouteAction action
         cdef int result
         try:
             self.plan = self.engine.plan
@@ -567,8 +587,21 @@ cdef class ClientProtocol:
                 else:
                     self.respond_local(E_ROUTE_NOT_FOUND, 0)
                 return
-            self.action = <RouteAction>self.plan.actions[self.match.route_id]
-            self.chain = self.action.chain
+            action = <RouteAction>self.plan.actions[self.match.route_id]
+            self.action = action
+            self.read_timeout = action.read_timeout
+            self.send_timeout = action.send_timeout
+            if p.framing != FRAMING_NONE:
+                # The route's body limit (RFC 9110 15.5.14): a declared length over it is
+                # refused before anything is forwarded; the parser refuses a chunk that
+                # would grow the body past it (end_exchange puts the ceiling back).
+                if p.framing == FRAMING_LENGTH:
+                    if p.content_length > action.max_body_bytes:
+                        self.respond_local(E_BODY_TOO_LARGE, 0)
+                        return
+                else:
+                    p.max_body_bytes = action.max_body_bytes
+            self.chain = action.chain
             if self.chain is not None:
                 if self.chain.disabled:
                     self.respond_local(E_ROUTE_UNAVAILABLE, 0)
@@ -652,7 +685,7 @@ cdef class ClientProtocol:
                 self.hook_task = self.engine.loop.create_task(
                     _resume_hook(self, coro, blocked_on, False, self.exchange_serial))
                 # A hook that hangs is cut off like an upstream that does not answer.
-                self.deadline = _now + self.plan.upstream_read
+                self.deadline = _now + self.read_timeout
                 return HOOK_STEP_SUSPENDED
             elif kind == STEP_RATE_LIMIT:
                 outcome = self.rate_check(<RateLimiter>payload, i)
@@ -822,7 +855,7 @@ cdef class ClientProtocol:
             self.response_hold = True
             self.hook_task = self.engine.loop.create_task(
                 _resume_hook(self, coro, blocked_on, True, self.exchange_serial))
-            self.deadline = _now + self.plan.upstream_read
+            self.deadline = _now + self.read_timeout
             return False
         return True
 
@@ -991,7 +1024,9 @@ cdef class ClientProtocol:
         except BaseException:
             self.fail_internal()
             return
-        self.deadline = _now + self.plan.upstream_read
+        # The read clock starts once the upstream took the whole request.
+        self.deadline = _now + (self.send_timeout if self.read_blocks & BLOCK_UPSTREAM_FULL
+                                else self.read_timeout)
 
     cdef void on_parse_error(self, int code) noexcept:
         if self.state == CS_EXCHANGE and not self.local_response:
@@ -1016,8 +1051,15 @@ cdef class ClientProtocol:
 
     cdef void attach_upstream(self):
         cdef UpstreamConnection conn = self.target.acquire()
+        cdef double timeout
         if conn is None:
-            self.engine.loop.create_task(_connect_upstream(self.target, self, self.engine.loop))
+            # Targets are shared by routes: the connect timeout is the route's. The attempt
+            # times itself out; the client is not read meanwhile, so its body clock must not
+            # run (the deadline only backs the attempt up).
+            timeout = self.action.connect_timeout
+            self.deadline = _now + timeout + CONNECT_DEADLINE_SLACK
+            self.engine.loop.create_task(_connect_upstream(self.target, self, self.engine.loop,
+                                                           timeout))
         else:
             self.bind(conn)
 
@@ -1042,7 +1084,9 @@ cdef class ClientProtocol:
                 self.up_out.append(bytes(self.body_buffer))
             self.body_buffer = None
         if self.request_complete or self.request_framing == FRAMING_NONE:
-            self.deadline = _now + self.plan.upstream_read
+            self.deadline = _now + self.read_timeout
+        else:
+            self.deadline = _now + self.plan.client_body_idle    # the body may come now
 
     cdef void on_connected(self, UpstreamConnection conn) noexcept:
         try:
@@ -1102,14 +1146,23 @@ cdef class ClientProtocol:
             self.flush()
             self.close_transport()
 
-    cdef void touch_body(self) noexcept:
-        """The upstream takes body bytes again: the client's idle clock starts over."""
-        if not self.request_complete and self.state == CS_EXCHANGE:
+    cdef void on_upstream_full(self, bint full) noexcept:
+        """The upstream's write buffer crossed its high (full) or low water mark."""
+        self.block_reading(BLOCK_UPSTREAM_FULL, full)
+        if self.state != CS_EXCHANGE:
+            return
+        if full:
+            # nginx's proxy_send_timeout: how long sending the request may make no progress.
+            self.deadline = _now + self.send_timeout
+        elif self.request_complete:
+            self.deadline = _now + self.read_timeout
+        else:
+            # The upstream takes body bytes again: the client's idle clock starts over.
             self.deadline = _now + self.plan.client_body_idle
 
     cdef void touch_upstream(self) noexcept:
         if self.request_complete:
-            self.deadline = _now + self.plan.upstream_read
+            self.deadline = _now + self.read_timeout
 
     cdef void on_response_head(self, ResponseParser rp) noexcept:
         cdef HeadBuffer b = _head_buffer
@@ -1139,9 +1192,9 @@ cdef class ClientProtocol:
                 self.out.append(b.take())
                 self.response_started = True
                 self.state = CS_TUNNEL
-                # A tunnel idle in both directions for upstream_read is closed (nginx:
+                # A tunnel idle in both directions for the read timeout is closed (nginx:
                 # proxy_read_timeout); WebSocket pings keep a live one open.
-                self.deadline = _now + self.plan.upstream_read
+                self.deadline = _now + self.read_timeout
                 self.block_reading(BLOCK_PENDING, False)
                 if self.buf is not None:
                     self.up.transport.write(self.buf[self.buf_off:])
@@ -1299,6 +1352,8 @@ cdef class ClientProtocol:
             self.rview.parser = None
             self.rview = None
         self.body_buffer = None
+        # The route's body limit held for that request only.
+        self.parser.max_body_bytes = self.plan.max_body_bytes
         # A block for upstream back-pressure belongs to the exchange that is over.
         self.block_reading(BLOCK_UPSTREAM_FULL, False)
         if self.preq is not None:
@@ -1504,18 +1559,17 @@ cdef class ClientProtocol:
                     self.abort_transport()
                 else:
                     self.deadline = self.write_paused_at + self.plan.client_send
+            elif self.read_blocks & BLOCK_UPSTREAM_FULL:
+                # The upstream stopped taking the request (head or body) for send_timeout.
+                self.on_upstream_error(E_UPSTREAM_SEND_TIMEOUT)
+                self.flush()
             elif not self.request_complete:
-                if self.read_blocks & BLOCK_UPSTREAM_FULL:
-                    # We stopped reading because the upstream does not take the body.
-                    self.on_upstream_error(E_UPSTREAM_TIMEOUT)
-                    self.flush()
-                else:
-                    self.on_parse_error(E_CLIENT_BODY_TIMEOUT)
+                self.on_parse_error(E_CLIENT_BODY_TIMEOUT)
             elif self.up is not None:
                 self.on_upstream_error(E_UPSTREAM_TIMEOUT)
                 self.flush()
             else:
-                self.deadline = _now + self.plan.upstream_read
+                self.deadline = _now + self.read_timeout
 
     # --- metrics, access log, tracing --------------------------------------------------
 
@@ -1699,7 +1753,7 @@ cdef class ClientProtocol:
             self.hook_index = step + 1
             self.park_handle = self.engine.loop.call_later(
                 d.wait_ns / 1e9, self._wake, self.exchange_serial)
-            self.deadline = _now + d.wait_ns / 1e9 + self.plan.upstream_read
+            self.deadline = _now + d.wait_ns / 1e9 + self.read_timeout
             return HOOK_STEP_SUSPENDED
         return HOOK_STEP_DONE
 
@@ -1793,7 +1847,7 @@ cdef class ClientProtocol:
                         waiter.held = []
                     waiter.held.append((limiter, key))   # the place passes on: same count
                     # Until it wakes, its queue deadline must not fire as another timeout.
-                    waiter.deadline = _now + waiter.plan.upstream_read
+                    waiter.deadline = _now + waiter.read_timeout
                     self.engine.loop.call_soon(waiter._wake, serial)
                     break
                 else:

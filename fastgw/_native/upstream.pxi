@@ -17,7 +17,6 @@ cdef class UpstreamTarget:
     cdef list idle                       # UpstreamConnection, most recently used last
     cdef public int max_idle
     cdef public double idle_timeout
-    cdef public double connect_timeout
     cdef readonly int open_connections
     cdef readonly int64_t connects       # connections ever opened (tests count reuse)
     cdef readonly int failures           # connection attempts failed in a row (passive health)
@@ -38,7 +37,6 @@ cdef class UpstreamTarget:
         self.idle = []
         self.max_idle = 64
         self.idle_timeout = 60.0
-        self.connect_timeout = 5.0
 
     cdef UpstreamConnection acquire(self):
         cdef UpstreamConnection conn
@@ -87,13 +85,15 @@ cdef class UpstreamTarget:
         return len(self.idle)
 
 
-async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object loop):
-    """Open one connection to `target` and hand it to `client` (or to the pool)."""
+async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object loop,
+                            double timeout):
+    """Open one connection to `target` within `timeout` seconds (the client's route's) and
+    hand it to `client` (or to the pool)."""
     cdef UpstreamConnection conn
     try:
         _, conn = await _asyncio.wait_for(
             loop.create_connection(lambda: UpstreamConnection(target), target.host, target.port),
-            target.connect_timeout,
+            timeout,
         )
     except _asyncio.TimeoutError:
         target.failures += 1
@@ -203,7 +203,7 @@ cdef class UpstreamConnection:
     def data_received(self, bytes data):
         if self.tunnel:
             if self.client is not None:
-                self.client.deadline = _now + self.client.plan.upstream_read
+                self.client.deadline = _now + self.client.read_timeout
                 self.client.count_sent(PyBytes_GET_SIZE(data))
                 self.client.transport.write(data)
             return
@@ -318,12 +318,11 @@ cdef class UpstreamConnection:
 
     def pause_writing(self):
         if self.client is not None:
-            self.client.block_reading(BLOCK_UPSTREAM_FULL, True)
+            self.client.on_upstream_full(True)
 
     def resume_writing(self):
         if self.client is not None:
-            self.client.block_reading(BLOCK_UPSTREAM_FULL, False)
-            self.client.touch_body()
+            self.client.on_upstream_full(False)
 
     cdef void pause_reading(self, bint paused) noexcept:
         if not self.alive or paused == self.reading_paused or (self.held and not paused):

@@ -37,6 +37,8 @@ __all__ = [
     "Limits",
     "Match",
     "Route",
+    "RouteLimits",
+    "RouteTimeouts",
     "Target",
     "Timeouts",
     "Upstream",
@@ -136,6 +138,8 @@ class Timeouts(_Section, kw_only=True):
     keepalive_idle: Duration = 75.0
     upstream_connect: Duration = 5.0
     upstream_read: Duration = 60.0
+    # Sending the request to the upstream may stall this long (nginx: proxy_send_timeout).
+    upstream_send: Duration = 60.0
     client_send: Duration = 60.0
     drain: Duration = 30.0
 
@@ -184,6 +188,21 @@ class Match(_Section, kw_only=True):
         )
 
 
+class RouteTimeouts(_Section, kw_only=True):
+    """A route's own upstream time limits; a key left out keeps the global one
+    (timeouts.upstream_connect, upstream_read, upstream_send)."""
+
+    connect: Duration | None = None
+    read: Duration | None = None
+    send: Duration | None = None
+
+
+class RouteLimits(_Section, kw_only=True):
+    """A route's own request limits; a key left out keeps the global one."""
+
+    max_body_bytes: Annotated[int, Meta(ge=0)] | None = None
+
+
 class Route(_Section, kw_only=True):
     """A rule sending matching requests to an upstream, optionally rewriting the path."""
 
@@ -196,6 +215,8 @@ class Route(_Section, kw_only=True):
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
     groups: tuple[str, ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
+    timeouts: RouteTimeouts = RouteTimeouts()
+    limits: RouteLimits = RouteLimits()
 
 
 class Admin(_Section, kw_only=True):
@@ -628,7 +649,7 @@ def _translate(text: str, data: Any, type_: Any, prefix: list[str | int]) -> Con
 
 def _describe(raw: str, value: Any, type_: Any, path: str, *, is_key: bool) -> ConfigError:
     what = "name" if is_key else "value"
-    if _unwrap(type_) is Duration and not is_key:
+    if _is_duration(type_) and not is_key:
         return ConfigError("invalid duration", path, expected=DURATION_HINT, got=_show(value))
     if found := _UNKNOWN_FIELD.match(raw):
         field = found.group("name")
@@ -685,6 +706,14 @@ def _unwrap(type_: Any) -> Any:
     while typing.get_origin(type_) is Annotated:
         type_ = typing.get_args(type_)[0]
     return type_
+
+
+def _is_duration(type_: Any) -> bool:
+    """A Duration, or an optional one (a route's timeouts: None inherits the global)."""
+    bare = _unwrap(type_)
+    return bare is Duration or (
+        isinstance(bare, types.UnionType) and Duration in typing.get_args(bare)
+    )
 
 
 def _dict_args(type_: Any) -> tuple[Any, Any]:

@@ -96,6 +96,7 @@ def test_routes_table() -> None:
         "user",
         "users",
         "static",
+        "uploads",
         "orders-v1",
         "admin-site",
         "tenants",
@@ -296,6 +297,10 @@ def test_route_table_is_aligned() -> None:
                 "upstream": "backend",
                 "rewrite": "/v2/users/{id}",
                 "strip_prefix": None,
+                "connect_timeout": 0.25,
+                "read_timeout": 30.0,
+                "send_timeout": 90.0,
+                "max_body_bytes": 1048576,
             },
             {
                 "name": "static-files",
@@ -318,6 +323,8 @@ def test_route_table_is_aligned() -> None:
         "PRIORITY",
         "UPSTREAM",
         "POLICIES",
+        "CONNECT/READ/SEND",
+        "MAX_BODY",
         "FORWARD",
     ]
     assert lines[1].split() == [
@@ -328,9 +335,13 @@ def test_route_table_is_aligned() -> None:
         "0",
         "backend",
         "-",
+        "250ms/30s/90s",
+        "1MiB",
         "rewrite",
         "/v2/users/{id}",
     ]
+    # a row without the values (an older admin API) shows "-"
+    assert lines[2].split()[7:9] == ["-", "-"]
     assert lines[2].split()[1] == "a.example.com,*.example.com"
     assert lines[2].endswith("strip_prefix /static")
     column = lines[0].index("PATTERN")
