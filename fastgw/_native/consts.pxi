@@ -113,7 +113,7 @@ cdef enum ErrorCode:
     # framing
     E_CL_AND_TE = 30
     E_BAD_CONTENT_LENGTH = 31
-    E_CONFLICTING_CONTENT_LENGTH = 32
+    E_DUPLICATE_CONTENT_LENGTH = 32
     E_BODY_TOO_LARGE = 33
     E_TE_NOT_CHUNKED = 34
     E_UNSUPPORTED_TRANSFER_CODING = 35
@@ -186,8 +186,8 @@ ERROR_TABLE = {
     E_CL_AND_TE: (400, "content_length_and_transfer_encoding",
                   "both Content-Length and Transfer-Encoding"),
     E_BAD_CONTENT_LENGTH: (400, "bad_content_length", "invalid Content-Length"),
-    E_CONFLICTING_CONTENT_LENGTH: (400, "conflicting_content_length",
-                                   "Content-Length values disagree"),
+    E_DUPLICATE_CONTENT_LENGTH: (400, "duplicate_content_length",
+                                 "more than one Content-Length field"),
     E_BODY_TOO_LARGE: (413, "body_too_large", "request body exceeds the configured limit"),
     E_TE_NOT_CHUNKED: (400, "transfer_encoding_not_chunked",
                        "chunked is not the final transfer coding"),
