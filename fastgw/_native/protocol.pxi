@@ -1008,6 +1008,9 @@ cdef class ClientProtocol:
         if not self.ex_open:
             # A request that never got a whole head is still a request the client sent.
             self.open_headless_record()
+        # The method is known once its token ended, before the head was whole: a HEAD
+        # refused by the parser gets no body either (RFC 9110 9.3.2).
+        self.method_id = self.parser.method_id
         self.write_error(code, 0)
         self.flush()
         self.close_transport()
@@ -1384,9 +1387,14 @@ cdef class ClientProtocol:
             body = _orjson.dumps({"error": {"status": status, "code": stable,
                                             "message": message, "request_id": request_id}})
             b.put_bytes(status_line(status))
-            b.put_bytes(b"content-type: application/json\r\ncontent-length: ")
-            b.put_int(len(body))
-            b.put_bytes(b"\r\nx-request-id: ")
+            b.put_bytes(b"content-type: application/json\r\n")
+            if self.method_id != M_HEAD or not allowed & (1 << M_GET):
+                # RFC 9110 8.6: to HEAD, the length a GET would get. A GET gets this same
+                # error, except a 405 on a route that allows GET: no length then.
+                b.put_bytes(b"content-length: ")
+                b.put_int(len(body))
+                b.put_bytes(_CRLF)
+            b.put_bytes(b"x-request-id: ")
             b.put_bytes(self.request_id)
             b.put_bytes(b"\r\n")
             if self.extra_head is not None:
@@ -1398,8 +1406,7 @@ cdef class ClientProtocol:
                 b.put_bytes(b"connection: close\r\n")
             b.put_bytes(b"\r\n")
             if self.method_id != M_HEAD:
-                # RFC 9110 9.3.2: the length of the body a GET would get, and no body.
-                b.put_bytes(body)
+                b.put_bytes(body)           # RFC 9110 9.3.2: a response to HEAD has none
             self.out.append(b.take())
         except BaseException:
             b.length = 0
