@@ -1810,6 +1810,11 @@ cdef class ResponseParser(Http1Parser):
             return self._fail(E_UPSTREAM_BAD_FRAMING)
         if self.cl_count and self._parse_content_length() == H1_SCAN_ERROR:
             return H1_SCAN_ERROR
+        if self.te_count:
+            self._transfer_codings(&final_chunked, &n_chunked, &n_other)
+            if final_chunked and n_chunked > 1:
+                # RFC 9112 7.1: chunked applied twice; refused also where no body follows
+                return self._fail(E_UPSTREAM_BAD_FRAMING)
         # RFC 9112 6.3: which responses carry a body, and how it is delimited
         no_body = (self.request_is_head or self.status < 200 or self.status == 204
                    or self.status == 304)
@@ -1818,10 +1823,6 @@ cdef class ResponseParser(Http1Parser):
         elif no_body:
             self.framing = FRAMING_NONE
         elif self.te_count:
-            self._transfer_codings(&final_chunked, &n_chunked, &n_other)
-            if final_chunked and n_chunked > 1:
-                # RFC 9112 7.1: chunked applied twice
-                return self._fail(E_UPSTREAM_BAD_FRAMING)
             self.framing = FRAMING_CHUNKED if final_chunked else FRAMING_CLOSE
         elif self.cl_count:
             self.framing = FRAMING_LENGTH

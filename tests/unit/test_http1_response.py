@@ -301,6 +301,11 @@ REJECTED: list[tuple[str, bytes, str]] = [
         "upstream_bad_framing",
     ),
     (
+        "chunked-twice-on-204",
+        b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        "upstream_bad_framing",
+    ),
+    (
         "connection-content-length",
         b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\nx",
         "upstream_bad_framing",
