@@ -14,6 +14,11 @@ ERROR_TABLE: dict[int, tuple[int, str, str]]
 """Error code -> (HTTP status, stable `code`, message) for every locally generated error."""
 METHOD_IDS: dict[str, int]
 METHOD_NAMES: dict[int, str]
+STATUS_PHRASES: dict[int, str]
+"""Status -> RFC 9110 reason phrase, for every status line the gateway writes itself."""
+
+def status_line_for(status: int) -> bytes:
+    """`HTTP/1.1 <status> <phrase>\\r\\n` as the core writes it (no phrase: empty)."""
 
 def build_info() -> dict[str, Any]: ...
 

@@ -13,7 +13,6 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -158,11 +157,8 @@ def _compile_rewrite(template: str, params: list[str]) -> tuple[bytes | int, ...
 
 
 def _status_line(status: int) -> bytes:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Unknown"
-    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("ascii"))
+    # the core's table: a policy's answer and a core error carry the same RFC 9110 phrases
+    return _core.status_line_for(status)
 
 
 def _resolve_template(template: Sequence[Any], params: list[str]) -> tuple[bytes | int, ...]:

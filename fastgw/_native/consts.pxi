@@ -113,7 +113,7 @@ cdef enum ErrorCode:
     # framing
     E_CL_AND_TE = 30
     E_BAD_CONTENT_LENGTH = 31
-    E_CONFLICTING_CONTENT_LENGTH = 32
+    E_DUPLICATE_CONTENT_LENGTH = 32
     E_BODY_TOO_LARGE = 33
     E_TE_NOT_CHUNKED = 34
     E_UNSUPPORTED_TRANSFER_CODING = 35
@@ -161,6 +161,35 @@ cdef enum ErrorCode:
     E_UNDERSCORE_IN_HEADER_NAME = 106
 
 
+# status -> reason phrase, for every status line the gateway writes itself (local answers,
+# policies, redirects, interim responses, the admin API). RFC 9110 section 15 phrases (not the
+# RFC 2616 ones Python's http.HTTPStatus still has: 413 Content Too Large, 414 URI Too Long,
+# 416 Range Not Satisfiable, 422 Unprocessable Content); the rest from the IANA HTTP Status
+# Code Registry. A relayed upstream response keeps its own phrase.
+STATUS_PHRASES = {
+    100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints",
+    200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information",
+    204: "No Content", 205: "Reset Content", 206: "Partial Content", 207: "Multi-Status",
+    208: "Already Reported", 226: "IM Used",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 305: "Use Proxy", 307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict",
+    410: "Gone", 411: "Length Required", 412: "Precondition Failed",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    416: "Range Not Satisfiable", 417: "Expectation Failed", 421: "Misdirected Request",
+    422: "Unprocessable Content", 423: "Locked", 424: "Failed Dependency",
+    425: "Too Early", 426: "Upgrade Required", 428: "Precondition Required",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates", 507: "Insufficient Storage", 508: "Loop Detected",
+    511: "Network Authentication Required",
+}
+
 # code -> (status, stable code, message). The JSON error body is built from this table.
 ERROR_TABLE = {
     E_BAD_REQUEST_LINE: (400, "bad_request_line", "malformed request line"),
@@ -187,8 +216,8 @@ ERROR_TABLE = {
     E_CL_AND_TE: (400, "content_length_and_transfer_encoding",
                   "both Content-Length and Transfer-Encoding"),
     E_BAD_CONTENT_LENGTH: (400, "bad_content_length", "invalid Content-Length"),
-    E_CONFLICTING_CONTENT_LENGTH: (400, "conflicting_content_length",
-                                   "Content-Length values disagree"),
+    E_DUPLICATE_CONTENT_LENGTH: (400, "duplicate_content_length",
+                                 "more than one Content-Length field"),
     E_BODY_TOO_LARGE: (413, "body_too_large", "request body exceeds the configured limit"),
     E_TE_NOT_CHUNKED: (400, "transfer_encoding_not_chunked",
                        "chunked is not the final transfer coding"),

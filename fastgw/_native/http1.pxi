@@ -861,39 +861,28 @@ cdef class Http1Parser:
         return H1_SCAN_MORE
 
     cdef int _parse_content_length(self) noexcept:
-        # RFC 9110 8.6: Content-Length = 1*DIGIT; a list or repeated field of identical
-        # values is one value, different values are an error (RFC 9112 6.3 item 5).
-        cdef int i
-        cdef Py_ssize_t pos, n, s, e, k
+        # RFC 9110 8.6: Content-Length = 1*DIGIT. A recipient MAY take a list or repeated
+        # field of one value as that value, but nginx refuses both and a backend that reads
+        # "5, 5" another way is a desync: we accept one field holding one number, nothing else.
+        cdef Py_ssize_t n, k
         cdef const char* v
-        cdef int64_t value, d
-        cdef int64_t seen = -1
-        for i in range(self.n_headers):
-            if self.hdr_id[i] != H_CONTENT_LENGTH:
-                continue
-            v = self.head + self.hdr_value_off[i]
-            n = self.hdr_value_len[i]
-            if n == 0:
+        cdef int64_t value = 0, d
+        cdef int i
+        if self.cl_count > 1:
+            return self._fail(E_DUPLICATE_CONTENT_LENGTH)
+        i = 0
+        while self.hdr_id[i] != H_CONTENT_LENGTH:
+            i += 1
+        v = self.head + self.hdr_value_off[i]
+        n = self.hdr_value_len[i]
+        if n == 0:
+            return self._fail(E_BAD_CONTENT_LENGTH)
+        for k in range(n):
+            d = <unsigned char>v[k] - 48
+            if d < 0 or d > 9 or value > (INT64_MAX - d) // 10:
                 return self._fail(E_BAD_CONTENT_LENGTH)
-            pos = 0
-            while pos < n:
-                pos = _h1_next_element(v, pos, n, &s, &e)
-                if s == e:
-                    return self._fail(E_BAD_CONTENT_LENGTH)
-                value = 0
-                for k in range(s, e):
-                    d = <unsigned char>v[k] - 48
-                    if d < 0 or d > 9:
-                        return self._fail(E_BAD_CONTENT_LENGTH)
-                    if value > (INT64_MAX - d) // 10:
-                        return self._fail(E_BAD_CONTENT_LENGTH)
-                    value = value * 10 + d
-                if seen >= 0 and value != seen:
-                    return self._fail(E_CONFLICTING_CONTENT_LENGTH)
-                seen = value
-            if n > 0 and v[n - 1] == b",":
-                return self._fail(E_BAD_CONTENT_LENGTH)
-        self.content_length = seen
+            value = value * 10 + d
+        self.content_length = value
         return H1_SCAN_MORE
 
     cdef int _transfer_codings(self, bint* final_chunked, int* n_chunked,
@@ -1821,6 +1810,11 @@ cdef class ResponseParser(Http1Parser):
             return self._fail(E_UPSTREAM_BAD_FRAMING)
         if self.cl_count and self._parse_content_length() == H1_SCAN_ERROR:
             return H1_SCAN_ERROR
+        if self.te_count:
+            self._transfer_codings(&final_chunked, &n_chunked, &n_other)
+            if final_chunked and n_chunked > 1:
+                # RFC 9112 7.1: chunked applied twice; refused also where no body follows
+                return self._fail(E_UPSTREAM_BAD_FRAMING)
         # RFC 9112 6.3: which responses carry a body, and how it is delimited
         no_body = (self.request_is_head or self.status < 200 or self.status == 204
                    or self.status == 304)
@@ -1829,10 +1823,6 @@ cdef class ResponseParser(Http1Parser):
         elif no_body:
             self.framing = FRAMING_NONE
         elif self.te_count:
-            self._transfer_codings(&final_chunked, &n_chunked, &n_other)
-            if final_chunked and n_chunked > 1:
-                # RFC 9112 7.1: chunked applied twice
-                return self._fail(E_UPSTREAM_BAD_FRAMING)
             self.framing = FRAMING_CHUNKED if final_chunked else FRAMING_CLOSE
         elif self.cl_count:
             self.framing = FRAMING_LENGTH

@@ -34,6 +34,8 @@ cdef enum:
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# error code -> its stable `code` as a JSON string, for the access log's "code" field
+cdef dict _LOG_CODES = {code: _orjson.dumps(entry[1]) for code, entry in ERROR_TABLE.items()}
 
 
 cdef class RouteAction:
@@ -394,6 +396,9 @@ cdef class ClientProtocol:
     cdef ConcurrencyLimiter waiting_on   # queued for a place of this concurrency limit
     cdef bytes waiting_key
     cdef list held                 # [(ConcurrencyLimiter, key)] places this exchange holds
+    cdef int local_code            # error code of the JSON error this exchange got (0: none)
+    cdef int64_t up_sent           # bytes handed to the upstream in this exchange
+    cdef Py_ssize_t up_path_len    # the path in up_head, after "METHOD "
 
     def __init__(self, Engine engine):
         self.engine = engine
@@ -424,6 +429,7 @@ cdef class ClientProtocol:
         if self.state == CS_TUNNEL:
             self.deadline = _now + self.read_timeout
             if self.up is not None:
+                self.up_sent += PyBytes_GET_SIZE(data)
                 self.up.transport.write(data)
             return
         if self.buf is None:
@@ -566,6 +572,8 @@ cdef class ClientProtocol:
             self.trace_len = 0
             self.extra_head = None
             self.rl_result = 0
+            self.local_code = 0
+            self.up_sent = 0
             if self.engine.trace_mode != TRACE_OFF:
                 self.pick_trace()
             # PERF: route conditions read the parser's arrays in place.
@@ -1043,6 +1051,9 @@ cdef class ClientProtocol:
         if not self.ex_open:
             # A request that never got a whole head is still a request the client sent.
             self.open_headless_record()
+        # The method is known once its token ended, before the head was whole: a HEAD
+        # refused by the parser gets no body either (RFC 9110 9.3.2).
+        self.method_id = self.parser.method_id
         self.write_error(code, 0)
         self.flush()
         self.close_transport()
@@ -1197,6 +1208,7 @@ cdef class ClientProtocol:
                 self.deadline = _now + self.read_timeout
                 self.block_reading(BLOCK_PENDING, False)
                 if self.buf is not None:
+                    self.up_sent += PyBytes_GET_SIZE(self.buf) - self.buf_off
                     self.up.transport.write(self.buf[self.buf_off:])
                     self.buf = None
                 return
@@ -1411,8 +1423,11 @@ cdef class ClientProtocol:
             return
         try:
             if len(self.up_out) == 1:
+                self.up_sent += PyBytes_GET_SIZE(self.up_out[0])
                 up.transport.write(self.up_out[0])
             else:
+                for item in self.up_out:
+                    self.up_sent += PyBytes_GET_SIZE(item)
                 up.transport.writelines(self.up_out)
         except BaseException:
             pass
@@ -1433,15 +1448,23 @@ cdef class ClientProtocol:
         cdef bytes body
         self.settle()
         try:
-            status, stable, message = ERROR_TABLE.get(code, ERROR_TABLE[E_INTERNAL])
+            if code not in ERROR_TABLE:
+                code = E_INTERNAL
+            status, stable, message = ERROR_TABLE[code]
             self.status = status
+            self.local_code = code
             request_id = self.request_id.decode("ascii")
             body = _orjson.dumps({"error": {"status": status, "code": stable,
                                             "message": message, "request_id": request_id}})
             b.put_bytes(status_line(status))
-            b.put_bytes(b"content-type: application/json\r\ncontent-length: ")
-            b.put_int(len(body))
-            b.put_bytes(b"\r\nx-request-id: ")
+            b.put_bytes(b"content-type: application/json\r\n")
+            if self.method_id != M_HEAD or not allowed & (1 << M_GET):
+                # RFC 9110 8.6: to HEAD, the length a GET would get. A GET gets this same
+                # error, except a 405 on a route that allows GET: no length then.
+                b.put_bytes(b"content-length: ")
+                b.put_int(len(body))
+                b.put_bytes(_CRLF)
+            b.put_bytes(b"x-request-id: ")
             b.put_bytes(self.request_id)
             b.put_bytes(b"\r\n")
             if self.extra_head is not None:
@@ -1453,8 +1476,7 @@ cdef class ClientProtocol:
                 b.put_bytes(b"connection: close\r\n")
             b.put_bytes(b"\r\n")
             if self.method_id != M_HEAD:
-                # RFC 9110 9.3.2: the length of the body a GET would get, and no body.
-                b.put_bytes(body)
+                b.put_bytes(body)           # RFC 9110 9.3.2: a response to HEAD has none
             self.out.append(b.take())
         except BaseException:
             b.length = 0
@@ -1588,6 +1610,8 @@ cdef class ClientProtocol:
         self.trace_len = 0
         self.extra_head = None
         self.rl_result = 0
+        self.local_code = 0
+        self.up_sent = 0
 
     cdef void finish_record(self) noexcept:
         """Count the exchange that just ended (once) and write its access log line."""
@@ -1679,7 +1703,8 @@ cdef class ClientProtocol:
             b.put_bytes(self.pool_used.log_field if self.pool_used is not None
                         else b',"upstream":null')
         if f & AF_TARGET:
-            b.put_bytes(self.target.log_field if self.target is not None and self.t_up_start
+            # The target tried, also when connecting to it failed.
+            b.put_bytes(self.target.log_field if self.target is not None
                         else b',"target":null')
         if f & AF_STATUS:
             b.put_bytes(b',"status":')
@@ -1715,11 +1740,63 @@ cdef class ClientProtocol:
                 b.put_bytes(b'"limited"')
             else:
                 b.put_bytes(b"null")
+        if f & AF_DEBUG_GROUP:
+            self.put_debug_fields(b, f)
         if b.data[start + 1] == c',':
             # The first selected field carries no comma before it.
             memmove(b.data + start + 1, b.data + start + 2, b.length - start - 2)
             b.length -= 1
         log.end_line()
+        return 0
+
+    cdef int put_debug_fields(self, HeadBuffer b, uint32_t f) except -1:
+        """The opt-in access log fields (ACCESS_LOG_FIELDS from "code" on)."""
+        cdef RequestParser p = self.parser
+        cdef bint head = self.head_ok
+        cdef Py_ssize_t off
+        cdef bytes text
+        if f & AF_CODE:
+            b.put_bytes(b',"code":')
+            b.put_bytes(<bytes>_LOG_CODES[self.local_code] if self.local_code else b"null")
+        if f & AF_USER_AGENT:
+            b.put_bytes(b',"user_agent":')
+            self.put_request_field(b, b"user-agent")
+        if f & AF_REFERER:
+            b.put_bytes(b',"referer":')
+            self.put_request_field(b, b"referer")
+        if f & AF_UPSTREAM_PATH:
+            b.put_bytes(b',"upstream_path":')
+            if self.up_head is not None and head:
+                off = p.method_len + 1
+                _put_json_text(b, PyBytes_AS_STRING(self.up_head) + off, self.up_path_len)
+            else:
+                b.put_bytes(b"null")
+        if f & AF_CONSUMER:
+            b.put_bytes(b',"consumer":')
+            consumer = self.preq.consumer if self.preq is not None else None
+            if consumer is None:
+                b.put_bytes(b"null")
+            else:
+                # A policy's object: its str(), never a lost line for a lone surrogate.
+                text = str(consumer).encode("utf-8", "backslashreplace")
+                _put_json_text(b, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+        if f & AF_BYTES_SENT:
+            b.put_bytes(b',"bytes_sent":')
+            b.put_int(self.up_sent)
+        return 0
+
+    cdef int put_request_field(self, HeadBuffer b, bytes lower_name) except -1:
+        """The first request field of that name as a JSON string, or null."""
+        cdef RequestParser p = self.parser
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(lower_name)
+        cdef int i
+        if self.head_ok:
+            for i in range(p.n_headers):
+                if (p.hdr_name_len[i] == n and _h1_name_is(p.head + p.hdr_name_off[i],
+                                                           PyBytes_AS_STRING(lower_name), n)):
+                    _put_json_text(b, p.head + p.hdr_value_off[i], p.hdr_value_len[i])
+                    return 0
+        b.put_bytes(b"null")
         return 0
 
     cdef int build_key(self, tuple key_kinds, int fallback) except -1:
@@ -2006,6 +2083,7 @@ cdef class ClientProtocol:
                 b.put(p.path, p.path_len)
         else:
             b.put(p.path, p.path_len)
+        self.up_path_len = b.length - p.method_len - 1
         if p.has_query:
             b.put_bytes(b"?")
             b.put(head + p.query_off, p.query_len)

@@ -9,8 +9,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
-from http import HTTPStatus as _HTTPStatus
-
 
 cdef class HeadBuffer:
     """A growable byte buffer; `take()` returns its content as bytes and empties it."""
@@ -81,19 +79,24 @@ cdef class HeadBuffer:
 
 cdef HeadBuffer _head_buffer = HeadBuffer()
 
-# Status line prefixes for the statuses a gateway sends or relays, built once.
-cdef dict _STATUS_LINES = {}
-for _status in _HTTPStatus:
-    _STATUS_LINES[_status.value] = (
-        b"HTTP/1.1 %d %s\r\n" % (_status.value, _status.phrase.encode("ascii"))
-    )
+# Status lines for the statuses the gateway answers with, built once from STATUS_PHRASES.
+cdef dict _STATUS_LINES = {
+    _status: b"HTTP/1.1 %d %s\r\n" % (_status, _phrase.encode("ascii"))
+    for _status, _phrase in STATUS_PHRASES.items()
+}
 
 
 cdef bytes status_line(int status):
     cdef object line = _STATUS_LINES.get(status)
     if line is None:
-        line = b"HTTP/1.1 %d Unknown\r\n" % status
+        # RFC 9112 4: the reason-phrase is optional; a status without one keeps the SP.
+        line = b"HTTP/1.1 %d \r\n" % status
     return <bytes>line
+
+
+def status_line_for(int status):
+    """The status line the gateway writes for `status` (also used by plan and admin)."""
+    return status_line(status)
 
 
 cdef bytes chunk_header(Py_ssize_t size):

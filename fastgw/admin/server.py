@@ -14,12 +14,12 @@ import json
 import os
 import socket
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from fastgw import __version__
+from fastgw._core import STATUS_PHRASES
 from fastgw.config import parse_listen_address
 from fastgw.config.redaction import redact
 
@@ -108,6 +108,7 @@ class AdminServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request_id = os.urandom(8).hex()
+        method = ""
         try:
             try:
                 method, path, headers = await asyncio.wait_for(
@@ -130,7 +131,7 @@ class AdminServer:
                         **reply.extra,
                     }
                 }
-            writer.write(_response(status, body, extra_headers, request_id))
+            writer.write(_response(status, body, extra_headers, request_id, method == "HEAD"))
             await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -316,24 +317,27 @@ def _method_not_allowed(allow: str) -> _Reply:
 
 
 def _response(
-    status: int, body: Any, headers: tuple[tuple[str, str], ...], request_id: str
+    status: int, body: Any, headers: tuple[tuple[str, str], ...], request_id: str, head: bool
 ) -> bytes:
     if isinstance(body, bytes):  # /metrics
         payload, content_type = body, _METRICS_TYPE
     else:
         payload = json.dumps(body, indent=None, separators=(",", ":")).encode() + b"\n"
         content_type = "application/json"
-    reason = HTTPStatus(status).phrase
-    lines = [
-        f"HTTP/1.1 {status} {reason}",
-        f"content-type: {content_type}",
-        f"content-length: {len(payload)}",
+    reason = STATUS_PHRASES.get(status, "")
+    lines = [f"HTTP/1.1 {status} {reason}", f"content-type: {content_type}"]
+    if not (head and status == 405):
+        # RFC 9110 8.6: to HEAD, only the length a GET would get; a GET of an endpoint that
+        # refuses HEAD with 405 may get another answer, so no length then.
+        lines.append(f"content-length: {len(payload)}")
+    lines += [
         "cache-control: no-store",
         f"x-request-id: {request_id}",
         "connection: close",
         *(f"{name}: {value}" for name, value in headers),
     ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+    # RFC 9110 9.3.2: a response to HEAD has no content
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else payload)
 
 
 def log_address(server: AdminServer) -> None:

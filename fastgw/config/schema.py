@@ -245,10 +245,34 @@ AccessLogField = Literal[
     "upstream_ms",
     "trace_id",
     "rate_limit",
+    # opt-in, for debugging: not in the default list
+    "code",
+    "user_agent",
+    "referer",
+    "upstream_path",
+    "consumer",
+    "bytes_sent",
 ]
 ACCESS_LOG_FIELDS: tuple[str, ...] = typing.get_args(AccessLogField)
-# Every field but the query string, which may carry secrets.
-DEFAULT_ACCESS_LOG_FIELDS = tuple(f for f in ACCESS_LOG_FIELDS if f != "query")
+# Without the query string, which may carry secrets, and without the opt-in fields.
+DEFAULT_ACCESS_LOG_FIELDS: tuple[str, ...] = (
+    "time",
+    "request_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "route",
+    "upstream",
+    "target",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_ms",
+    "trace_id",
+    "rate_limit",
+)
 
 
 class AccessLogSettings(_Section, kw_only=True):

@@ -223,6 +223,144 @@ def test_config_fields_match_the_core():
     assert tuple(_core.ACCESS_LOG_FIELDS) == ACCESS_LOG_FIELDS
 
 
+DEBUG_FIELDS = ["code", "user_agent", "referer", "upstream_path", "consumer", "bytes_sent"]
+
+
+def test_debug_fields_are_opt_in():
+    assert not set(DEBUG_FIELDS) & set(DEFAULT_ACCESS_LOG_FIELDS)
+    # the line order: the default fields in their order, then the opt-in group
+    assert [f for f in ACCESS_LOG_FIELDS if f in DEFAULT_ACCESS_LOG_FIELDS] == list(
+        DEFAULT_ACCESS_LOG_FIELDS
+    )
+    assert list(ACCESS_LOG_FIELDS[-len(DEBUG_FIELDS) :]) == DEBUG_FIELDS
+
+
+@pytest.fixture
+def _policies_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.chdir(root)
+
+
+# Attacker-chosen header bytes: quote, backslash, control bytes, UTF-8, and bytes that are
+# not UTF-8 (obs-text), as a client may send them (RFC 9110 5.5).
+ODD_VALUES = [
+    ("quotes", b'say "hi"', 'say "hi"'),
+    ("backslashes", b"a\\b\\", "a\\b\\"),
+    ("tab", b"a\tb", "a\tb"),
+    ("utf8", "café ☕ 😀".encode(), "café ☕ 😀"),
+    ("not-utf8", b"\xff\xfe x \xc3", "\xff\xfe x \xc3"),
+    ("overlong-and-surrogate", b"\xc0\xaf\xed\xa0\x80", "\xc0\xaf\xed\xa0\x80"),
+    ("json-breakout", b'", "status": 1, "x": "\\', '", "status": 1, "x": "\\'),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "logged"), [v[1:] for v in ODD_VALUES], ids=[v[0] for v in ODD_VALUES]
+)
+def test_client_values_are_escaped(
+    gateway: Any, upstream: Any, tmp_path: Path, raw: bytes, logged: str
+):
+    proc, log = start(gateway, upstream, tmp_path, fields=["user_agent", "referer", "status"])
+    request = b"GET /items/1 HTTP/1.1\r\nHost: gw.test\r\nUser-Agent: %s\r\nReferer: <%s>\r\n\r\n"
+    resp, _ = proc.exchange(request % (raw, raw))
+    assert resp.status == 200
+    (line,) = read_lines(log, 1)  # read as UTF-8: the line is valid UTF-8
+    assert line == {"user_agent": logged, "referer": f"<{logged}>", "status": 200}
+
+
+def test_control_bytes_in_a_value_are_refused_and_not_logged(
+    gateway: Any, upstream: Any, tmp_path: Path
+):
+    # RFC 9110 5.5: CTLs other than HTAB are refused by the parser; the line has no head.
+    proc, log = start(gateway, upstream, tmp_path, fields=["user_agent", "status", "code"])
+    resp, _ = proc.exchange(
+        b"GET /items/1 HTTP/1.1\r\nHost: gw.test\r\nUser-Agent: a\x01\x7f\r\n\r\n"
+    )
+    assert resp.status == 400
+    assert read_lines(log, 1) == [{"user_agent": None, "status": 400, "code": "bad_header_value"}]
+
+
+def test_debug_fields_match_what_was_sent(
+    gateway: Any, upstream: Any, tmp_path: Path, http: Any, _policies_importable: None
+):
+    log = tmp_path / "debug.log"
+    echo = upstream("echo", name="be")
+    reset = upstream("reset", name="reset")
+    refused, refused_port = http.refused_port()
+    auth = {"tests.policies_for_tests:ApiKeyAuth": {"keys": {"k1": {"sub": "alice"}}}}
+    proc = gateway(
+        routes=[
+            gateway.route("api", ["/api/{*rest}"], "be", strip_prefix="/api", policies=[auth]),
+            gateway.route("v2", ["/old/{id}"], "be", rewrite="/v2/items/{id}"),
+            gateway.route("reset", ["/reset"], "reset"),
+            gateway.route("down", ["/down"], "down"),
+        ],
+        upstreams={"be": echo, "reset": reset, "down": f"http://127.0.0.1:{refused_port}"},
+        access_log={
+            "path": str(log),
+            "flush_interval": "50ms",
+            "fields": ["request_id", "target", "status", *DEBUG_FIELDS],
+        },
+    )
+    be_target = echo.url[len("http://") :]
+    with proc.connect() as client:
+        seen = echo.bytes_received
+        resp = client.request(
+            "POST",
+            "/api/items/7?q=1",
+            [("X-Request-Id", "r-auth"), ("X-Api-Key", "k1"), ("User-Agent", "curl/8.0")],
+            b"hello",
+        )
+        assert resp.status == 200
+        api_bytes = echo.bytes_received - seen
+        assert client.request("GET", "/old/9", [("X-Request-Id", "r-rewrite")]).status == 200
+        assert client.request("GET", "/nowhere", [("X-Request-Id", "r-404")]).status == 404
+    assert proc.request("GET", "/reset", [("X-Request-Id", "r-reset")]).status == 502
+    assert proc.request("GET", "/down", [("X-Request-Id", "r-down")]).status == 502
+    bad, _ = proc.exchange(b"POST /api/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 1,1\r\n\r\n")
+    assert bad.status == 400
+    refused.close()
+    lines = read_lines(log, 6)
+    by_id = {line["request_id"]: line for line in lines}
+    assert by_id["r-auth"] == {
+        "request_id": "r-auth",
+        "target": be_target,
+        "status": 200,
+        "code": None,
+        "user_agent": "curl/8.0",
+        "referer": None,
+        "upstream_path": "/items/7",
+        "consumer": "alice",
+        "bytes_sent": api_bytes,
+    }
+    assert by_id["r-rewrite"]["upstream_path"] == "/v2/items/9"
+    assert by_id["r-rewrite"]["consumer"] is None
+    assert by_id["r-404"] | {"request_id": None} == {
+        "request_id": None,
+        "target": None,
+        "status": 404,
+        "code": "route_not_found",
+        "user_agent": None,
+        "referer": None,
+        "upstream_path": None,
+        "consumer": None,
+        "bytes_sent": 0,
+    }
+    # Told apart: the upstream took the request and closed, or could not be reached at all.
+    assert by_id["r-reset"]["code"] == "upstream_reset"
+    assert by_id["r-reset"]["target"] == reset.url[len("http://") :]
+    assert by_id["r-reset"]["bytes_sent"] > 0
+    assert by_id["r-down"]["code"] == "upstream_connect_failed"
+    assert by_id["r-down"]["target"] == f"127.0.0.1:{refused_port}"
+    assert by_id["r-down"]["bytes_sent"] == 0
+    (parse_error,) = [line for line in lines if line["status"] == 400]
+    assert parse_error["code"] == "bad_content_length"
+    assert parse_error["upstream_path"] is None and parse_error["bytes_sent"] == 0
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

@@ -120,6 +120,26 @@ def test_error_format(
     assert (error["status"], error["code"]) == (status, code)
     assert error["message"] and error["request_id"]
     assert response.header("allow") == allow
+    assert response.reason == {404: "Not Found", 405: "Method Not Allowed"}[status]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "has_length"),
+    [("/nope", 404, True), ("/status", 405, False)],
+    ids=["unknown-path", "read-endpoint"],
+)
+def test_head_answer_has_no_body(
+    gateway: Any, upstream: Any, http: Any, path: str, status: int, has_length: bool
+) -> None:
+    """RFC 9110 9.3.2; a GET of /status gets 200, so its 405 to HEAD claims no length."""
+    gw, _ = start(gateway, upstream, {})
+    with http.RawClient(*admin_address(gw)) as client:
+        client.send(f"HEAD {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        response = client.read_head()
+        assert client.wait_closed(3.0)
+        assert bytes(client.buf) == b""
+    assert response.status == status
+    assert (response.header("content-length") is not None) == has_length
 
 
 def test_token_auth_and_reload(gateway: Any, upstream: Any, http: Any) -> None:

@@ -564,7 +564,17 @@ BAD_REQUESTS = [
     (
         "conflicting-cl",
         f"POST /sentinel/a HTTP/1.1\r\n{H}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        {"conflicting_content_length"},
+        {"duplicate_content_length"},
+    ),
+    (
+        "duplicate-equal-cl",
+        f"POST /sentinel/a HTTP/1.1\r\n{H}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        {"duplicate_content_length"},
+    ),
+    (
+        "cl-list-of-equal-values",
+        f"POST /sentinel/a HTTP/1.1\r\n{H}Content-Length: 1000,1000\r\n\r\n" + "x" * 1000,
+        {"bad_content_length"},
     ),
     (
         "te-not-chunked-last",
