@@ -172,7 +172,8 @@ def test_reference_found_in_the_current_directory(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
     assert load_reference("fastgw_test_local_policy:Local").__name__ == "Local"
-    assert sys.path[0] == str(tmp_path)
+    # Added last, so a folder of the user's never shadows an installed module.
+    assert sys.path[-1] == str(tmp_path)
 
 
 def test_policy_config_base_is_strict() -> None:
