@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -305,3 +306,126 @@ def test_workers_auto_is_one_per_cpu(upstream, supervised, http) -> None:
     gw = supervised(config(http, up, ["/{*rest}"], workers="auto"))
     assert len(gw.workers()) == (os.cpu_count() or 1)
     assert gw.count(READY_RE) == (os.cpu_count() or 1)
+
+
+# --- a running gateway's port is never shared with a second one -------------------------
+
+IN_USE = "address already in use"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_fails(tmp_path: Path, name: str, config: dict[str, Any]) -> subprocess.CompletedProcess:
+    """`fastgw run` that must give up at start: its exit code and stderr."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, "-m", "fastgw", "run", "-c", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def answered_by(http: Any, gw: Any, n: int = 24) -> set[bytes]:
+    """The bodies of `n` requests on fresh connections (each upstream says who it is)."""
+    bodies = set()
+    for _ in range(n):
+        with http.RawClient("127.0.0.1", gw.port) as client:
+            resp = client.request("GET", "/who")
+            assert resp.status == 200
+            bodies.add(resp.body)
+    return bodies
+
+
+@pytest.mark.parametrize(
+    ("first_workers", "second_workers"),
+    [(2, 2), (1, 2), (2, 1)],
+    ids=["supervisor-then-supervisor", "single-then-supervisor", "supervisor-then-single"],
+)
+def test_second_gateway_on_a_served_port_fails_and_takes_no_traffic(
+    tmp_path, upstream, supervised, http, first_workers, second_workers
+) -> None:
+    port = free_port()
+    first_up = upstream("fixed", body=b"first")
+    second_up = upstream("fixed", body=b"second")
+    listen = [f"127.0.0.1:{port}"]
+    gw = supervised(config(http, first_up, ["/{*rest}"], workers=first_workers, listen=listen))
+    assert answered_by(http, gw) == {b"first"}
+    failed = start_fails(
+        tmp_path,
+        "second",
+        config(http, second_up, ["/{*rest}"], workers=second_workers, listen=listen),
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: " in failed.stderr
+    assert IN_USE in failed.stderr.lower()
+    assert "listening" not in failed.stderr
+    # Only the first gateway answers, before and after the attempt.
+    assert answered_by(http, gw, 32) == {b"first"}
+    assert second_up.requests == []
+
+
+def test_second_supervisor_fails_on_an_overlapping_wildcard(
+    tmp_path, upstream, supervised, http
+) -> None:
+    # 0.0.0.0:PORT covers 127.0.0.1:PORT: the kernel's overlap rule applies to the probe too.
+    port = free_port()
+    up = upstream("fixed", body=b"first")
+    gw = supervised(config(http, up, ["/{*rest}"], listen=[f"127.0.0.1:{port}"]))
+    failed = start_fails(
+        tmp_path, "wide", config(http, up, ["/{*rest}"], listen=[f"0.0.0.0:{port}"])
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot listen on 0.0.0.0:{port}: address already in use" in failed.stderr
+    assert answered_by(http, gw, 8) == {b"first"}
+
+
+def test_supervisor_restarted_right_after_a_stop_binds_again(upstream, supervised, http) -> None:
+    port = free_port()
+    up = upstream("echo")
+    listen = [f"127.0.0.1:{port}"]
+    gw = supervised(config(http, up, ["/{*rest}"], listen=listen))
+    # A keep-alive connection the gateway closes when it drains: the gateway's side of it
+    # ends in TIME_WAIT on the listening port.
+    client = http.RawClient("127.0.0.1", port)
+    assert client.request("GET", "/kept").status == 200
+    assert gw.stop() == 0, gw.stderr
+    assert client.wait_closed(5.0)
+    client.close()
+    wait_for(lambda: any(state == "06" for state in local_states(port)), 5, "TIME_WAIT")
+    again = supervised(config(http, up, ["/{*rest}"], listen=listen))
+    assert again.port == port
+    assert fresh_requests(http, again, "/again", 8) == [200] * 8
+
+
+def test_restarted_worker_rejoins_its_supervisors_port(upstream, supervised, http) -> None:
+    # Every worker killed at once: the supervisor checks the port is still free, then its
+    # replacements listen on it again.
+    port = free_port()
+    up = upstream("echo")
+    gw = supervised(config(http, up, ["/{*rest}"], listen=[f"127.0.0.1:{port}"]))
+    before = gw.workers()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(gw.workers() - before) == 2, 10, "two new workers")
+    gw.wait_count(r"pid \d+ ready", 4)
+    for pid in gw.workers():
+        wait_for(lambda p=pid: (port, 0, TCP_LISTEN) in tcp_sockets(p), 5, f"worker {pid}")
+    assert fresh_requests(http, gw, "/after", 16) == [200] * 16
+
+
+def local_states(port: int) -> list[str]:
+    """TCP states of every IPv4 socket on local port `port` (any process)."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return [
+            cols[3]
+            for cols in (row.split() for row in table)
+            if int(cols[1].split(":")[1], 16) == port
+        ]
