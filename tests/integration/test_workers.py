@@ -429,3 +429,33 @@ def local_states(port: int) -> list[str]:
             for cols in (row.split() for row in table)
             if int(cols[1].split(":")[1], 16) == port
         ]
+
+
+def test_proxy_protocol_listener_in_every_worker(upstream, supervised, http) -> None:
+    up = upstream("echo")
+    gw = supervised(
+        config(
+            http,
+            up,
+            ["/{*rest}"],
+            listen=[{"address": "127.0.0.1:0", "proxy_protocol": True}],
+            trusted_proxies=["127.0.0.2/32"],
+        )
+    )
+    # Fresh connections land on both workers; each reads the header the same way.
+    for i in range(24):
+        with http.RawClient(gw.host, gw.port, source="127.0.0.2") as client:
+            client.send(f"PROXY TCP4 203.0.113.{i} 127.0.0.1 4000 80\r\n".encode())
+            assert client.request("GET", f"/pp/{i}").status == 200
+    seen = {r.target: r.header("x-forwarded-for") for r in up.requests}
+    assert seen == {f"/pp/{i}": f"203.0.113.{i}" for i in range(24)}
+    for pid in gw.workers():
+        upstream_conns = [s for s in tcp_sockets(pid) if s[1] == up.port]
+        assert upstream_conns, f"worker {pid} proxied nothing"
+    # An untrusted peer's header is refused by whichever worker gets it.
+    with http.RawClient(gw.host, gw.port) as client:
+        client.send(b"PROXY TCP4 203.0.113.99 127.0.0.1 4000 80\r\n")
+        client.send(http.build_request("GET", "/refused"))
+        assert client.wait_closed(2.0)
+        assert client.buf == b""
+    assert "/refused" not in {r.target for r in up.requests}
