@@ -181,8 +181,8 @@ class Supervisor:
     # -- listeners ---------------------------------------------------------------------
 
     def _reserve_listeners(self) -> None:
-        """Check that nobody serves the addresses, then open every worker's sockets (an
-        ephemeral port is resolved by the first worker's and used for the others)."""
+        """Check that nobody serves the addresses, then open every worker's sockets (the
+        first worker's resolve an ephemeral port; the others bind to the same one)."""
         self._addresses = [
             parse_listen_address(listener.address) for listener in self.config.listeners
         ]
@@ -205,8 +205,8 @@ class Supervisor:
             shown = self.config.listeners[index].address if port == 0 else _shown(host, port)
             sock = _reuse_port_socket(host, port, shown)
             worker.sockets.append(sock)
-            if port == 0:
-                self._addresses[index] = (host, sock.getsockname()[1])
+            # As bound: the port an ephemeral `:0` got, the address a name resolved to.
+            self._addresses[index] = sock.getsockname()[:2]
 
     def _close_sockets(self, worker: _Worker) -> None:
         for sock in worker.sockets:

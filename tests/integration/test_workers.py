@@ -459,3 +459,29 @@ def test_proxy_protocol_listener_in_every_worker(upstream, supervised, http) -> 
         assert client.wait_closed(2.0)
         assert client.buf == b""
     assert "/refused" not in {r.target for r in up.requests}
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+def test_second_supervisor_fails_on_a_served_ipv6_port(tmp_path, upstream, supervised, http):
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    up = upstream("fixed", body=b"first")
+    listen = ["127.0.0.1:0", f"[::1]:{port}"]
+    gw = supervised(config(http, up, ["/{*rest}"], listen=listen))
+    failed = start_fails(tmp_path, "six", config(http, up, ["/{*rest}"], listen=[f"[::1]:{port}"]))
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot listen on [::1]:{port}: address already in use" in failed.stderr
+    with socket.create_connection(("::1", port), timeout=5) as conn:
+        conn.sendall(http.build_request("GET", "/who", host="[::1]"))
+        assert conn.recv(65536).endswith(b"first")
+    assert gw.proc.poll() is None
