@@ -212,3 +212,28 @@ def test_slow_header_is_closed_after_client_header(stack, http) -> None:
         assert conn.wait_closed(4.0)
         assert time.monotonic() - started < 3.0
         assert conn.buf == b""
+
+
+def test_rate_limit_keys_are_the_header_address(gateway, upstream, http) -> None:
+    proc = gateway(
+        listen=[{"address": "127.0.0.1:0", "proxy_protocol": True}],
+        trusted_proxies=[f"{BALANCER}/32"],
+        routes=[
+            gateway.route(
+                "all",
+                ["/{*rest}"],
+                "be",
+                policies=[
+                    {"rate_limit": {"key": "client_ip", "limits": [{"rate": 1, "per": "1m"}]}}
+                ],
+            )
+        ],
+        upstreams={"be": upstream("echo")},
+    )
+    request = http.build_request("GET", "/limited")
+    statuses = [
+        send(http, proc.port, v1(client) + request).status
+        for client in ("203.0.113.1", "203.0.113.1", "203.0.113.2", "203.0.113.2")
+    ]
+    # One bucket per client the balancer names, not one for the balancer.
+    assert statuses == [200, 429, 200, 429]
