@@ -21,6 +21,16 @@ def status_line_for(status: int) -> bytes:
     """`HTTP/1.1 <status> <phrase>\\r\\n` as the core writes it (no phrase: empty)."""
 
 def build_info() -> dict[str, Any]: ...
+def parse_proxy_header(data: bytes) -> dict[str, Any] | None:
+    """Parse a PROXY protocol (v1 or v2) header at the start of `data`.
+
+    None while `data` is a valid prefix; ValueError when malformed; else a dict with
+    `version`, `length` (header bytes) and `source` / `destination` as (ip, port), or None
+    when the connection's own address stands (v1 UNKNOWN, v2 LOCAL, UNSPEC, UNIX).
+    """
+
+def proxy_header_signature(data: bytes) -> Literal["none", "partial", "found"]:
+    """Whether `data` starts like a PROXY header: "partial" is a strict prefix of one."""
 
 Event = (
     tuple[Literal["head"]]
@@ -198,6 +208,10 @@ class Engine:
     def target(self, host: str, port: int) -> UpstreamTarget: ...
     def start(self) -> None: ...
     def protocol_factory(self) -> Any: ...
+    def proxy_protocol_factory(self) -> Any:
+        """Connections of a proxy_protocol listener: a PROXY header comes first."""
+    proxy_refused: int
+    proxy_invalid: int
     def begin_drain(self) -> None: ...
     def close(self) -> None: ...
     metrics: CoreMetrics

@@ -2,12 +2,14 @@
 """fastgw._core: the compiled hot path.
 
 One extension built from fragments included in pipeline order (the uvloop layout):
-constants and error codes, the HTTP/1.1 parsers, the router, the upstream pool and the
-client/upstream protocols. Python modules configure it; requests never leave it unless a
-policy written in Python is on the route.
+constants and error codes, the PROXY protocol header that may open a connection, the
+HTTP/1.1 parsers, the router, the upstream pool and the client/upstream protocols. Python
+modules configure it; requests never leave it unless a policy written in Python is on the
+route.
 """
 
 include "_native/consts.pxi"
+include "_native/proxyproto.pxi"
 include "_native/http1.pxi"
 include "_native/router.pxi"
 include "_native/serialize.pxi"

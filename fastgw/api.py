@@ -145,9 +145,13 @@ class Gateway:
         canonical = json.dumps(redacted_config(config), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    async def start(self, *, reuse_port: bool = False) -> None:
+    async def start(
+        self, *, reuse_port: bool = False, sockets: list[socket.socket] | None = None
+    ) -> None:
         """Listen and serve; `reuse_port` opens the listeners with SO_REUSEPORT, so that
-        several processes can share them (the kernel spreads connections among them)."""
+        several processes can share them on purpose (the kernel spreads connections among
+        them). `sockets`: one bound socket per `config.listeners` entry, in order, served
+        instead of binding (a supervisor's workers)."""
         if self._engine is not None:
             raise GatewayError("gateway already started")
         loop = asyncio.get_running_loop()
@@ -165,18 +169,27 @@ class Gateway:
         self.plan = plan
         self._stopped = asyncio.Event()
         try:
-            for address in self.config.listen:
-                host, port = parse_listen_address(address)
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                server = await loop.create_server(
-                    engine.protocol_factory,
-                    host,
-                    port,
-                    family=family,
-                    reuse_address=True,
-                    reuse_port=reuse_port or None,
-                    backlog=1024,
+            for index, listener in enumerate(self.config.listeners):
+                address = listener.address
+                factory = (
+                    engine.proxy_protocol_factory
+                    if listener.proxy_protocol
+                    else engine.protocol_factory
                 )
+                if sockets is not None:
+                    server = await loop.create_server(factory, sock=sockets[index], backlog=1024)
+                else:
+                    host, port = parse_listen_address(address)
+                    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                    server = await loop.create_server(
+                        factory,
+                        host,
+                        port,
+                        family=family,
+                        reuse_address=True,
+                        reuse_port=reuse_port or None,
+                        backlog=1024,
+                    )
                 self._servers.append(server)
         except OSError as exc:
             self._abandon_start(engine)
@@ -339,10 +352,15 @@ class Gateway:
         await self.stop()
 
     async def serve(
-        self, *, handle_signals: bool = True, on_ready: Any = None, reuse_port: bool = False
+        self,
+        *,
+        handle_signals: bool = True,
+        on_ready: Any = None,
+        reuse_port: bool = False,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         """Start, then serve until SIGTERM/SIGINT (drain) ; SIGHUP reloads the config file."""
-        await self.start(reuse_port=reuse_port)
+        await self.start(reuse_port=reuse_port, sockets=sockets)
         loop = asyncio.get_running_loop()
         # Signal handlers first: whoever waits for the "listening" line may signal at once.
         if handle_signals:

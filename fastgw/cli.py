@@ -59,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--control-fd", type=int, default=-1, help=argparse.SUPPRESS)
     run.add_argument("--rate-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    run.add_argument("--listen", action="append", default=[], help=argparse.SUPPRESS)
+    run.add_argument("--listen-fd", type=int, action="append", default=[], help=argparse.SUPPRESS)
     run.set_defaults(handler=_run, parser=run)
 
     check = commands.add_parser("check", help="validate config files (exit 1 when invalid)")
@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.worker:
         return server.run_worker(
-            config, args.config, args.listen, args.ready_fd, args.control_fd, args.rate_fd
+            config, args.config, args.listen_fd, args.ready_fd, args.control_fd, args.rate_fd
         )
     return int(server.run(config, config_file=args.config, watch=args.watch))
 

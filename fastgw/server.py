@@ -1,7 +1,7 @@
 """`fastgw run`: serve a config on uvloop until SIGTERM/SIGINT, reload on SIGHUP.
 
 With one worker (the default) this process serves. With more, fastgw.supervisor starts that
-many worker processes, each running `run_worker` here on listeners shared through SO_REUSEPORT.
+many worker processes, each running `run_worker` here on listening sockets the supervisor opened.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-import msgspec
 import orjson
 import uvloop
 
@@ -116,12 +115,13 @@ async def serve_control(gateway: Gateway, sock: socket.socket) -> None:
 def run_worker(
     config: Config,
     config_file: str,
-    listen: list[str],
+    listen_fds: list[int],
     ready_fd: int,
     control_fd: int = -1,
     rate_fd: int = -1,
 ) -> int:
-    """One worker of a supervisor: serve `listen` (ports already resolved) with SO_REUSEPORT.
+    """One worker of a supervisor: serve the listening sockets `listen_fds` (one per
+    `config.listeners` entry, in order).
 
     Writes "ready" to `ready_fd` once listening and answers metrics requests on `control_fd`;
     `rate_fd` is the rate limit table all workers share.
@@ -137,8 +137,7 @@ def run_worker(
         from fastgw import _core
 
         _core.attach_rate_table(rate_fd, config.rate_limit_table.slots)
-    if listen:
-        config = msgspec.structs.replace(config, listen=tuple(listen))
+    sockets = [socket.socket(fileno=fd) for fd in listen_fds]
     gateway = Gateway(config, config_file=config_file, admin=False, embedded=False)
     parent = os.getppid()
 
@@ -192,7 +191,7 @@ def run_worker(
                 if os.getppid() != parent:
                     stop()
 
-        await gateway.serve(handle_signals=False, on_ready=on_ready, reuse_port=True)
+        await gateway.serve(handle_signals=False, on_ready=on_ready, sockets=sockets)
 
     try:
         uvloop.run(main())

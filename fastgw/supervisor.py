@@ -1,12 +1,25 @@
 """`fastgw run --workers N`: a supervisor process and N worker processes.
 
-The supervisor binds every listen address once (SO_REUSEPORT, never listening) so that an
-ephemeral port is resolved to one port for all workers, then starts each worker as
-`python -m fastgw run -c FILE --worker` with the resolved addresses and the last valid config
-(pickled on its stdin). Every worker runs the
-ordinary single-process gateway with its listeners opened with SO_REUSEPORT: the kernel spreads
-new connections among them. A worker reports on a pipe once it listens; the supervisor prints
-the "listening on" lines (on stdout) when all of them do.
+The supervisor opens the listening sockets itself: one per worker and listen address, all with
+SO_REUSEPORT, so the kernel spreads new connections among the workers (each has its own
+accept queue). It starts each worker as `python -m fastgw run -c FILE --worker` with its
+sockets inherited (`--listen-fd`) and the last valid config (pickled on its stdin); every
+worker runs the ordinary single-process gateway on them. A worker reports on a pipe once it
+serves; the supervisor prints the "listening on" lines (on stdout) when all of them do.
+
+SO_REUSEPORT lets any process of the same user join a port's group, so a second gateway
+started on a running one's port would silently take part of its traffic. Before it opens
+anything the supervisor therefore binds a probe socket to each address without SO_REUSEPORT
+(with SO_REUSEADDR, so the TIME_WAIT connections of an earlier run do not count): the kernel
+refuses that bind while any socket listens on an overlapping address, whatever its options,
+and start fails with "address already in use". The sockets listen right after the probes (not
+when the workers are up), so a second gateway's probe fails from then on. One race remains:
+two gateways whose probes both run before either listens (the same few microseconds) would
+share the port. A single-process gateway binds without SO_REUSEPORT and is refused by the
+kernel itself. The sockets of a worker that dies are closed (connections queued on them are
+reset, new ones go to the other workers) and opened again for its replacement, which joins
+the group of the sockets the supervisor still holds; only when no worker is left is the probe
+run again first.
 
 Signals go to the supervisor: SIGHUP (or, with --watch, a change of the file) validates and
 compiles the file first, then sends SIGHUP to every worker, which reloads it; an invalid file
@@ -24,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import errno
 import hashlib
 import logging
 import os
@@ -58,6 +72,8 @@ KILL_GRACE = 5.0
 CONTROL_TIMEOUT = 2.0
 # A control answer's header: body length, then the sequence number of the request.
 CONTROL_FRAME = struct.Struct(">IQ")
+# Accept queue of each worker's socket (what Gateway.start asks for too).
+LISTEN_BACKLOG = 1024
 
 
 def resolve_workers(config: Config) -> int:
@@ -129,6 +145,8 @@ class _Worker:
     scrape_errors: int = 0
     # Set by the admin thread when the control channel broke; the main loop replaces it.
     broken: bool = False
+    # The supervisor's copies of this worker's listening sockets, one per listen address.
+    sockets: list[socket.socket] = field(default_factory=list)
 
 
 class Supervisor:
@@ -142,7 +160,6 @@ class Supervisor:
         self.config_file = config_file
         self.workers = [_Worker(i) for i in range(workers)]
         self.watch = watch
-        self._sockets: list[socket.socket] = []
         self._addresses: list[tuple[str, int]] = []
         self._signals: list[int] = []
         self._announced = False
@@ -173,29 +190,41 @@ class Supervisor:
     # -- listeners ---------------------------------------------------------------------
 
     def _reserve_listeners(self) -> None:
-        """Bind each address once with SO_REUSEPORT (never listening) to fix its port."""
-        for address in self.config.listen:
-            host, port = parse_listen_address(address)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((host, port))
-            except OSError as exc:
-                sock.close()
-                self._release_listeners()
-                raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-            self._sockets.append(sock)
-            bound_host, bound_port = sock.getsockname()[:2]
-            self._addresses.append((bound_host, bound_port))
+        """Check that nobody serves the addresses, then open every worker's sockets (the
+        first worker's resolve an ephemeral port; the others bind to the same one)."""
+        self._addresses = [
+            parse_listen_address(listener.address) for listener in self.config.listeners
+        ]
+        try:
+            self._probe_addresses()
+            for worker in self.workers:
+                self._open_sockets(worker)
+        except BaseException:
+            self._release_listeners()
+            raise
+
+    def _probe_addresses(self) -> None:
+        for (host, port), listener in zip(self._addresses, self.config.listeners, strict=True):
+            if port:
+                _refuse_if_served(host, port, listener.address)
+
+    def _open_sockets(self, worker: _Worker) -> None:
+        """Bind and listen one SO_REUSEPORT socket per address for `worker`."""
+        for index, (host, port) in enumerate(self._addresses):
+            shown = self.config.listeners[index].address if port == 0 else _shown(host, port)
+            sock = _reuse_port_socket(host, port, shown)
+            worker.sockets.append(sock)
+            # As bound: the port an ephemeral `:0` got, the address a name resolved to.
+            self._addresses[index] = sock.getsockname()[:2]
+
+    def _close_sockets(self, worker: _Worker) -> None:
+        for sock in worker.sockets:
+            sock.close()
+        worker.sockets.clear()
 
     def _release_listeners(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
+        for worker in self.workers:
+            self._close_sockets(worker)
 
     # -- workers -----------------------------------------------------------------------
 
@@ -217,16 +246,20 @@ class Supervisor:
             "--rate-fd",
             str(self._rate_fd),
         ]
-        for host, port in self._addresses:
-            shown = f"[{host}]" if ":" in host else host
-            command += ["--listen", f"{shown}:{port}"]
+        for sock in worker.sockets:
+            command += ["--listen-fd", str(sock.fileno())]
         try:
             # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
             # forwards it once.
             worker.proc = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,
-                pass_fds=(write_fd, child_control.fileno(), self._rate_fd),
+                pass_fds=(
+                    write_fd,
+                    child_control.fileno(),
+                    self._rate_fd,
+                    *(sock.fileno() for sock in worker.sockets),
+                ),
                 start_new_session=True,
             )
         except BaseException:
@@ -274,8 +307,8 @@ class Supervisor:
         if not self._announced and all(w.ready for w in self.workers):
             self._announced = True
             for host, port in self._addresses:
-                shown = f"[{host}]" if ":" in host else host
-                print(f"fastgw listening on http://{shown}:{port}", flush=True)
+                address = _shown(host, port)
+                print(f"fastgw listening on http://{address}", flush=True)
 
     def _send(self, worker: _Worker, sig: int) -> None:
         if worker.proc is not None and worker.proc.poll() is None:
@@ -294,6 +327,8 @@ class Supervisor:
             worker.ready = False
             self._close_ready_fd(worker)
             self._close_control(worker)
+            # Connections queued on its sockets would wait for nobody: reset them now.
+            self._close_sockets(worker)
             if self._stopping:
                 continue
             if not self._announced:
@@ -328,6 +363,18 @@ class Supervisor:
             return
         for worker in self.workers:
             if worker.proc is None and worker.restart_at is not None and now >= worker.restart_at:
+                try:
+                    if not any(other.sockets for other in self.workers):
+                        # No socket of ours holds the port: check nobody took it meanwhile.
+                        self._probe_addresses()
+                    self._open_sockets(worker)
+                except GatewayError as exc:
+                    self._close_sockets(worker)
+                    delay = worker.backoff
+                    worker.backoff = min(worker.backoff * 2, BACKOFF_MAX)
+                    worker.restart_at = now + delay
+                    _log(f"worker {worker.index}: {exc}; retry in {delay:g}s", logging.ERROR)
+                    continue
                 self.worker_restarts += 1
                 self._spawn(worker)
 
@@ -467,8 +514,8 @@ class Supervisor:
         if not self._stopping:
             self._stopping = True
             self._kill_at = time.monotonic() + self.config.timeouts.drain + KILL_GRACE
-            # The reserved sockets are not listening; closing them changes nothing for
-            # connections, it only gives the port back once the workers are gone.
+            # The workers stop accepting as they drain; the supervisor's copies must not keep
+            # the sockets listening (connections would queue for nobody).
             self._release_listeners()
         elif forward != signal.SIGQUIT:
             return
@@ -667,6 +714,57 @@ class Supervisor:
                     for worker in self.workers:
                         self._send(worker, signal.SIGKILL)
                     self._kill_at = None
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _in_use(address: str) -> GatewayError:
+    return GatewayError(
+        f"cannot listen on {address}: address already in use (another process listens "
+        "there; a second gateway never joins a running one's port)"
+    )
+
+
+def _refuse_if_served(host: str, port: int, address: str) -> None:
+    """Raise GatewayError if any socket listens on host:port (or an overlapping address).
+
+    The probe has SO_REUSEADDR but not SO_REUSEPORT: Linux then refuses the bind exactly
+    when a listening socket overlaps it, and allows it over connections in TIME_WAIT.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise _in_use(address) from exc
+        raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    finally:
+        probe.close()
+
+
+def _reuse_port_socket(host: str, port: int, address: str) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT, listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise _in_use(address) from exc
+        raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    return sock
 
 
 def _file_hash(file: str) -> str | None:

@@ -144,8 +144,14 @@ def parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
 class RawClient:
     """One blocking client connection with a bounded timeout on every operation."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self, host: str, port: int, timeout: float = 5.0, source: str | None = None
+    ) -> None:
+        """`source`: the local address to connect from (e.g. 127.0.0.2, another peer)."""
+        source_address = (source, 0) if source is not None else None
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=source_address
+        )
         self.sock.settimeout(timeout)
         self.timeout = timeout
         self.buf = bytearray()

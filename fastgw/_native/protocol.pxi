@@ -19,6 +19,7 @@ cdef enum ConnState:
     CS_HEAD = 1                 # receiving a request head
     CS_EXCHANGE = 2             # request routed; exchange with the upstream running
     CS_TUNNEL = 3               # after 101: bytes both ways
+    CS_PROXY = 4                # a proxy_protocol listener: the PROXY header comes first
 
 cdef enum:
     BLOCK_UPSTREAM_FULL = 1     # the upstream's write buffer is above its high-water mark
@@ -199,6 +200,9 @@ cdef class Engine:
     cdef public AccessLog access_log      # None: no access log
     cdef public int trace_mode            # TRACE_OFF, TRACE_PROPAGATE or TRACE_START
     cdef public bint server_timing        # Server-Timing on proxied responses
+    cdef readonly uint64_t proxy_refused  # PROXY headers from untrusted peers
+    cdef readonly uint64_t proxy_invalid  # malformed, oversized or late PROXY headers
+    cdef double proxy_logged_at           # the last PROXY protocol warning (rate limit)
 
     def __init__(self, loop, double tick_interval=0.1):
         global _now
@@ -227,6 +231,31 @@ cdef class Engine:
     def protocol_factory(self):
         return ClientProtocol(self)
 
+    def proxy_protocol_factory(self):
+        """For listeners with proxy_protocol: the connection starts with a PROXY header."""
+        cdef ClientProtocol conn = ClientProtocol(self)
+        conn.proxy_listener = True
+        return conn
+
+    cdef void proxy_failed(self, str peer, bint refused) noexcept:
+        """Count a connection closed over its PROXY header; warn at most once a second."""
+        if refused:
+            self.proxy_refused += 1
+        else:
+            self.proxy_invalid += 1
+        if _now - self.proxy_logged_at < 1.0 and self.proxy_logged_at != 0.0:
+            return
+        self.proxy_logged_at = _now
+        try:
+            _logging.getLogger("fastgw").warning(
+                "closed a connection from %s: %s (PROXY protocol: %d refused, %d invalid)",
+                peer,
+                "PROXY header from a peer not in trusted_proxies" if refused
+                else "missing, malformed or late PROXY header",
+                self.proxy_refused, self.proxy_invalid)
+        except BaseException:
+            pass
+
     def _tick(self):
         global _now
         cdef ClientProtocol conn
@@ -246,7 +275,7 @@ cdef class Engine:
         cdef ClientProtocol conn
         self.draining = True
         for conn in list(self.connections):
-            if conn.state == CS_IDLE and conn.buf is None:
+            if (conn.state == CS_IDLE and conn.buf is None) or conn.state == CS_PROXY:
                 conn.close_transport()
 
     @property
@@ -272,7 +301,7 @@ cdef class Engine:
                 states["active"] += 1
             elif conn.state == CS_TUNNEL:
                 states["tunnel"] += 1
-            elif conn.state == CS_HEAD or conn.parser.in_message:
+            elif conn.state == CS_HEAD or conn.state == CS_PROXY or conn.parser.in_message:
                 states["reading"] += 1
             else:
                 states["idle"] += 1
@@ -294,6 +323,7 @@ cdef class Engine:
         if self.access_log is not None:
             data["access_log"] = {"lines": self.access_log.lines,
                                   "sampled_out": self.access_log.sampled_out}
+        data["proxy_protocol"] = {"refused": self.proxy_refused, "invalid": self.proxy_invalid}
         return data
 
     def close(self):
@@ -337,6 +367,7 @@ cdef class ClientProtocol:
     cdef str peer_ip
     cdef bytes peer_ip_bytes
     cdef bint peer_trusted
+    cdef bint proxy_listener       # a PROXY header may (trusted peer: must) come first
     cdef int state
     cdef double deadline
     cdef bint closed
@@ -419,14 +450,18 @@ cdef class ClientProtocol:
         self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
         self.peer_ip_bytes = self.peer_ip.encode("ascii")
         self.peer_trusted = self.plan.is_trusted(self.peer_ip)
-        self.state = CS_IDLE
-        # A new connection must deliver its first head within client_header.
+        self.state = CS_PROXY if self.proxy_listener else CS_IDLE
+        # A new connection must deliver its first head (after its PROXY header, if it
+        # sends one) within client_header.
         self.deadline = _now + self.plan.client_header
         self.engine.connections.add(self)
 
     def data_received(self, bytes data):
         self.engine.metrics.bytes_in += <uint64_t>PyBytes_GET_SIZE(data)
-        if self.state == CS_TUNNEL:
+        if self.state >= CS_TUNNEL:    # PERF: one test covers both rare states
+            if self.state == CS_PROXY:
+                self.on_proxy_bytes(data)
+                return
             self.deadline = _now + self.read_timeout
             if self.up is not None:
                 self.up_sent += PyBytes_GET_SIZE(data)
@@ -534,6 +569,60 @@ cdef class ClientProtocol:
             # A request waiting for a concurrency place or its rate limit token keeps
             # reading (up to a bound), so a client that leaves is noticed and frees it.
             self.block_reading(BLOCK_PENDING, False)
+
+    cdef void on_proxy_bytes(self, bytes data) noexcept:
+        """The start of a connection on a proxy_protocol listener.
+
+        A trusted peer (the balancer) must send a valid PROXY header: its source address
+        then stands for the peer everywhere (X-Forwarded-For, trust decisions, rate limit
+        keys, the access log). An untrusted peer is a direct client: a PROXY header from it
+        is refused, anything else is HTTP.
+        """
+        cdef ProxyHeader header
+        cdef Py_ssize_t n, used
+        cdef int seen
+        try:
+            if self.buf is None:
+                self.buf = data
+            else:
+                self.buf = self.buf + data
+            self.buf_off = 0
+            n = PyBytes_GET_SIZE(self.buf)
+            if not self.peer_trusted:
+                seen = proxy_signature(<const unsigned char*>PyBytes_AS_STRING(self.buf), n)
+                if seen == PROXY_SIG_PARTIAL:
+                    return
+                if seen == PROXY_SIG_FOUND:
+                    self.buf = None
+                    self.engine.proxy_failed(self.peer_ip, True)
+                    self.close_transport()
+                    return
+                used = 0
+            else:
+                used = proxy_parse(<const unsigned char*>PyBytes_AS_STRING(self.buf), n,
+                                   &header)
+                if used == PROXY_NEED_MORE:
+                    return
+                if used == PROXY_MALFORMED:
+                    self.buf = None
+                    self.engine.proxy_failed(self.peer_ip, False)
+                    self.close_transport()
+                    return
+                if header.family:
+                    self.peer_ip = proxy_address_text(header.family, header.source)
+                    self.peer_ip_bytes = self.peer_ip.encode("ascii")
+                    # X-Forwarded-* from the connection are believed only if the client
+                    # the balancer names is itself a trusted proxy.
+                    self.peer_trusted = self.plan.is_trusted(self.peer_ip)
+            self.state = CS_IDLE
+            if used == n:
+                self.buf = None
+                return
+            self.buf_off = used
+            self.process()
+            self.flush()
+        except BaseException:
+            self.fail_internal()
 
     cdef inline bint waiting(self) noexcept:
         return self.waiting_on is not None or self.park_handle is not None
@@ -1543,6 +1632,13 @@ cdef class ClientProtocol:
                 self.close_transport()
         elif self.state == CS_HEAD:
             self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
+        elif self.state == CS_PROXY:
+            # No complete PROXY header within client_header (an untrusted peer that sent
+            # nothing is only an idle connection).
+            if self.peer_trusted or self.buf is not None:
+                self.engine.proxy_failed(self.peer_ip, False)
+            self.buf = None
+            self.close_transport()
         elif self.state == CS_TUNNEL:
             if self.up is not None:
                 self.up.client = None

@@ -137,8 +137,19 @@ def _parse_port(text: str, *, allow_zero: bool) -> int:
 
 def _check_listen(config: Config) -> Iterator[ConfigError]:
     seen: dict[tuple[str, int], int] = {}
-    for index, address in enumerate(config.listen):
-        path = json_path(["listen", index])
+    for index, entry in enumerate(config.listen):
+        if isinstance(entry, str):
+            address, path = entry, json_path(["listen", index])
+        else:
+            address, path = entry.address, json_path(["listen", index, "address"])
+            if entry.proxy_protocol and not config.trusted_proxies:
+                yield ConfigError(
+                    "proxy_protocol needs trusted_proxies: the PROXY header is accepted only "
+                    "from them, so nobody could send one",
+                    json_path(["listen", index, "proxy_protocol"]),
+                    expected="trusted_proxies listing the load balancers' addresses",
+                    got="trusted_proxies: []",
+                )
         try:
             host, port = parse_listen_address(address)
         except ValueError as exc:

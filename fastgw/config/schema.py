@@ -35,6 +35,7 @@ __all__ = [
     "collect_config_errors",
     "Keepalive",
     "Limits",
+    "Listener",
     "Match",
     "Route",
     "RouteLimits",
@@ -219,6 +220,18 @@ class Route(_Section, kw_only=True):
     limits: RouteLimits = RouteLimits()
 
 
+class Listener(_Section, kw_only=True):
+    """One `listen` entry written as a mapping; a plain "HOST:PORT" string is the same as
+    `{address: "HOST:PORT"}`.
+
+    `proxy_protocol`: connections from `trusted_proxies` start with a PROXY protocol header
+    (v1 or v2) whose source address is then the client's; other peers are direct clients.
+    """
+
+    address: str
+    proxy_protocol: bool = False
+
+
 class Admin(_Section, kw_only=True):
     """The admin API listener; the token (usually "${FASTGW_ADMIN_TOKEN}") guards it."""
 
@@ -327,7 +340,9 @@ class RateLimitTable(_Section, kw_only=True):
 class Config(_Section, kw_only=True):
     """A whole gateway configuration: what `load_config` returns and `build_plan` consumes."""
 
-    listen: str | Annotated[tuple[str, ...], Meta(min_length=1)] = ("127.0.0.1:8080",)
+    listen: str | Listener | Annotated[tuple[str | Listener, ...], Meta(min_length=1)] = (
+        "127.0.0.1:8080",
+    )
     # Worker processes sharing the listeners (SO_REUSEPORT); "auto": one per CPU.
     workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1
     trusted_proxies: tuple[str, ...] = ()
@@ -353,9 +368,16 @@ class Config(_Section, kw_only=True):
     rate_limit_table: RateLimitTable = RateLimitTable()
 
     def __post_init__(self) -> None:
-        # One listen address may be written as a plain string; the decoded form is a tuple.
-        if isinstance(self.listen, str):
+        # One listen entry may be written alone; the decoded form is a tuple.
+        if isinstance(self.listen, str | Listener):
             msgspec.structs.force_setattr(self, "listen", (self.listen,))
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """Every `listen` entry as a Listener, in order (strings are plain listeners)."""
+        return tuple(
+            Listener(address=entry) if isinstance(entry, str) else entry for entry in self.listen
+        )
 
 
 def json_path(segments: Iterable[str | int]) -> str:

@@ -37,6 +37,7 @@ def empty_snapshot() -> dict[str, Any]:
         "connections": {"reading": 0, "active": 0, "idle": 0, "tunnel": 0},
         "targets": [],
         "access_log": {"lines": 0, "sampled_out": 0},
+        "proxy_protocol": {"refused": 0, "invalid": 0},
     }
 
 
@@ -74,6 +75,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             row[4] += active
         for key in ("lines", "sampled_out"):
             total["access_log"][key] += snap.get("access_log", {}).get(key, 0)
+        for key in ("refused", "invalid"):
+            total["proxy_protocol"][key] += snap.get("proxy_protocol", {}).get(key, 0)
     total["requests"] = [[*key, count] for key, count in sorted(requests.items())]
     total["ratelimit"] = [[*key, count] for key, count in sorted(decisions.items())]
     total["targets"] = sorted(targets.values())
@@ -167,6 +170,15 @@ class _SnapshotCollector:
         )
         lines.add_metric([], snap["access_log"]["lines"])
         yield lines
+        proxy = CounterMetricFamily(
+            "fastgw_proxy_protocol_rejected",
+            "Connections closed over their PROXY protocol header: refused (sent by a peer "
+            "not in trusted_proxies) or invalid (missing, malformed or late).",
+            labels=["reason"],
+        )
+        for reason in ("refused", "invalid"):
+            proxy.add_metric([reason], snap["proxy_protocol"][reason])
+        yield proxy
         reloads = CounterMetricFamily(
             "fastgw_config_reloads",
             "Configuration reloads by result (ok, error).",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -334,3 +335,182 @@ def test_workers_auto_is_one_per_cpu(upstream, supervised, http) -> None:
     gw = supervised(config(http, up, ["/{*rest}"], workers="auto"))
     assert len(gw.workers()) == (os.cpu_count() or 1)
     assert gw.count(READY_RE) == (os.cpu_count() or 1)
+
+
+# --- a running gateway's port is never shared with a second one -------------------------
+
+IN_USE = "address already in use"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_fails(tmp_path: Path, name: str, config: dict[str, Any]) -> subprocess.CompletedProcess:
+    """`fastgw run` that must give up at start: its exit code and stderr."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, "-m", "fastgw", "run", "-c", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def answered_by(http: Any, gw: Any, n: int = 24) -> set[bytes]:
+    """The bodies of `n` requests on fresh connections (each upstream says who it is)."""
+    bodies = set()
+    for _ in range(n):
+        with http.RawClient("127.0.0.1", gw.port) as client:
+            resp = client.request("GET", "/who")
+            assert resp.status == 200
+            bodies.add(resp.body)
+    return bodies
+
+
+@pytest.mark.parametrize(
+    ("first_workers", "second_workers"),
+    [(2, 2), (1, 2), (2, 1)],
+    ids=["supervisor-then-supervisor", "single-then-supervisor", "supervisor-then-single"],
+)
+def test_second_gateway_on_a_served_port_fails_and_takes_no_traffic(
+    tmp_path, upstream, supervised, http, first_workers, second_workers
+) -> None:
+    port = free_port()
+    first_up = upstream("fixed", body=b"first")
+    second_up = upstream("fixed", body=b"second")
+    listen = [f"127.0.0.1:{port}"]
+    gw = supervised(config(http, first_up, ["/{*rest}"], workers=first_workers, listen=listen))
+    assert answered_by(http, gw) == {b"first"}
+    failed = start_fails(
+        tmp_path,
+        "second",
+        config(http, second_up, ["/{*rest}"], workers=second_workers, listen=listen),
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: " in failed.stderr
+    assert IN_USE in failed.stderr.lower()
+    assert "listening" not in failed.stderr
+    # Only the first gateway answers, before and after the attempt.
+    assert answered_by(http, gw, 32) == {b"first"}
+    assert second_up.requests == []
+
+
+def test_second_supervisor_fails_on_an_overlapping_wildcard(
+    tmp_path, upstream, supervised, http
+) -> None:
+    # 0.0.0.0:PORT covers 127.0.0.1:PORT: the kernel's overlap rule applies to the probe too.
+    port = free_port()
+    up = upstream("fixed", body=b"first")
+    gw = supervised(config(http, up, ["/{*rest}"], listen=[f"127.0.0.1:{port}"]))
+    failed = start_fails(
+        tmp_path, "wide", config(http, up, ["/{*rest}"], listen=[f"0.0.0.0:{port}"])
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot listen on 0.0.0.0:{port}: address already in use" in failed.stderr
+    assert answered_by(http, gw, 8) == {b"first"}
+
+
+def test_supervisor_restarted_right_after_a_stop_binds_again(upstream, supervised, http) -> None:
+    port = free_port()
+    up = upstream("echo")
+    listen = [f"127.0.0.1:{port}"]
+    gw = supervised(config(http, up, ["/{*rest}"], listen=listen))
+    # A keep-alive connection the gateway closes when it drains: the gateway's side of it
+    # ends in TIME_WAIT on the listening port.
+    client = http.RawClient("127.0.0.1", port)
+    assert client.request("GET", "/kept").status == 200
+    assert gw.stop() == 0, gw.stderr
+    assert client.wait_closed(5.0)
+    client.close()
+    wait_for(lambda: any(state == "06" for state in local_states(port)), 5, "TIME_WAIT")
+    again = supervised(config(http, up, ["/{*rest}"], listen=listen))
+    assert again.port == port
+    assert fresh_requests(http, again, "/again", 8) == [200] * 8
+
+
+def test_restarted_worker_rejoins_its_supervisors_port(upstream, supervised, http) -> None:
+    # Every worker killed at once: the supervisor checks the port is still free, then its
+    # replacements listen on it again.
+    port = free_port()
+    up = upstream("echo")
+    gw = supervised(config(http, up, ["/{*rest}"], listen=[f"127.0.0.1:{port}"]))
+    before = gw.workers()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(gw.workers() - before) == 2, 10, "two new workers")
+    gw.wait_count(r"pid \d+ ready", 4)
+    for pid in gw.workers():
+        wait_for(lambda p=pid: (port, 0, TCP_LISTEN) in tcp_sockets(p), 5, f"worker {pid}")
+    assert fresh_requests(http, gw, "/after", 16) == [200] * 16
+
+
+def local_states(port: int) -> list[str]:
+    """TCP states of every IPv4 socket on local port `port` (any process)."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return [
+            cols[3]
+            for cols in (row.split() for row in table)
+            if int(cols[1].split(":")[1], 16) == port
+        ]
+
+
+def test_proxy_protocol_listener_in_every_worker(upstream, supervised, http) -> None:
+    up = upstream("echo")
+    gw = supervised(
+        config(
+            http,
+            up,
+            ["/{*rest}"],
+            listen=[{"address": "127.0.0.1:0", "proxy_protocol": True}],
+            trusted_proxies=["127.0.0.2/32"],
+        )
+    )
+    # Fresh connections land on both workers; each reads the header the same way.
+    for i in range(24):
+        with http.RawClient(gw.host, gw.port, source="127.0.0.2") as client:
+            client.send(f"PROXY TCP4 203.0.113.{i} 127.0.0.1 4000 80\r\n".encode())
+            assert client.request("GET", f"/pp/{i}").status == 200
+    seen = {r.target: r.header("x-forwarded-for") for r in up.requests}
+    assert seen == {f"/pp/{i}": f"203.0.113.{i}" for i in range(24)}
+    for pid in gw.workers():
+        upstream_conns = [s for s in tcp_sockets(pid) if s[1] == up.port]
+        assert upstream_conns, f"worker {pid} proxied nothing"
+    # An untrusted peer's header is refused by whichever worker gets it.
+    with http.RawClient(gw.host, gw.port) as client:
+        client.send(b"PROXY TCP4 203.0.113.99 127.0.0.1 4000 80\r\n")
+        client.send(http.build_request("GET", "/refused"))
+        assert client.wait_closed(2.0)
+        assert client.buf == b""
+    assert "/refused" not in {r.target for r in up.requests}
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+def test_second_supervisor_fails_on_a_served_ipv6_port(tmp_path, upstream, supervised, http):
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    up = upstream("fixed", body=b"first")
+    listen = ["127.0.0.1:0", f"[::1]:{port}"]
+    gw = supervised(config(http, up, ["/{*rest}"], listen=listen))
+    failed = start_fails(tmp_path, "six", config(http, up, ["/{*rest}"], listen=[f"[::1]:{port}"]))
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot listen on [::1]:{port}: address already in use" in failed.stderr
+    with socket.create_connection(("::1", port), timeout=5) as conn:
+        conn.sendall(http.build_request("GET", "/who", host="[::1]"))
+        assert conn.recv(65536).endswith(b"first")
+    assert gw.proc.poll() is None

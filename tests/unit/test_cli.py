@@ -50,6 +50,17 @@ def test_check_valid(name: str) -> None:
     assert result.stdout == f"{EXAMPLES / name}: ok\n"
 
 
+def test_check_rejects_proxy_protocol_nobody_may_use(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    text = (EXAMPLES / "behind-load-balancer.yaml").read_text()
+    file.write_text(text.replace('trusted_proxies: ["10.0.0.0/24"]', "trusted_proxies: []"))
+    result = fastgw_cli("check", file)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"{file}: $.listen[0].proxy_protocol: proxy_protocol needs trusted_proxies"
+    )
+
+
 def test_check_invalid_lists_every_error(tmp_path: Path) -> None:
     file = tmp_path / "gateway.yaml"
     file.write_text(INVALID)

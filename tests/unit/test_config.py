@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from fastgw.config import (
     Config,
+    Listener,
     Match,
     Route,
     Target,
@@ -160,6 +161,48 @@ ERROR_CASES = [
         "$.listen[2]",
         "duplicate listen address",
         "also $.listen[0]",
+    ),
+    (
+        "listener-unknown-key",
+        MINIMAL + "listen: [{address: '127.0.0.1:80', proxy: true}]\n",
+        "$.listen[0]",
+        "unknown field 'proxy'",
+        "expected one of: address, proxy_protocol",
+    ),
+    (
+        "listener-no-address",
+        MINIMAL + "listen: [{proxy_protocol: true}]\n",
+        "$.listen[0]",
+        "missing required field 'address'",
+        "",
+    ),
+    (
+        "listener-proxy-protocol-type",
+        MINIMAL + "listen: {address: '127.0.0.1:80', proxy_protocol: 'yes'}\n",
+        "$.listen.proxy_protocol",
+        "wrong type",
+        "expected bool",
+    ),
+    (
+        "listener-bad-address",
+        MINIMAL + "listen: ['127.0.0.1:80', {address: '127.0.0.1'}]\n",
+        "$.listen[1].address",
+        "missing ':PORT'",
+        "got '127.0.0.1'",
+    ),
+    (
+        "listener-duplicate-of-string",
+        MINIMAL + "listen: ['127.0.0.1:80', {address: '127.0.0.1:80'}]\n",
+        "$.listen[1].address",
+        "duplicate listen address",
+        "also $.listen[0]",
+    ),
+    (
+        "proxy-protocol-without-trusted-proxies",
+        MINIMAL + "listen: ['127.0.0.1:80', {address: '127.0.0.1:81', proxy_protocol: true}]\n",
+        "$.listen[1].proxy_protocol",
+        "proxy_protocol needs trusted_proxies",
+        "got trusted_proxies: []",
     ),
     (
         "bad-cidr",
@@ -725,6 +768,27 @@ TARGETS = [
 @pytest.mark.parametrize(("url", "parts"), TARGETS, ids=[u for u, _ in TARGETS])
 def test_target_urls(url: str, parts: tuple[str, int]) -> None:
     assert parse_target_url(url) == parts
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:80", [("127.0.0.1:80", False)]),
+        ({"address": "127.0.0.1:80", "proxy_protocol": True}, [("127.0.0.1:80", True)]),
+        (["127.0.0.1:80", "[::1]:80"], [("127.0.0.1:80", False), ("[::1]:80", False)]),
+        (
+            ["127.0.0.1:80", {"address": "127.0.0.1:81", "proxy_protocol": True}],
+            [("127.0.0.1:80", False), ("127.0.0.1:81", True)],
+        ),
+        ([{"address": "127.0.0.1:81"}], [("127.0.0.1:81", False)]),
+    ],
+    ids=["string", "mapping", "strings", "mixed", "mapping-default"],
+)
+def test_listen_entries(listen: object, expected: list[tuple[str, bool]]) -> None:
+    data = yaml.safe_load(MINIMAL)
+    config = parse_config({**data, "listen": listen, "trusted_proxies": ["10.0.0.0/8"]})
+    assert [(entry.address, entry.proxy_protocol) for entry in config.listeners] == expected
+    assert all(isinstance(entry, Listener) for entry in config.listeners)
 
 
 def test_config_built_in_python_is_checked() -> None:
