@@ -182,8 +182,8 @@ def test_refusals_are_counted_and_logged(gateway, upstream, http) -> None:
         "closed a connection from 127.0.0.1: PROXY header from a peer not in trusted_proxies"
         in proc.stderr
     )
-    admin = re.search(r"fastgw admin on http://[0-9.]+:(\d+)", proc.stderr)
-    assert admin is not None, proc.stderr
+    admin = re.search(r"fastgw admin on http://[0-9.]+:(\d+)", proc.stdout)
+    assert admin is not None, proc.stdout
     with urllib.request.urlopen(f"http://127.0.0.1:{admin.group(1)}/metrics") as resp:
         text = resp.read().decode()
     assert 'fastgw_proxy_protocol_rejected_total{reason="refused"} 1.0' in text

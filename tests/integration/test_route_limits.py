@@ -326,9 +326,9 @@ def test_admin_routes_lists_the_effective_values(stack, http) -> None:
     deadline = time.monotonic() + 5
     found = None
     while found is None and time.monotonic() < deadline:
-        found = next(filter(None, map(ADMIN_RE.search, stack.gw.stderr_lines)), None)
+        found = ADMIN_RE.search(stack.gw.stdout)
         time.sleep(0.02)
-    assert found is not None, stack.gw.stderr
+    assert found is not None, stack.gw.stdout
     with http.RawClient(found.group(1), int(found.group(2))) as client:
         rows = {row["name"]: row for row in client.request("GET", "/routes").json()}
     effective = {
