@@ -267,24 +267,18 @@ AccessLogField = Literal[
     "bytes_sent",
 ]
 ACCESS_LOG_FIELDS: tuple[str, ...] = typing.get_args(AccessLogField)
-# Without the query string, which may carry secrets, and without the opt-in fields.
-DEFAULT_ACCESS_LOG_FIELDS: tuple[str, ...] = (
-    "time",
-    "request_id",
-    "client_ip",
-    "method",
-    "host",
-    "path",
-    "route",
-    "upstream",
-    "target",
-    "status",
-    "bytes_in",
-    "bytes_out",
-    "duration_ms",
-    "upstream_ms",
-    "trace_id",
-    "rate_limit",
+# Left out unless listed: the query string (it may carry secrets) and the debugging fields.
+OPT_IN_ACCESS_LOG_FIELDS = (
+    "query",
+    "code",
+    "user_agent",
+    "referer",
+    "upstream_path",
+    "consumer",
+    "bytes_sent",
+)
+DEFAULT_ACCESS_LOG_FIELDS: tuple[str, ...] = tuple(
+    field for field in ACCESS_LOG_FIELDS if field not in OPT_IN_ACCESS_LOG_FIELDS
 )
 
 

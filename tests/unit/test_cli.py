@@ -26,14 +26,18 @@ routes:
 """
 
 
-def fastgw_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    # From the repo root, so "examples.custom_policy:TenantGuard" imports as in the docs.
+def fastgw_cli(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    # From the repo root by default, so "examples.custom_policy:TenantGuard" imports as in
+    # the docs.
     return subprocess.run(
         [sys.executable, "-m", "fastgw", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -225,14 +229,7 @@ def test_check_never_prints_a_secret(tmp_path: Path) -> None:
         'admin: {listen: "127.0.0.1:9901", token: "${FASTGW_ADMIN_TOKEN}"}\n' + EXPLAIN_ROUTES
     )
     env = {**os.environ, "FASTGW_ADMIN_TOKEN": "short"}
-    result = subprocess.run(
-        [sys.executable, "-m", "fastgw", "check", str(file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
+    result = fastgw_cli("check", file, env=env)
     assert result.returncode == 1
     assert "$.admin.token" in result.stderr
     assert "short" not in result.stderr
@@ -486,13 +483,7 @@ def test_check_finds_policies_from_the_config_folder(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # Run from another folder: only the config's own folder and python_path can find it.
-    result = subprocess.run(
-        [sys.executable, "-m", "fastgw", "check", str(file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=elsewhere,
-    )
+    result = fastgw_cli("check", file, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{file}: ok\n"
 
@@ -500,26 +491,14 @@ def test_check_finds_policies_from_the_config_folder(
 def test_check_says_where_it_looked_for_a_policy(tmp_path: Path) -> None:
     file = tmp_path / "gateway.yaml"
     file.write_text(_policy_config("no_such_policy_module:X", "lib"))
-    result = subprocess.run(
-        [sys.executable, "-m", "fastgw", "check", str(file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = fastgw_cli("check", file, cwd=tmp_path)
     assert result.returncode == 1
     assert "No module named 'no_such_policy_module'" in result.stderr
     assert f"a module on sys.path or in {tmp_path / 'lib'}, {tmp_path}" in result.stderr
 
 
 def test_example_gateway_checks_from_any_folder(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "fastgw", "check", str(EXAMPLES / "gateway.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = fastgw_cli("check", EXAMPLES / "gateway.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
