@@ -7,12 +7,11 @@ Run it with `fastgw run -c gateway.yaml`, or embed it::
         ...
 """
 
-__version__ = "0.1.0"
-
-from fastgw.api import Gateway
+from fastgw._version import __version__
 from fastgw.config import Config, load_config, parse_config
 from fastgw.errors import ConfigError, ConfigErrors, FastgwError, GatewayError
 from fastgw.policy import Policy, PolicyConfig, Response
+from fastgw.runtime.gateway import Gateway
 
 __all__ = [
     "Config",

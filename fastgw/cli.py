@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from fastgw import __version__
-from fastgw.config import Config, config_schema, load_config
+from fastgw._version import __version__
+from fastgw.config import Config, load_config
 from fastgw.errors import ConfigError, GatewayError
 
 __all__ = ["format_route_table", "main"]
@@ -107,10 +107,10 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     if args.workers is not None:
         config = msgspec.structs.replace(config, workers=args.workers)
-    from fastgw import server
+    from fastgw.runtime import server, worker
 
     if args.worker:
-        return server.run_worker(
+        return worker.run_worker(
             config, args.config, args.listen_fd, args.ready_fd, args.control_fd, args.rate_fd
         )
     return int(server.run(config, config_file=args.config, watch=args.watch))
@@ -153,6 +153,8 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from fastgw.schema import config_schema
+
     print(json.dumps(config_schema(), indent=2))
     return 0
 

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "REDACTED",
     "ConfigError",
     "ConfigErrors",
     "FastgwError",
     "GatewayError",
     "raise_config_errors",
+    "redact_text",
 ]
+
+# What a hidden secret reads as. The URL-password rule lives here, below the config package,
+# because every error message applies it; fastgw.config.redaction builds the rest on it.
+REDACTED = "***redacted***"
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s'\"]*:)[^/@\s'\"]*(@)")
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL password replaced (`redis://:***redacted***@host`)."""
+    return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", text) if "@" in text else text
 
 
 class FastgwError(Exception):
@@ -56,8 +69,6 @@ class ConfigError(FastgwError):
         return [self]
 
     def __str__(self) -> str:
-        from fastgw.config.redaction import redact_text
-
         text = f"{self.path}: {self.message}"
         if self.file is not None:
             text = f"{self.file}: {text}"

@@ -407,7 +407,7 @@ async def running_gateway(
     `listen` is replaced; everything else is the config as given (a dict, as in the YAML
     file). Policies that fail to provision disable their routes (503), as in `fastgw run`.
     """
-    from fastgw.api import Gateway
+    from fastgw.runtime.gateway import Gateway
 
     gateway = Gateway(_local_config(config))
     await gateway.start()

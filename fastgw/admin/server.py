@@ -4,6 +4,10 @@ One request per connection (`connection: close`), JSON in every response, errors
 proxy's format: {"error": {"status", "code", "message", "request_id"}}. When a token is
 configured every endpoint needs `Authorization: Bearer TOKEN`; without one, reads are open
 (the listener is loopback-only then, see checks.py) and state-changing calls are refused.
+
+Requests are read by the core's strict request parser, the proxy's own: a request the proxy
+would refuse is refused here with the same status and code. Endpoints are a table from
+(method, path) to a handler; the gateway is seen only through an AdminView.
 """
 
 from __future__ import annotations
@@ -12,43 +16,30 @@ import asyncio
 import hmac
 import json
 import os
-import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-import msgspec
-
-from fastgw import __version__
-from fastgw._core import STATUS_PHRASES
+from fastgw._core import ERROR_TABLE, STATUS_PHRASES, RequestParser
+from fastgw._version import __version__
+from fastgw.admin.view import AdminView
 from fastgw.config import parse_listen_address
-from fastgw.config.redaction import redact
+from fastgw.config.redaction import redacted_config
+from fastgw.errors import GatewayError
+from fastgw.runtime.listeners import open_socket
 
-if TYPE_CHECKING:
-    from fastgw.api import Gateway
-
-__all__ = ["AdminServer", "GatewayView", "redacted_config"]
+__all__ = ["AdminServer", "log_address"]
 
 MAX_HEAD_BYTES = 16384
 MAX_BODY_BYTES = 65536
 READ_TIMEOUT = 10.0
+_READ_SIZE = 4096
 
-_READS = ("/health", "/ready", "/status", "/config", "/routes", "/upstreams")
 # Prometheus text format 0.0.4, what prometheus_client writes.
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_WRITES = ("/reload",)
-
-
-def _enc_hook(value: Any) -> Any:
-    if isinstance(value, float):  # Duration
-        return float(value)
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-def redacted_config(config: Any) -> dict[str, Any]:
-    """The config as plain data, secrets hidden: the admin token, any key named like a
-    secret (token, password, secret...) and passwords in URLs."""
-    data: dict[str, Any] = redact(msgspec.to_builtins(config, enc_hook=_enc_hook))
-    return data
+# The parser's error codes, with the status and message the proxy answers them with.
+_PARSER_ERRORS = {code: (status, message) for status, code, message in ERROR_TABLE.values()}
 
 
 class _Reply(Exception):
@@ -70,12 +61,22 @@ class _Reply(Exception):
         self.extra = extra
 
 
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str  # normalised, as the proxy routes it
+    headers: dict[str, str]  # lowercased names; a repeated field keeps its last value
+
+
+_Answer = tuple[int, Any]
+_Handler = Callable[["AdminServer", _Request], Awaitable[_Answer]]
+
+
 class AdminServer:
     """Serves the admin endpoints of a gateway (its `view`) on `listen` ("HOST:PORT", port 0
     allowed)."""
 
-    def __init__(self, view: Any, listen: str, token: str | None) -> None:
-        # `view`: a GatewayView, or the supervisor's view of its workers.
+    def __init__(self, view: AdminView, listen: str, token: str | None) -> None:
         self.view = view
         self.listen = listen
         self._token = token.encode() if token is not None else None
@@ -91,11 +92,16 @@ class AdminServer:
         return host, port
 
     async def start(self) -> None:
+        """Listen; GatewayError when the address cannot be had."""
         host, port = parse_listen_address(self.listen)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._server = await asyncio.start_server(
-            self._handle, host, port, family=family, reuse_address=True
-        )
+        sock = open_socket(host, port, f"{self.listen} (admin)")
+        try:
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+        except OSError as exc:
+            sock.close()
+            raise GatewayError(
+                f"cannot listen on {self.listen} (admin): {exc.strerror or exc}"
+            ) from exc
         self._started = time.time()
 
     async def stop(self) -> None:
@@ -111,11 +117,11 @@ class AdminServer:
         method = ""
         try:
             try:
-                method, path, headers = await asyncio.wait_for(
-                    self._read_request(reader), READ_TIMEOUT
-                )
+                request = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT)
+                method = request.method
                 try:
-                    status, body, extra_headers = await self._dispatch(method, path, headers)
+                    status, body = await self._dispatch(request)
+                    extra_headers: tuple[tuple[str, str], ...] = ()
                 except _Reply:
                     raise
                 except Exception as exc:  # a bug here must still get an answer
@@ -138,59 +144,15 @@ class AdminServer:
         finally:
             writer.close()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise _Reply(431, "header_too_large", "request header too large") from None
-        if len(head) > MAX_HEAD_BYTES:
-            raise _Reply(431, "header_too_large", "request header too large")
-        try:
-            lines = head[:-4].decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-        except ValueError:
-            raise _Reply(400, "bad_request_line", "malformed request line") from None
-        if not version.startswith("HTTP/1."):
-            raise _Reply(505, "version_not_supported", "HTTP version not supported")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                raise _Reply(400, "bad_header_name", "empty or invalid header field name")
-            headers[name.lower()] = value.strip()
-        if "transfer-encoding" in headers:
-            raise _Reply(400, "bad_request", "the admin API takes no chunked bodies")
-        length_text = headers.get("content-length", "0")
-        if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
-            raise _Reply(413, "body_too_large", "invalid or too large content-length")
-        if int(length_text):
-            await reader.readexactly(int(length_text))  # read and ignored
-        return method, target.split("?", 1)[0], headers
-
-    async def _dispatch(
-        self, method: str, path: str, headers: dict[str, str]
-    ) -> tuple[int, Any, tuple[tuple[str, str], ...]]:
-        self._authorize(headers)
-        if path == "/metrics":
-            if method != "GET":
-                raise _method_not_allowed("GET")
-            return 200, await self.view.metrics(), ()
-        if path in _READS:
-            if method != "GET":
-                raise _method_not_allowed("GET")
-            status, body = self._read_endpoint(path)
-            return status, body, ()
-        if path in _WRITES:
-            if method != "POST":
-                raise _method_not_allowed("POST")
-            if self._token is None:
-                raise _Reply(
-                    403,
-                    "admin_token_required",
-                    "state-changing calls need admin.token to be configured",
-                )
-            return await self._reload()
-        raise _Reply(404, "admin_not_found", f"no admin endpoint {path}")
+    async def _dispatch(self, request: _Request) -> _Answer:
+        self._authorize(request.headers)
+        handler = _ENDPOINTS.get((request.method, request.path))
+        if handler is not None:
+            return await handler(self, request)
+        allowed = _ALLOWED.get(request.path)
+        if allowed is not None:
+            raise _method_not_allowed(allowed)
+        raise _Reply(404, "admin_not_found", f"no admin endpoint {request.path}")
 
     def _authorize(self, headers: dict[str, str]) -> None:
         if self._token is None:
@@ -209,34 +171,48 @@ class AdminServer:
 
     # -- endpoints -----------------------------------------------------------------------
 
-    def _read_endpoint(self, path: str) -> tuple[int, Any]:
-        view = self.view
-        if path == "/health":
-            return 200, {"status": "ok"}
-        if path == "/ready":
-            ready = view.ready()
-            return (200 if ready else 503), {"ready": ready}
-        if path == "/status":
-            return 200, {
-                "version": __version__,
-                "uptime_seconds": round(time.time() - self._started, 3),
-                "workers": view.workers(),
-                "config_file": view.config_file,
-                "config_hash": view.config_hash,
-                "last_reload": dict(view.last_reload),
-            }
-        if path == "/config":
-            return 200, redacted_config(view.config)
-        if path == "/routes":
-            return 200, json.loads(json.dumps(view.routes()))  # tuples as lists
-        return 200, view.upstreams()
+    async def _health(self, request: _Request) -> _Answer:
+        return 200, {"status": "ok"}
 
-    async def _reload(self) -> tuple[int, Any, tuple[tuple[str, str], ...]]:
+    async def _ready(self, request: _Request) -> _Answer:
+        ready = self.view.ready()
+        return (200 if ready else 503), {"ready": ready}
+
+    async def _status(self, request: _Request) -> _Answer:
+        view = self.view
+        return 200, {
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self._started, 3),
+            "workers": view.workers(),
+            "config_file": view.config_file,
+            "config_hash": view.config_hash,
+            "last_reload": dict(view.last_reload),
+        }
+
+    async def _config(self, request: _Request) -> _Answer:
+        return 200, redacted_config(self.view.config)
+
+    async def _routes(self, request: _Request) -> _Answer:
+        return 200, json.loads(json.dumps(self.view.routes()))  # tuples as lists
+
+    async def _upstreams(self, request: _Request) -> _Answer:
+        return 200, self.view.upstreams()
+
+    async def _metrics(self, request: _Request) -> _Answer:
+        return 200, await self.view.metrics()
+
+    async def _reload(self, request: _Request) -> _Answer:
+        if self._token is None:
+            raise _Reply(
+                403,
+                "admin_token_required",
+                "state-changing calls need admin.token to be configured",
+            )
         async with self._reloading:
             errors = await self.view.reload()
         if not errors:
             restart = list(self.view.last_reload.get("restart_required", []))
-            return 200, {"result": "ok", "restart_required": restart}, ()
+            return 200, {"result": "ok", "restart_required": restart}
         raise _Reply(
             422,
             "reload_failed",
@@ -245,69 +221,71 @@ class AdminServer:
         )
 
 
-class GatewayView:
-    """What the admin API shows of a single-process Gateway."""
+_ENDPOINTS: dict[tuple[str, str], _Handler] = {
+    ("GET", "/health"): AdminServer._health,
+    ("GET", "/ready"): AdminServer._ready,
+    ("GET", "/status"): AdminServer._status,
+    ("GET", "/config"): AdminServer._config,
+    ("GET", "/routes"): AdminServer._routes,
+    ("GET", "/upstreams"): AdminServer._upstreams,
+    ("GET", "/metrics"): AdminServer._metrics,
+    ("POST", "/reload"): AdminServer._reload,
+}
+# Per path, the methods it answers: the Allow field of a 405.
+_ALLOWED: dict[str, str] = {}
+for _method, _path in _ENDPOINTS:
+    _ALLOWED[_path] = ", ".join(filter(None, (_ALLOWED.get(_path), _method)))
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
 
-    @property
-    def config(self) -> Any:
-        return self.gateway.config
+async def _read_request(reader: asyncio.StreamReader) -> _Request:
+    """Read one request through the core's parser; _Reply with the proxy's status and code
+    for anything it refuses. The body (POST /reload takes none) is read and ignored."""
+    parser = RequestParser(max_header_bytes=MAX_HEAD_BYTES, max_body_bytes=MAX_BODY_BYTES)
+    pending = b""
+    events: list[Any] = []
+    # The parser starts the next request on any byte after this one's end (and forgets this
+    # head then), so it is given the bytes up to the end of the head, then the body, never
+    # more. A head it accepts ends at the first empty line: no field holds CR or LF.
+    while not any(event[0] == "head" for event in events):
+        end = pending.find(b"\r\n\r\n")
+        if end < 0:
+            # Hold back what may be the start of the empty line; the parser takes the rest
+            # now (and refuses a bad or oversized head before it is complete).
+            _check(parser.feed(pending[:-3]))
+            pending = pending[-3:]
+            chunk = await reader.read(_READ_SIZE)
+            if not chunk:
+                raise asyncio.IncompleteReadError(pending, None)
+            pending += chunk
+            continue
+        events = _check(parser.feed(pending[: end + 4]))
+        pending = pending[end + 4 :]
+    request = _Request(
+        parser.method.decode("latin-1"),
+        parser.path.decode("latin-1"),
+        {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in parser.headers()
+        },
+    )
+    if parser.framing == 2:  # chunked
+        raise _Reply(400, "bad_request", "the admin API takes no chunked bodies")
+    if not any(event[0] == "done" for event in events):
+        missing = parser.content_length - len(pending)
+        body = pending[: parser.content_length]
+        if missing > 0:
+            body += await reader.readexactly(missing)
+        _check(parser.feed(body))
+    return request
 
-    @property
-    def config_file(self) -> str | None:
-        file = self.gateway.config_file
-        return os.path.abspath(file) if file is not None else None
 
-    @property
-    def config_hash(self) -> str:
-        return self.gateway.config_hash
-
-    @property
-    def last_reload(self) -> dict[str, Any]:
-        return self.gateway.last_reload
-
-    def ready(self) -> bool:
-        return self.gateway.engine is not None and not self.gateway.draining
-
-    def workers(self) -> list[int]:
-        return [os.getpid()]
-
-    def routes(self) -> list[dict[str, Any]]:
-        plan = self.gateway.plan
-        return plan.describe_routes() if plan is not None else []
-
-    def upstreams(self) -> list[dict[str, Any]]:
-        plan = self.gateway.plan
-        pools = plan.pools if plan is not None else {}
-        return [
-            {
-                "name": name,
-                "targets": [
-                    {
-                        "host": target.host,
-                        "port": target.port,
-                        "open_connections": target.open_connections,
-                        "idle_connections": target.idle_count,
-                        "healthy": target.failures == 0,
-                    }
-                    for target in pool.target_list
-                ],
-            }
-            for name, pool in pools.items()
-        ]
-
-    async def metrics(self) -> bytes:
-        return self.gateway.metrics_text()
-
-    async def reload(self) -> list[str]:
-        """Reload the config file; the errors (none when it worked)."""
-        try:
-            await self.gateway.reload()
-        except Exception:  # a bad file, a policy that cannot start, a file that vanished...
-            return list(self.gateway.last_reload["errors"])
-        return []
+def _check(events: list[Any]) -> list[Any]:
+    """`events`, or _Reply if the parser refused the request."""
+    if events and events[-1][0] == "error":
+        code = events[-1][1]
+        status, message = _PARSER_ERRORS[code]
+        raise _Reply(status, code, message)
+    return events
 
 
 def _method_not_allowed(allow: str) -> _Reply:

@@ -9,26 +9,27 @@ through here.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
 
-__all__ = ["REDACTED", "is_secret_key", "redact", "redact_text", "redacted_repr"]
+from fastgw.errors import REDACTED, redact_text
 
-REDACTED = "***redacted***"
+__all__ = [
+    "REDACTED",
+    "is_secret_key",
+    "redact",
+    "redact_text",
+    "redacted_config",
+    "redacted_repr",
+]
+
 SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret"})
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s'\"]*:)[^/@\s'\"]*(@)")
 
 
 def is_secret_key(name: object) -> bool:
     """Whether a value stored under the key `name` is a secret."""
     return isinstance(name, str) and name.lower() in SECRET_KEYS
-
-
-def redact_text(text: str) -> str:
-    """`text` with every URL password replaced (`redis://:***redacted***@host`)."""
-    return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", text) if "@" in text else text
 
 
 def redact(value: Any) -> Any:
@@ -43,6 +44,19 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def redacted_config(config: Any) -> dict[str, Any]:
+    """The config as plain data, secrets hidden: the admin token, any key named like a
+    secret (token, password, secret...) and passwords in URLs."""
+    data: dict[str, Any] = redact(msgspec.to_builtins(config, enc_hook=_plain_duration))
+    return data
+
+
+def _plain_duration(value: Any) -> Any:
+    if isinstance(value, float):  # Duration
+        return float(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
 def redacted_repr(struct: msgspec.Struct) -> str:

@@ -60,7 +60,7 @@ from redis.exceptions import NoScriptError
 
 from fastgw._core import Lease
 from fastgw.policy.base import PolicyConfigError, ProvisionContext, Response
-from fastgw.policy.ratelimit import RateLimit, RateLimitConfig
+from fastgw.policy.ratelimit_spec import BaseRateLimit, RateLimitConfig
 
 __all__ = ["GCRA_SCRIPT", "RedisRateLimit"]
 
@@ -124,7 +124,7 @@ _MAX_LEASE_GROWTH = 16
 _SWEEP_EVERY = 4096
 
 
-class RedisRateLimit(RateLimit):
+class RedisRateLimit(BaseRateLimit):
     """`rate_limit` with `policy: redis`; see the module docstring."""
 
     kind = "python"

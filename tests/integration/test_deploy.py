@@ -97,7 +97,7 @@ def test_unit_guards_start_and_reload_with_check(tmp_path: Path) -> None:
 def test_unit_stop_timeout_exceeds_the_drain() -> None:
     """systemd's SIGKILL must come after the supervisor's own drain + kill grace."""
     from fastgw.config import load_config
-    from fastgw.supervisor import KILL_GRACE
+    from fastgw.runtime.supervisor import KILL_GRACE
 
     drain = load_config(DEPLOY / "gateway.yaml").timeouts.drain
     (stop,) = unit_settings("TimeoutStopSec")

@@ -184,7 +184,7 @@ def test_counts_survive_reloads(gateway: Any, upstream: Any, http: Any):
 def test_stopped_worker_is_reported_down_then_recovers(gateway: Any, upstream: Any, http: Any):
     """A SIGSTOPped worker misses the control timeout: the scrape still answers, with that
     worker down, the error counted and logged and its counts as last read (never less)."""
-    from fastgw.supervisor import CONTROL_TIMEOUT
+    from fastgw.runtime.supervisor import CONTROL_TIMEOUT
 
     gw = start(gateway, upstream, 2)
     stopped = worker_pid(gw, 0)

@@ -20,7 +20,6 @@ from fastgw.config import (
     Route,
     Target,
     Upstream,
-    config_schema,
     load_config,
     parse_config,
     parse_duration,
@@ -29,6 +28,7 @@ from fastgw.config import (
     substitute_env,
 )
 from fastgw.errors import ConfigError, ConfigErrors, FastgwError
+from fastgw.schema import config_schema
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.admin.server import redacted_config
 from fastgw.config import parse_config
-from fastgw.config.redaction import REDACTED
+from fastgw.config.redaction import REDACTED, redacted_config
 from fastgw.errors import ConfigError
 
 SECRET_CONFIG = {

@@ -1,7 +1,5 @@
-"""`fastgw run`: serve a config on uvloop until SIGTERM/SIGINT, reload on SIGHUP.
-
-With one worker (the default) this process serves. With more, fastgw.supervisor starts that
-many worker processes, each running `run_worker` here on listening sockets the supervisor opened.
+"""One worker of a supervisor (`fastgw run --workers N`): the ordinary gateway on sockets
+the supervisor opened, and the worker's end of its control channel (metrics).
 """
 
 from __future__ import annotations
@@ -11,75 +9,27 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
-import threading
 from collections.abc import Coroutine
 from typing import Any
 
 import orjson
 import uvloop
 
-from fastgw.api import RELOAD_REJECTED, Gateway
+from fastgw import _core
 from fastgw.config import Config
 from fastgw.errors import ConfigError, GatewayError
 from fastgw.observe.logs import configure_error_log
-from fastgw.supervisor import CONTROL_FRAME
+from fastgw.runtime.gateway import Gateway
+from fastgw.runtime.reload import RELOAD_REJECTED
+
+__all__ = ["CONTROL_FRAME", "run_worker", "serve_control"]
 
 logger = logging.getLogger("fastgw")
 
-
-def _announce(gateway: Gateway) -> None:
-    for host, port in gateway.addresses:
-        shown = f"[{host}]" if ":" in host else host
-        print(f"fastgw listening on http://{shown}:{port}", flush=True)
-    if gateway.admin is not None:
-        from fastgw.admin.server import log_address
-
-        log_address(gateway.admin)
-
-
-def _watch_in_thread(config_file: str) -> None:
-    """--watch with one process: a changed file is reloaded as if SIGHUP had been sent."""
-    from fastgw.supervisor import WATCH_INTERVAL, FileWatcher
-
-    watcher = FileWatcher(config_file)
-
-    def poll() -> None:
-        while True:
-            threading.Event().wait(WATCH_INTERVAL)
-            if watcher.changed():
-                os.kill(os.getpid(), signal.SIGHUP)
-
-    threading.Thread(target=poll, name="fastgw-watch", daemon=True).start()
-
-
-def run(config: Config, config_file: str | None = None, *, watch: bool = False) -> int:
-    """Serve until a stop signal; return the process exit code."""
-    try:
-        configure_error_log(config.error_log)
-    except OSError as exc:
-        print(f"fastgw: cannot open error log {config.error_log.path}: {exc}", file=sys.stderr)
-        return 1
-    if config_file is not None:
-        from fastgw.supervisor import Supervisor, resolve_workers
-
-        workers = resolve_workers(config)
-        if workers > 1:
-            try:
-                return Supervisor(config, config_file, workers, watch=watch).run()
-            except GatewayError as exc:
-                print(f"fastgw: {exc}", file=sys.stderr)
-                return 1
-        if watch:
-            _watch_in_thread(config_file)
-    gateway = Gateway(config, config_file=config_file, embedded=False)
-    try:
-        uvloop.run(gateway.serve(on_ready=_announce))
-    except (ConfigError, GatewayError) as exc:
-        print(f"fastgw: {exc}", file=sys.stderr)
-        return 1
-    print("fastgw stopped", file=sys.stderr, flush=True)
-    return 0
+# A control answer's header: body length, then the sequence number of the request.
+CONTROL_FRAME = struct.Struct(">IQ")
 
 
 async def serve_control(gateway: Gateway, sock: socket.socket) -> None:
@@ -134,8 +84,6 @@ def run_worker(
         print(f"fastgw: cannot open error log {config.error_log.path}: {exc}", file=sys.stderr)
         return 1
     if rate_fd >= 0:
-        from fastgw import _core
-
         _core.attach_rate_table(rate_fd, config.rate_limit_table.slots)
     sockets = [socket.socket(fileno=fd) for fd in listen_fds]
     gateway = Gateway(config, config_file=config_file, admin=False, embedded=False)

@@ -19,41 +19,21 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from fastgw import _core
-from fastgw.config import Config, load_config, parse_config, parse_listen_address
-from fastgw.errors import ConfigError, GatewayError
+from fastgw.admin.server import AdminServer
+from fastgw.config import Config, Listener, load_config, parse_config
+from fastgw.config.redaction import redacted_config
+from fastgw.errors import GatewayError
 from fastgw.observe import Observability
+from fastgw.observe.metrics import merge, render
 from fastgw.plan import Plan, build_plan
+from fastgw.runtime.listeners import Endpoint, endpoint_for, open_listeners
+from fastgw.runtime.reload import RELOAD_REJECTED, reload_error_lines, restart_required
 
 logger = logging.getLogger("fastgw")
-
-
-# The one wording of a rejected reload, for a single process, a supervisor and its workers.
-RELOAD_REJECTED = "reload rejected, still serving the previous config"
-
-
-def reload_error_lines(exc: BaseException, file: str | None) -> list[str]:
-    """One line per problem of a rejected reload, each naming the file and its `$.path`
-    ("$" when the problem is not located in the file, e.g. a policy that cannot start)."""
-    if isinstance(exc, ConfigError):
-        lines = []
-        for error in exc.errors:
-            text = str(error)
-            if error.file is None and file is not None:
-                text = f"{file}: {text}"
-            lines.append(text)
-        return lines
-    where = f"{file}: $" if file is not None else "$"
-    message = str(exc) or type(exc).__name__
-    return [f"{where}: {part}" for part in message.splitlines() if part.strip()]
-
-
-def restart_required(old: Config, new: Config) -> list[str]:
-    """The settings a reload does not apply: they need new sockets or new processes."""
-    keys = ("listen", "workers", "admin", "rate_limit_table")
-    return [key for key in keys if getattr(old, key) != getattr(new, key)]
 
 
 def _file_of(config: object, current: str | None) -> str | None:
@@ -74,12 +54,16 @@ class Gateway:
         config_file: str | None = None,
         admin: bool = True,
         embedded: bool = True,
+        endpoint_for: Callable[[Listener], Endpoint] = endpoint_for,
     ):
         """`admin=False` skips the admin listener even when the config has an `admin:` block
         (a supervisor's workers: the supervisor answers for them). `embedded=False` is for
         `fastgw run`, which starts the `workers:` processes itself; an embedded Gateway serves
-        in this one process and logs a warning when the config asks for more."""
+        in this one process and logs a warning when the config asks for more.
+        `endpoint_for` chooses how each listener's connections are accepted (see
+        fastgw.runtime.listeners; plain TCP by default)."""
         self._config_file = config_file
+        self._endpoint_for = endpoint_for
         self.config = config if isinstance(config, Config) else parse_config(config, config_file)
         if embedded and self.config.workers != 1:
             logger.warning(
@@ -92,7 +76,7 @@ class Gateway:
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped: asyncio.Event | None = None
         self._admin_enabled = admin
-        self.admin: Any = None  # the AdminServer while it runs
+        self.admin: AdminServer | None = None  # while it runs
         self.draining = False
         self.config_hash = self._hash_config(self.config, config_file)
         # The outcome of the last reload, for the admin API's /status.
@@ -140,8 +124,6 @@ class Gateway:
                     return hashlib.sha256(stream.read()).hexdigest()
             except OSError:
                 pass
-        from fastgw.admin.server import redacted_config
-
         canonical = json.dumps(redacted_config(config), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -169,45 +151,37 @@ class Gateway:
         self.plan = plan
         self._stopped = asyncio.Event()
         try:
-            for index, listener in enumerate(self.config.listeners):
-                address = listener.address
-                factory = (
-                    engine.proxy_protocol_factory
-                    if listener.proxy_protocol
-                    else engine.protocol_factory
-                )
-                if sockets is not None:
-                    server = await loop.create_server(factory, sock=sockets[index], backlog=1024)
-                else:
-                    host, port = parse_listen_address(address)
-                    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                    server = await loop.create_server(
-                        factory,
-                        host,
-                        port,
-                        family=family,
-                        reuse_address=True,
-                        reuse_port=reuse_port or None,
-                        backlog=1024,
-                    )
-                self._servers.append(server)
-        except OSError as exc:
+            if sockets is None:
+                sockets = open_listeners(self.config.listeners, reuse_port=reuse_port)
+        except GatewayError:
             self._abandon_start(engine)
-            raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+            raise
+        # From here each socket belongs to its server once served; the rest are closed here.
+        for index, (listener, sock) in enumerate(zip(self.config.listeners, sockets, strict=True)):
+            factory = (
+                engine.proxy_protocol_factory
+                if listener.proxy_protocol
+                else engine.protocol_factory
+            )
+            try:
+                server = await self._endpoint_for(listener).serve(sock, factory)
+            except OSError as exc:
+                for unserved in sockets[index:]:
+                    unserved.close()
+                self._abandon_start(engine)
+                raise GatewayError(
+                    f"cannot listen on {listener.address}: {exc.strerror or exc}"
+                ) from exc
+            self._servers.append(server)
         self.draining = False
         if self._admin_enabled and self.config.admin is not None:
-            from fastgw.admin.server import AdminServer, GatewayView
-
             settings = self.config.admin
             admin = AdminServer(GatewayView(self), settings.listen, settings.token)
             try:
                 await admin.start()
-            except OSError as exc:
+            except GatewayError:
                 self._abandon_start(engine)
-                listen = self.config.admin.listen
-                raise GatewayError(
-                    f"cannot listen on {listen} (admin): {exc.strerror or exc}"
-                ) from exc
+                raise
             self.admin = admin
         engine.start()
 
@@ -332,8 +306,6 @@ class Gateway:
 
     def metrics_text(self) -> bytes:
         """The Prometheus text exposition of this gateway's metrics."""
-        from fastgw.observe.metrics import merge, render
-
         return render(merge([self.metrics_snapshot()]), reloads=self.reloads, workers=1)
 
     def reopen_logs(self) -> None:
@@ -398,3 +370,68 @@ class Gateway:
         import uvloop
 
         uvloop.run(self.serve())
+
+
+class GatewayView:
+    """What the admin API shows of a single-process Gateway (a fastgw.admin.AdminView)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    @property
+    def config(self) -> Config:
+        return self.gateway.config
+
+    @property
+    def config_file(self) -> str | None:
+        file = self.gateway.config_file
+        return os.path.abspath(file) if file is not None else None
+
+    @property
+    def config_hash(self) -> str:
+        return self.gateway.config_hash
+
+    @property
+    def last_reload(self) -> dict[str, Any]:
+        return self.gateway.last_reload
+
+    def ready(self) -> bool:
+        return self.gateway.engine is not None and not self.gateway.draining
+
+    def workers(self) -> list[int]:
+        return [os.getpid()]
+
+    def routes(self) -> list[dict[str, Any]]:
+        plan = self.gateway.plan
+        return plan.describe_routes() if plan is not None else []
+
+    def upstreams(self) -> list[dict[str, Any]]:
+        plan = self.gateway.plan
+        pools = plan.pools if plan is not None else {}
+        return [
+            {
+                "name": name,
+                "targets": [
+                    {
+                        "host": target.host,
+                        "port": target.port,
+                        "open_connections": target.open_connections,
+                        "idle_connections": target.idle_count,
+                        "healthy": target.failures == 0,
+                    }
+                    for target in pool.target_list
+                ],
+            }
+            for name, pool in pools.items()
+        ]
+
+    async def metrics(self) -> bytes:
+        return self.gateway.metrics_text()
+
+    async def reload(self) -> list[str]:
+        """Reload the config file; the errors (none when it worked)."""
+        try:
+            await self.gateway.reload()
+        except Exception:  # a bad file, a policy that cannot start, a file that vanished...
+            return list(self.gateway.last_reload["errors"])
+        return []

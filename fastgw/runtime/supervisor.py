@@ -9,17 +9,15 @@ serves; the supervisor prints the "listening on" lines (on stdout) when all of t
 
 SO_REUSEPORT lets any process of the same user join a port's group, so a second gateway
 started on a running one's port would silently take part of its traffic. Before it opens
-anything the supervisor therefore binds a probe socket to each address without SO_REUSEPORT
-(with SO_REUSEADDR, so the TIME_WAIT connections of an earlier run do not count): the kernel
-refuses that bind while any socket listens on an overlapping address, whatever its options,
-and start fails with "address already in use". The sockets listen right after the probes (not
-when the workers are up), so a second gateway's probe fails from then on. One race remains:
-two gateways whose probes both run before either listens (the same few microseconds) would
-share the port. A single-process gateway binds without SO_REUSEPORT and is refused by the
-kernel itself. The sockets of a worker that dies are closed (connections queued on them are
-reset, new ones go to the other workers) and opened again for its replacement, which joins
-the group of the sockets the supervisor still holds; only when no worker is left is the probe
-run again first.
+anything the supervisor therefore probes each address (fastgw.runtime.listeners, which opens
+every socket) and start fails with "address already in use" while anything listens there.
+The sockets listen right after the probes (not when the workers are up), so a second
+gateway's probe fails from then on. One race remains: two gateways whose probes both run
+before either listens (the same few microseconds) would share the port. A single-process
+gateway binds without SO_REUSEPORT and is refused by the kernel itself. The sockets of a
+worker that dies are closed (connections queued on them are reset, new ones go to the other
+workers) and opened again for its replacement, which joins the group of the sockets the
+supervisor still holds; only when no worker is left is the probe run again first.
 
 Signals go to the supervisor: SIGHUP (or, with --watch, a change of the file) validates and
 compiles the file first, then sends SIGHUP to every worker, which reloads it; an invalid file
@@ -37,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
-import errno
 import hashlib
 import logging
 import os
@@ -55,25 +52,27 @@ from typing import Any
 
 import orjson
 
-from fastgw.api import RELOAD_REJECTED, reload_error_lines, restart_required
+from fastgw import _core
+from fastgw.admin.server import AdminServer, log_address
 from fastgw.config import Config, load_config, parse_listen_address
 from fastgw.errors import GatewayError
+from fastgw.observe.metrics import merge, render
+from fastgw.plan import build_plan
+from fastgw.runtime.listeners import open_socket, refuse_if_served, shown_address
+from fastgw.runtime.reload import RELOAD_REJECTED, reload_error_lines, restart_required
+from fastgw.runtime.watch import WATCH_INTERVAL, FileWatcher
+from fastgw.runtime.worker import CONTROL_FRAME
 
-__all__ = ["FileWatcher", "Supervisor", "resolve_workers"]
+__all__ = ["Supervisor", "resolve_workers"]
 
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 # A worker that lived this long is considered healthy again: its next restart is immediate.
 BACKOFF_RESET_AFTER = 30.0
-WATCH_INTERVAL = 0.25
 # Past the drain timeout, workers that still have not exited are killed.
 KILL_GRACE = 5.0
 # How long a worker may take to answer a metrics request on its control socket.
 CONTROL_TIMEOUT = 2.0
-# A control answer's header: body length, then the sequence number of the request.
-CONTROL_FRAME = struct.Struct(">IQ")
-# Accept queue of each worker's socket (what Gateway.start asks for too).
-LISTEN_BACKLOG = 1024
 
 
 def resolve_workers(config: Config) -> int:
@@ -89,38 +88,6 @@ logger = logging.getLogger("fastgw")
 def _log(message: str, level: int = logging.INFO) -> None:
     """The supervisor's messages go to the error log (stderr unless `error_log` says)."""
     logger.log(level, message)
-
-
-class FileWatcher:
-    """Polls a file's identity (inode, size, mtime); `changed()` is true once per settled edit.
-
-    An edit is reported when the new identity was seen unchanged on two polls, so a file
-    caught half-written is not read until the writer is done.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._current = self._stat()
-        self._candidate: tuple[int, int, int] | None = None
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def changed(self) -> bool:
-        seen = self._stat()
-        if seen is None or seen == self._current:
-            self._candidate = None
-            return False
-        if seen != self._candidate:
-            self._candidate = seen
-            return False
-        self._current = seen
-        self._candidate = None
-        return True
 
 
 @dataclass
@@ -206,13 +173,13 @@ class Supervisor:
     def _probe_addresses(self) -> None:
         for (host, port), listener in zip(self._addresses, self.config.listeners, strict=True):
             if port:
-                _refuse_if_served(host, port, listener.address)
+                refuse_if_served(host, port, listener.address)
 
     def _open_sockets(self, worker: _Worker) -> None:
         """Bind and listen one SO_REUSEPORT socket per address for `worker`."""
         for index, (host, port) in enumerate(self._addresses):
-            shown = self.config.listeners[index].address if port == 0 else _shown(host, port)
-            sock = _reuse_port_socket(host, port, shown)
+            shown = self.config.listeners[index].address if port == 0 else shown_address(host, port)
+            sock = open_socket(host, port, shown, reuse_port=True)
             worker.sockets.append(sock)
             # As bound: the port an ephemeral `:0` got, the address a name resolved to.
             self._addresses[index] = sock.getsockname()[:2]
@@ -307,7 +274,7 @@ class Supervisor:
         if not self._announced and all(w.ready for w in self.workers):
             self._announced = True
             for host, port in self._addresses:
-                address = _shown(host, port)
+                address = shown_address(host, port)
                 print(f"fastgw listening on http://{address}", flush=True)
 
     def _send(self, worker: _Worker, sig: int) -> None:
@@ -467,8 +434,6 @@ class Supervisor:
     def metrics_text(self) -> bytes:
         """Every worker's counters summed (and those of workers that died), as Prometheus
         text."""
-        from fastgw.observe.metrics import merge, render
-
         snapshots = []
         for worker in self.workers:
             snapshot = self._read_snapshot(worker)
@@ -561,8 +526,6 @@ class Supervisor:
 
     def _describe(self, config: Config) -> None:
         """Compile `config` (raising on errors) and keep its route and upstream tables."""
-        from fastgw.plan import build_plan
-
         plan = build_plan(config, self.config_file, strict=True)
         try:
             routes = plan.describe_routes()
@@ -614,8 +577,6 @@ class Supervisor:
     def _create_rate_table(self) -> None:
         """An anonymous shared file for the workers' rate limit buckets (pages are only
         allocated as keys arrive)."""
-        from fastgw import _core
-
         slots = self.config.rate_limit_table.slots
         self._rate_fd = os.memfd_create("fastgw-ratelimit")
         os.ftruncate(self._rate_fd, _core.RateTable.bytes_for(slots))
@@ -716,57 +677,6 @@ class Supervisor:
                     self._kill_at = None
 
 
-def _shown(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _in_use(address: str) -> GatewayError:
-    return GatewayError(
-        f"cannot listen on {address}: address already in use (another process listens "
-        "there; a second gateway never joins a running one's port)"
-    )
-
-
-def _refuse_if_served(host: str, port: int, address: str) -> None:
-    """Raise GatewayError if any socket listens on host:port (or an overlapping address).
-
-    The probe has SO_REUSEADDR but not SO_REUSEPORT: Linux then refuses the bind exactly
-    when a listening socket overlaps it, and allows it over connections in TIME_WAIT.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        probe.bind((host, port))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise _in_use(address) from exc
-        raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-    finally:
-        probe.close()
-
-
-def _reuse_port_socket(host: str, port: int, address: str) -> socket.socket:
-    """A socket bound to host:port with SO_REUSEPORT, listening."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise _in_use(address) from exc
-        raise GatewayError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-    return sock
-
-
 def _file_hash(file: str) -> str | None:
     try:
         with open(file, "rb") as stream:
@@ -776,7 +686,8 @@ def _file_hash(file: str) -> str | None:
 
 
 class _SupervisorView:
-    """What the admin API shows of a supervisor and its workers (read from its thread)."""
+    """What the admin API shows of a supervisor and its workers (a fastgw.admin.AdminView,
+    read from the admin thread)."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
@@ -822,8 +733,6 @@ class _AdminThread:
     """The admin API of a supervisor: an asyncio loop in a daemon thread."""
 
     def __init__(self, supervisor: Supervisor) -> None:
-        from fastgw.admin.server import AdminServer
-
         settings = supervisor.config.admin
         assert settings is not None
         self.loop = asyncio.new_event_loop()
@@ -833,15 +742,12 @@ class _AdminThread:
         )
 
     def start(self) -> None:
-        from fastgw.admin.server import log_address
-
         self.thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        except OSError as exc:
+        except GatewayError:
             self.stop()
-            listen = self.server.listen
-            raise GatewayError(f"cannot listen on {listen} (admin): {exc.strerror or exc}") from exc
+            raise
         log_address(self.server)
 
     def stop(self) -> None:
