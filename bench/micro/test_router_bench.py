@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fastgw._core import Router
-from fastgw.routing_reference import ReferenceRouter
+from tests.twins.routing_reference import ReferenceRouter
 
 SIZES = [10, 1_000, 10_000]
 C_LOOP_ROUNDS = 20_000
