@@ -56,7 +56,7 @@ bench: build-bench
 	$(BIN)/python -m pytest bench/micro --benchmark-only -q
 
 bench-e2e: build
-	$(BIN)/python bench/e2e.py
+	$(BIN)/python -m bench.e2e
 
 # CPU_US / USER_US: fastgw[plain]'s CPU and user µs per request from an e2e run.
 bench-policy: build
