@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORE_SOURCES := fastgw/_core.pyx $(wildcard fastgw/_native/*.pxi) setup.py
 
-.PHONY: run test build debug lint bench bench-e2e bench-policy clean
+.PHONY: run test build build-bench debug lint bench bench-e2e bench-policy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,15 +18,27 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	FASTGW_SKIP_CORE=1 $(BIN)/pip install -q -e '.[test,dev]'
 	touch $@
 
+# One stamp per flavour of the core, and only the built flavour's stamp exists: `make test`
+# after `make bench` (or the reverse) rebuilds, two runs of the same target do not. --force
+# because a flavour switch changes no source file.
 fastgw/_core.stamp: $(CORE_SOURCES) $(VENV)/.installed
-	$(BIN)/python setup.py -q build_ext --inplace
+	rm -f fastgw/_core-bench.stamp
+	$(BIN)/python setup.py -q build_ext --inplace --force
+	touch $@
+
+# The bench flavour: the default core plus the C-loop entry points bench/micro times.
+fastgw/_core-bench.stamp: $(CORE_SOURCES) $(VENV)/.installed
+	rm -f fastgw/_core.stamp
+	FASTGW_BENCH=1 $(BIN)/python setup.py -q build_ext --inplace --force
 	touch $@
 
 build: fastgw/_core.stamp
 
+build-bench: fastgw/_core-bench.stamp
+
 debug: $(VENV)/.installed
 	FASTGW_DEBUG=1 $(BIN)/python setup.py -q build_ext --inplace --force
-	rm -f fastgw/_core.stamp
+	rm -f fastgw/_core.stamp fastgw/_core-bench.stamp
 
 run: build
 	@$(BIN)/python examples/run_demo.py
@@ -40,15 +52,15 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check fastgw tests bench examples
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/cython-lint fastgw/_core.pyx fastgw/_native/*.pxi
 
-bench: build
+bench: build-bench
 	$(BIN)/python -m pytest bench/micro --benchmark-only -q
 
 bench-e2e: build
-	$(BIN)/python bench/e2e.py
+	$(BIN)/python -m bench.e2e
 
 # CPU_US / USER_US: fastgw[plain]'s CPU and user µs per request from an e2e run.
 bench-policy: build
 	$(BIN)/python bench/policy_cost.py --cpu-us $(or $(CPU_US),16) --user-us $(or $(USER_US),3)
 
 clean:
-	rm -rf build fastgw/_core.*.so fastgw/_core.c fastgw/_core.stamp
+	rm -rf build fastgw/_core.*.so fastgw/_core.c fastgw/_core.stamp fastgw/_core-bench.stamp

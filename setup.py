@@ -1,12 +1,15 @@
 """Builds the compiled hot path, ``fastgw._core``, from ``fastgw/_core.pyx`` and its fragments."""
 
 import os
+import sys
 
 import Cython
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 debug = os.environ.get("FASTGW_DEBUG") == "1"
+# The bench flavour adds the C-loop entry points bench/micro times (fastgw/_native/bench.pxi).
+bench = os.environ.get("FASTGW_BENCH") == "1"
 
 extension = Extension(
     "fastgw._core",
@@ -29,7 +32,10 @@ setup(
     else cythonize(
         [extension],
         language_level=3,
-        compile_time_env={"FASTGW_DEBUG": debug},
+        compile_time_env={"FASTGW_DEBUG": debug, "FASTGW_BENCH": bench},
+        # A flavour switch changes no source file: `build_ext --force` (the Makefile passes
+        # it) must regenerate the C file too, not only recompile it.
+        force="--force" in sys.argv,
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

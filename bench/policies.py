@@ -1,6 +1,6 @@
 """Python policies that do nothing, to measure what calling a hook costs the proxy.
 
-`bench/e2e.py --scenario` puts one of them on fastgw's only route, as
+`python -m bench.e2e --scenario` puts one of them on fastgw's only route, as
 `"bench.policies:NoopSync": {}`. fastgw runs from the repository root, so `bench` is found
 there (a namespace package: no install needed).
 """

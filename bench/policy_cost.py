@@ -2,13 +2,13 @@
 
 The e2e runner measures time, and on a shared 2-core VM the round-to-round spread of rps is
 larger than the few percent a policy costs. Instructions are repeatable: fastgw runs under
-`valgrind --tool=callgrind` with each scenario's config (bench/e2e.py SCENARIOS), serves two
-batches of keep-alive GETs, and the difference of the totals divided by the difference of
+`valgrind --tool=callgrind` with each scenario's config (bench/e2e/scenarios.py SCENARIOS),
+serves two batches of keep-alive GETs, and the difference of the totals divided by the difference of
 request counts is the user-space instructions per request, start-up cancelled out.
 
 The cost of a scenario is its extra instructions per request over plain (or over its
-baseline in bench/e2e.py COST_BASELINES: observe-on against observe-off), converted to time
-with plain's measured user µs per request and instructions per request, as a share of the
+baseline in bench/e2e/scenarios.py COST_BASELINES: observe-on against observe-off), converted
+to time with plain's measured user µs per request and instructions per request, as a share of the
 whole CPU per request (user + kernel) from an e2e run: what the chain takes from throughput
 when the proxy is the bottleneck.
 
@@ -17,9 +17,9 @@ request are read from the file it wrote, and the kernel time of appending them i
 here by timing 64 KiB append writes (the writer thread's slice size) to a file in the same
 directory; that time is added to the scenario's extra µs and to its CPU per request.
 
-Scenarios with `redis` (bench/e2e.py) get a redis-server on a free loopback port. Their count
-is fastgw's own user-space work only: the kernel time of the Redis round trips and
-redis-server's CPU are not in it (bench/e2e.py reports both), so it decides for batched leases
+Scenarios with `redis` (bench/e2e/scenarios.py) get a redis-server on a free loopback port.
+Their count is fastgw's own user-space work only: the kernel time of the Redis round trips and
+redis-server's CPU are not in it (the e2e runner reports both), so it decides for batched leases
 (one round trip per many requests) and is a lower bound for exact mode.
 
     python bench/policy_cost.py [--requests 1000,4000] [--cpu-us 16.0 --user-us 3.0]
@@ -44,25 +44,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.e2e import (  # noqa: E402
+from bench.e2e.peers import RedisServer, redis_server, upstream_server  # noqa: E402
+from bench.e2e.processes import Pinning, free_port  # noqa: E402
+from bench.e2e.scenarios import (  # noqa: E402
     BENCH_KEY_HEADER,
     COST_BASELINES,
     PLAIN,
     POLICY_TARGETS,
     SCENARIOS,
-    Pinning,
-    RedisServer,
     fastgw_config,
-    free_port,
     parse_scenarios,
-    redis_server,
-    upstream_server,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = b"GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: policy-cost\r\n\r\n"
 _TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.M)
-ACCESS_LOG = "access.log"  # the file name bench/e2e.py's observe-on scenario writes to
+ACCESS_LOG = "access.log"  # the file name bench/e2e/scenarios.py's observe-on scenario writes to
 WRITE_SLICE = 65536  # bytes the core hands the log writer thread at a time
 
 
@@ -191,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios",
         default="plain,empty-chain,sync-noop,async-noop,headers",
-        help="bench/e2e.py scenarios; plain and each scenario's baseline are added",
+        help="bench/e2e/scenarios.py scenarios; plain and each scenario's baseline are added",
     )
     parser.add_argument(
         "--cpu-us",

@@ -1,9 +1,10 @@
 """Fallback benchmark upstream: answers every request with a fixed ``200 ok``.
 
-``bench/e2e.py`` prefers a second nginx instance as the upstream (``return 200 "ok"``), which is
-what proxy comparisons usually use because it costs the loaded CPU almost nothing. This server
-is used only when nginx is absent. It speaks just enough HTTP/1.1 for bodiless keep-alive GETs:
-one fixed response per request head, pipelined heads answered in one write.
+The e2e runner (``bench/e2e/``) prefers a second nginx instance as the upstream
+(``return 200 "ok"``), which is what proxy comparisons usually use because it costs the
+loaded CPU almost nothing. This server is used only when nginx is absent. It speaks just
+enough HTTP/1.1 for bodiless keep-alive GETs: one fixed response per request head, pipelined
+heads answered in one write.
 
     python bench/upstream.py --port 9001
 """

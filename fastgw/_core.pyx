@@ -18,6 +18,8 @@ include "_native/ratelimit.pxi"
 include "_native/upstream.pxi"
 include "_native/policy.pxi"
 include "_native/protocol.pxi"
+# Empty unless built with FASTGW_BENCH=1 (`make bench`): the benchmarks' C-loop entry points.
+include "_native/bench.pxi"
 
 
 cdef extern from *:

@@ -29,6 +29,11 @@ are closed at teardown::
                              "routes": [...]})
         assert gw.request("GET", "/x").status == 403
 
+The building blocks are public too, for tests that need more than one request at a time:
+`LoopThread` (a uvloop loop in a background thread), `request_bytes` and `chunked_body` (the
+bytes of a request), `parse_head` and `body_framing` (reading a message as RFC 9112 frames it),
+`echo_payload` (what EchoUpstream answers).
+
 PYTEST_DONT_REWRITE: this module asserts nothing, so pytest may load it as a plugin after a
 test module imported it.
 """
@@ -40,7 +45,7 @@ import contextlib
 import copy
 import json
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -48,12 +53,19 @@ __all__ = [
     "EchoRequest",
     "EchoUpstream",
     "HeaderMap",
+    "LoopThread",
     "PolicyResult",
-    "policy_config",
     "RunningGateway",
     "SyncGateway",
     "TestConnection",
     "TestResponse",
+    "body_framing",
+    "chunk_size",
+    "chunked_body",
+    "echo_payload",
+    "parse_head",
+    "policy_config",
+    "request_bytes",
     "run_policy",
     "run_policy_sync",
     "running_gateway",
@@ -150,22 +162,63 @@ class EchoRequest:
 # --------------------------------------------------------------------------------------
 
 
-def _parse_head(raw: bytes) -> tuple[str, HeaderMap]:
+def parse_head(raw: bytes) -> tuple[str, HeaderMap]:
+    """Split a message head (start line and fields, up to and with the blank line).
+
+    Only the canonical form is accepted, the one a gateway must send: CRLF line ends, no bare
+    CR or LF, `name: value` lines with no whitespace around the name (RFC 9112 5.1). Anything
+    else raises ValueError naming the line.
+    """
+    if not raw.endswith(b"\r\n\r\n"):
+        raise ValueError(f"head does not end with an empty line: {raw[-40:]!r}")
     lines = raw[:-4].decode("latin-1").split("\r\n")
     pairs = []
+    for line in lines:
+        if "\r" in line or "\n" in line:
+            raise ValueError(f"bare CR or LF in {line!r}")
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon:
-            raise ValueError(f"malformed header line {line!r}")
+        if not colon or not name or name != name.strip():
+            raise ValueError(f"malformed field line {line!r}")
         pairs.append((name, value.strip(" \t")))
     return lines[0], HeaderMap(pairs)
+
+
+def body_framing(headers: HeaderMap, *, no_body: bool = False) -> tuple[str, int]:
+    """How the body after a head is framed (RFC 9112 6.3): ("none", 0), ("chunked", 0),
+    ("length", n) or ("close", 0): no framing field, so a response runs to the end of the
+    connection and a request has no body.
+
+    `no_body`: the message has none whatever its fields say (a response to HEAD, a 1xx, 204
+    or 304). A message with both Transfer-Encoding and Content-Length, or with two
+    Content-Length fields, raises ValueError: a gateway must never send one.
+    """
+    te = headers.get("transfer-encoding", "").lower()
+    lengths = headers.getall("content-length")
+    if te and lengths:
+        raise ValueError("both Transfer-Encoding and Content-Length")
+    if len(lengths) > 1:
+        raise ValueError(f"{len(lengths)} Content-Length fields")
+    if no_body:
+        return "none", 0
+    if te:
+        if te != "chunked":
+            raise ValueError(f"unexpected transfer-encoding {te!r}")
+        return "chunked", 0
+    if lengths:
+        return "length", int(lengths[0])
+    return "close", 0
+
+
+def chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (with its CRLF), chunk extensions ignored (RFC 9112 7.1)."""
+    return int(line[:-2].split(b";")[0], 16)
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     parts = []
     while True:
-        line = await reader.readuntil(b"\r\n")
-        size = int(line[:-2].split(b";")[0], 16)
+        size = chunk_size(await reader.readuntil(b"\r\n"))
         if size == 0:
             break
         parts.append(await reader.readexactly(size))
@@ -176,27 +229,73 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     return b"".join(parts)
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: HeaderMap, to_eof: bool) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+async def _read_body(
+    reader: asyncio.StreamReader, headers: HeaderMap, to_eof: bool, no_body: bool = False
+) -> bytes:
+    framing, length = body_framing(headers, no_body=no_body)
+    if framing == "chunked":
         return await _read_chunked(reader)
-    length = headers.get("content-length")
-    if length is not None:
-        return await reader.readexactly(int(length))
-    return await reader.read() if to_eof else b""
+    if framing == "length":
+        return await reader.readexactly(length)
+    # A request without framing fields has no body (RFC 9112 6.3 rule 6).
+    return await reader.read() if framing == "close" and to_eof else b""
 
 
-def _request_bytes(method: str, target: str, headers: HeadersArg, body: bytes, host: str) -> bytes:
+def request_bytes(
+    method: str,
+    target: str,
+    headers: HeadersArg = None,
+    body: bytes = b"",
+    *,
+    host: str | None = LOOPBACK,
+    version: str = "HTTP/1.1",
+    length_if_empty: bool = True,
+) -> bytes:
+    """The bytes of one request, fields in the order given.
+
+    Adds `Host: host` first unless given (or `host` is None) and `Content-Length` last unless
+    a framing field is given: for a non-empty body, and for an empty POST, PUT or PATCH body
+    when `length_if_empty`.
+    """
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     names = {name.lower() for name, _ in pairs}
-    if "host" not in names:
+    if host is not None and "host" not in names:
         pairs.insert(0, ("Host", host))
-    if (body or method in ("POST", "PUT", "PATCH")) and not names & {
-        "content-length",
-        "transfer-encoding",
-    }:
+    wants_length = body or (length_if_empty and method in ("POST", "PUT", "PATCH"))
+    if wants_length and not names & {"content-length", "transfer-encoding"}:
         pairs.append(("Content-Length", str(len(body))))
-    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs)
+    head = f"{method} {target} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs)
     return head.encode("latin-1") + b"\r\n" + body
+
+
+def chunked_body(*pieces: bytes) -> bytes:
+    """`pieces` as a chunked body (RFC 9112 7.1), the last chunk included; empty pieces are
+    left out, since a zero-size chunk ends the body."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+
+
+def echo_payload(
+    name: str,
+    method: str,
+    target: str,
+    version: str,
+    headers: HeaderMap,
+    body_len: int,
+    **extra: Any,
+) -> bytes:
+    """The JSON body EchoUpstream answers: what arrived, headers as [name, value] pairs in
+    order; `extra` keys are added after the others."""
+    return json.dumps(
+        {
+            "upstream": name,
+            "method": method,
+            "target": target,
+            "version": version,
+            "headers": headers.pairs,
+            "body_len": body_len,
+            **extra,
+        }
+    ).encode()
 
 
 # --------------------------------------------------------------------------------------
@@ -268,22 +367,13 @@ class EchoUpstream:
             raw = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
             return False
-        request_line, headers = _parse_head(raw)
+        request_line, headers = parse_head(raw)
         method, target, version = request_line.split(" ", 2)
         if headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await _read_body(reader, headers, to_eof=False)
         self.requests.append(EchoRequest(method, target, version, headers, body))
-        payload = json.dumps(
-            {
-                "upstream": self.name,
-                "method": method,
-                "target": target,
-                "version": version,
-                "headers": headers.pairs,
-                "body_len": len(body),
-            }
-        ).encode()
+        payload = echo_payload(self.name, method, target, version, headers, len(body))
         tokens = {t.strip().lower() for v in headers.getall("connection") for t in v.split(",")}
         keep = "close" not in tokens and version == "HTTP/1.1"
         writer.write(
@@ -319,7 +409,7 @@ class TestConnection:
         self, method: str, path: str, headers: HeadersArg = None, body: bytes = b""
     ) -> TestResponse:
         """Send one request and read its final response (bounded by `timeout`)."""
-        self._writer.write(_request_bytes(method, path, headers, body, self._host))
+        self._writer.write(request_bytes(method, path, headers, body, host=self._host))
         return await asyncio.wait_for(self._send_and_read(method), self.timeout)
 
     async def send_raw(self, data: bytes, method: str = "GET") -> TestResponse:
@@ -334,15 +424,13 @@ class TestConnection:
     async def _read_final(self, method: str) -> TestResponse:
         while True:
             raw = await self._reader.readuntil(b"\r\n\r\n")
-            status_line, headers = _parse_head(raw)
+            status_line, headers = parse_head(raw)
             _, code, reason = (status_line.split(" ", 2) + [""])[:3]
             status = int(code)
             if 100 <= status < 200:
                 continue
-            if method == "HEAD" or status in (204, 304):
-                body = b""
-            else:
-                body = await _read_body(self._reader, headers, to_eof=True)
+            no_body = method == "HEAD" or status in (204, 304)
+            body = await _read_body(self._reader, headers, to_eof=True, no_body=no_body)
             return TestResponse(status, reason, headers, body)
 
     async def is_closed(self, timeout: float = 1.0) -> bool:
@@ -407,7 +495,7 @@ async def running_gateway(
     `listen` is replaced; everything else is the config as given (a dict, as in the YAML
     file). Policies that fail to provision disable their routes (503), as in `fastgw run`.
     """
-    from fastgw.runtime.gateway import Gateway
+    from fastgw import Gateway
 
     gateway = Gateway(_local_config(config))
     await gateway.start()
@@ -502,22 +590,38 @@ def run_policy_sync(
 # --------------------------------------------------------------------------------------
 
 
-class _LoopThread:
-    """A uvloop event loop running in a daemon thread."""
+class LoopThread:
+    """An event loop running in a daemon thread, so that blocking test code can drive
+    servers on it: `run(coro)` waits for one coroutine's result.
 
-    def __init__(self) -> None:
-        import uvloop
+    `loop_factory` makes the loop (uvloop's by default, as the gateway runs on). `close()`
+    cancels the tasks still pending, then stops and closes the loop.
+    """
 
-        self.loop = uvloop.new_event_loop()
+    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+        if loop_factory is None:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        self.loop = loop_factory()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="fastgw-testing", daemon=True
         )
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float = DEFAULT_TIMEOUT * 2) -> _T:
+        """Run `coro` on the loop and return its result (TimeoutError after `timeout`)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        async def cancel_pending() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self.run(cancel_pending(), timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
@@ -527,7 +631,7 @@ class _LoopThread:
 class SyncGateway:
     """A gateway running on a background loop, with a blocking client."""
 
-    def __init__(self, runner: _LoopThread, running: RunningGateway, stop: Any) -> None:
+    def __init__(self, runner: LoopThread, running: RunningGateway, stop: Any) -> None:
         self._runner = runner
         self.running = running
         self._stop = stop
@@ -557,7 +661,7 @@ class SyncGateway:
 
 
 class _GatewayFactory:
-    def __init__(self, runner: _LoopThread) -> None:
+    def __init__(self, runner: LoopThread) -> None:
         self._runner = runner
         self._open: list[SyncGateway] = []
 
@@ -584,20 +688,20 @@ except ImportError:  # pytest is only needed for the fixtures
 if pytest is not None:
 
     @pytest.fixture
-    def _fastgw_loop() -> Iterator[_LoopThread]:
-        runner = _LoopThread()
+    def _fastgw_loop() -> Iterator[LoopThread]:
+        runner = LoopThread()
         yield runner
         runner.close()
 
     @pytest.fixture
-    def fastgw_upstream(_fastgw_loop: _LoopThread) -> Iterator[EchoUpstream]:
+    def fastgw_upstream(_fastgw_loop: LoopThread) -> Iterator[EchoUpstream]:
         """A started EchoUpstream on the fixtures' background loop."""
         upstream = _fastgw_loop.run(EchoUpstream().start())
         yield upstream
         _fastgw_loop.run(upstream.close())
 
     @pytest.fixture
-    def fastgw_gateway(_fastgw_loop: _LoopThread) -> Iterator[_GatewayFactory]:
+    def fastgw_gateway(_fastgw_loop: LoopThread) -> Iterator[_GatewayFactory]:
         """`make(config) -> SyncGateway`; every gateway made is stopped at teardown."""
         factory = _GatewayFactory(_fastgw_loop)
         yield factory

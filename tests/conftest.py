@@ -1,5 +1,10 @@
 """Shared fixtures: real upstream servers, the real gateway process, small HTTP clients.
 
+Built on the public test kit, fastgw.testing: its message framing (request_bytes, parse_head,
+body_framing, chunk_size), its LoopThread and its echo payload. What is added here is what the
+project's own tests need beyond it: a blocking byte-exact client for malformed input, upstreams
+that misbehave on purpose, and the gateway as a subprocess.
+
 Everything talks over loopback sockets. Upstreams run on one asyncio loop in a background
 thread so a test (and an in-process gateway on the main thread) can block freely while they
 serve. The gateway runs as `python -m fastgw run -c FILE` in a subprocess.
@@ -28,6 +33,17 @@ from typing import Any
 
 import pytest
 import yaml
+
+from fastgw.testing import (
+    HeaderMap,
+    LoopThread,
+    body_framing,
+    chunk_size,
+    chunked_body,
+    echo_payload,
+    parse_head,
+    request_bytes,
+)
 
 LOOPBACK = "127.0.0.1"
 LISTENING_RE = re.compile(r"listening on http://([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
@@ -111,34 +127,14 @@ def build_request(
     version: str = "HTTP/1.1",
     host: str | None = "gw.test",
 ) -> bytes:
-    """Serialise a request; adds Host and Content-Length unless given or disabled."""
-    fields = list(headers or [])
-    names = {k.lower() for k, _ in fields}
-    if host is not None and "host" not in names:
-        fields.insert(0, ("Host", host))
-    if body and "content-length" not in names and "transfer-encoding" not in names:
-        fields.append(("Content-Length", str(len(body))))
-    head = f"{method} {target} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields)
-    return head.encode("latin-1") + b"\r\n" + body
+    """Serialise a request; adds Host and Content-Length (for a non-empty body) unless given
+    or disabled. Nothing else is added: tests state every byte they mean to send."""
+    return request_bytes(
+        method, target, headers, body, host=host, version=version, length_if_empty=False
+    )
 
 
-def chunked(*pieces: bytes) -> bytes:
-    """Encode pieces as a chunked body, terminating chunk included."""
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
-
-
-def parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
-    """Split a head the gateway produced, asserting it is canonical (CRLF, name: value)."""
-    assert raw.endswith(b"\r\n\r\n"), raw
-    lines = raw[:-4].decode("latin-1").split("\r\n")
-    fields = []
-    for line in lines[1:]:
-        assert "\r" not in line and "\n" not in line, f"bare CR/LF in {raw!r}"
-        name, colon, value = line.partition(":")
-        assert colon and name and name == name.strip(), f"malformed field line {line!r}"
-        fields.append((name, value.strip(" \t")))
-    assert "\n" not in lines[0], f"bare LF in {lines[0]!r}"
-    return lines[0], fields
+chunked = chunked_body
 
 
 class RawClient:
@@ -215,7 +211,7 @@ class RawClient:
         status_line, fields = parse_head(raw)
         version, _, rest = status_line.partition(" ")
         code, _, reason = rest.partition(" ")
-        return Response(version=version, status=int(code), reason=reason, headers=fields)
+        return Response(version=version, status=int(code), reason=reason, headers=fields.pairs)
 
     def read_response(
         self, method: str = "GET", sink: Callable[[bytes], None] | None = None
@@ -227,20 +223,16 @@ class RawClient:
         resp = self.read_head()
         parts: list[bytes] = []
         emit = sink or parts.append
-        te = (resp.header("transfer-encoding") or "").lower()
-        cl = resp.header("content-length")
         # one framing only (RFC 9112 6.3), whatever the upstream sent
-        assert not (te and cl is not None), f"both Transfer-Encoding and Content-Length: {resp}"
-        assert len(resp.header_all("content-length")) <= 1, resp
-        if method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
-            resp.framing = "none"
-        elif te:
-            resp.framing = "chunked"
-            assert te == "chunked", f"unexpected transfer-encoding {te!r}"
+        no_body = method == "HEAD" or resp.status < 200 or resp.status in (204, 304)
+        try:
+            resp.framing, length = body_framing(HeaderMap(resp.headers), no_body=no_body)
+        except ValueError as exc:
+            raise AssertionError(f"{exc}: {resp}") from exc
+        if resp.framing == "chunked":
             self._read_chunked(resp, emit, parts)
-        elif cl is not None:
-            resp.framing = "length"
-            remaining = int(cl)
+        elif resp.framing == "length":
+            cl = remaining = length
             while remaining:
                 piece = self._take(remaining)
                 if not piece:
@@ -249,8 +241,7 @@ class RawClient:
                     raise IncompleteResponse(f"{remaining} of {cl} body bytes missing", resp)
                 remaining -= len(piece)
                 emit(piece)
-        else:
-            resp.framing = "close"
+        elif resp.framing == "close":
             while True:
                 piece = self._take(262144)
                 if not piece:
@@ -271,7 +262,7 @@ class RawClient:
             line = self._read_until(b"\r\n")
             if line is None:
                 raise incomplete("chunk size")
-            size = int(line[:-2].split(b";")[0], 16)
+            size = chunk_size(line)
             if size == 0:
                 break
             remaining = size
@@ -352,30 +343,6 @@ class RecordedRequest:
 
     def names(self) -> set[str]:
         return {k.lower() for k, _ in self.headers}
-
-
-class LoopThread:
-    """An asyncio event loop running forever in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        async def cancel_pending() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        with contextlib.suppress(Exception):
-            self.run(cancel_pending(), timeout=5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 class UpstreamServer:
@@ -528,23 +495,21 @@ class UpstreamServer:
         try:
             request_line, fields = parse_head(raw)
             method, target, version = request_line.split(" ")
-            framing = {k.lower() for k, _ in fields} & {"content-length", "transfer-encoding"}
-            assert len(framing) < 2, "both Content-Length and Transfer-Encoding"
-        except (AssertionError, ValueError) as exc:
+            body_framing(fields)
+        except ValueError as exc:
             self.violations.append(f"{exc}: {raw[:500]!r}")
             raise ConnectionError("malformed request head") from exc
-        return RecordedRequest(method, target, version, fields, serial)
+        return RecordedRequest(method, target, version, fields.pairs, serial)
 
     async def _read_body(self, req: RecordedRequest, reader: asyncio.StreamReader) -> None:
         digest = hashlib.sha256()
         total = 0
-        te = (req.header("transfer-encoding") or "").lower()
-        cl = req.header("content-length")
-        if te == "chunked":
+        framing, length = body_framing(HeaderMap(req.headers))
+        if framing == "chunked":
             while True:
                 line = await reader.readuntil(b"\r\n")
                 self.bytes_received += len(line)
-                size = int(line[:-2].split(b";")[0], 16)
+                size = chunk_size(line)
                 if size == 0:
                     while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
                         self.bytes_received += len(line)
@@ -554,8 +519,8 @@ class UpstreamServer:
                 self.bytes_received += len(data)
                 digest.update(data[:-2])
                 total += size
-        elif cl is not None:
-            remaining = int(cl)
+        elif framing == "length":
+            remaining = length
             while remaining:
                 data = await reader.read(min(remaining, 262144))
                 if not data:
@@ -568,18 +533,16 @@ class UpstreamServer:
         req.body_sha256 = digest.hexdigest()
 
     def _echo_body(self, req: RecordedRequest) -> bytes:
-        return json.dumps(
-            {
-                "upstream": self.name,
-                "method": req.method,
-                "target": req.target,
-                "version": req.version,
-                "headers": req.headers,
-                "body_len": req.body_len,
-                "body_sha256": req.body_sha256,
-                "conn": req.conn,
-            }
-        ).encode()
+        return echo_payload(
+            self.name,
+            req.method,
+            req.target,
+            req.version,
+            HeaderMap(req.headers),
+            req.body_len,
+            body_sha256=req.body_sha256,
+            conn=req.conn,
+        )
 
     async def _respond(
         self, req: RecordedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -892,7 +855,7 @@ class GatewayFactory:
 
 @pytest.fixture(scope="session")
 def upstream_loop() -> Iterator[LoopThread]:
-    loop = LoopThread()
+    loop = LoopThread(asyncio.new_event_loop)
     yield loop
     loop.close()
 

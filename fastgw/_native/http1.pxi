@@ -14,8 +14,6 @@ from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcpy
 
-from time import perf_counter_ns
-
 
 cdef extern from *:
     """
@@ -1860,23 +1858,3 @@ cdef class ResponseParser(Http1Parser):
     @property
     def reason(self):
         return self.head[self.reason_off:self.reason_off + self.reason_len]
-
-
-def _bench_parse(bytes data, int rounds):
-    """Parse data (one whole request) `rounds` times in C; returns ns per parse."""
-    cdef RequestParser parser = RequestParser()
-    cdef const char* buf = data
-    cdef Py_ssize_t n = len(data), off, consumed = 0
-    cdef int ev, k
-    t0 = perf_counter_ns()
-    for k in range(rounds):
-        off = 0
-        while True:
-            ev = parser.execute(buf + off, n - off, &consumed)
-            off += consumed
-            if ev == EV_DONE or ev == EV_ERROR or ev == EV_NEED_MORE:
-                break
-        if ev != EV_DONE:
-            raise ValueError(f"request did not parse: {parser.error}")
-    t1 = perf_counter_ns()
-    return (t1 - t0) / rounds

@@ -377,31 +377,6 @@ cdef class RateLimiter:
         self.decide(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), _mono_ns(), self.cost, &d)
         return d.allowed
 
-    def _bench_decide(self, list keys, int rounds):
-        """Nanoseconds per decide() over `rounds` passes of `keys`, timed around a C loop
-        (what a check costs inside the core, without a Python call per check)."""
-        cdef Py_ssize_t n = len(keys), i
-        cdef int r
-        cdef RateDecision d
-        cdef const char** ptrs = <const char**>malloc(max(1, n) * sizeof(char*))
-        cdef Py_ssize_t* lens = <Py_ssize_t*>malloc(max(1, n) * sizeof(Py_ssize_t))
-        cdef int64_t start, end
-        if ptrs == NULL or lens == NULL:
-            free(ptrs)
-            free(lens)
-            raise MemoryError()
-        for i in range(n):
-            ptrs[i] = PyBytes_AS_STRING(keys[i])
-            lens[i] = PyBytes_GET_SIZE(keys[i])
-        start = _mono_ns()
-        for r in range(rounds):
-            for i in range(n):
-                self.decide(ptrs[i], lens[i], start, self.cost, &d)
-        end = _mono_ns()
-        free(ptrs)
-        free(lens)
-        return (end - start) / max(1, rounds * n)
-
 
 cdef class ConcurrencyLimiter:
     """A `concurrency_limit` entry: requests in flight per key in this worker, and the

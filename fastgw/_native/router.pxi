@@ -29,7 +29,6 @@ cimport cython
 from libc.stdint cimport int32_t
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
-from time import perf_counter_ns as _perf_counter_ns
 
 
 cdef struct RouteMatch:
@@ -1411,25 +1410,6 @@ cdef class Router:
         if result == MATCH_METHOD_NOT_ALLOWED:
             return ("method_not_allowed", self.method_names(m.allowed_methods))
         return ("not_found",)
-
-    def _bench_match(self, str method, str host, str path, int rounds):
-        """Nanoseconds per C-level match() call, measured around a loop of `rounds`."""
-        cdef RouteMatch m
-        cdef int i, method_id = self._method_id(method)
-        cdef int sink = 0
-        self._check_compiled()
-        host_bytes = host.encode("ascii")
-        path_bytes = path.encode("utf-8")
-        cdef const char* h = host_bytes
-        cdef const char* p = path_bytes
-        cdef Py_ssize_t hl = len(host_bytes), pl = len(path_bytes)
-        start = _perf_counter_ns()
-        for i in range(rounds):
-            sink += self.match(h, hl, p, pl, method_id, &m)
-        elapsed = _perf_counter_ns() - start
-        if sink < 0:
-            raise AssertionError("unreachable")
-        return elapsed / rounds
 
     def describe(self):
         """One dict per pattern, in pattern id order (for `fastgw routes`)."""

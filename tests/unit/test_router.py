@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastgw._core import RoutePatternError, Router, _parse_route_pattern
-from fastgw.routing_reference import ReferenceRouter
+from tests.twins.routing_reference import ReferenceRouter
 
 # (route_id, hosts, patterns, methods, priority)
 RouteSpec = tuple[int, list[str], list[str], list[str] | None, int]
