@@ -253,21 +253,28 @@ cdef class Engine:
                 "PROXY header from a peer not in trusted_proxies" if refused
                 else "missing, malformed or late PROXY header",
                 self.proxy_refused, self.proxy_invalid)
-        except BaseException:
-            pass
+        except BaseException as exc:
+            _internal_error(W_CLIENT, exc, None)
 
     def _tick(self):
         global _now
         cdef ClientProtocol conn
         cdef UpstreamTarget target
         _now = self.loop.time()
-        for conn in list(self.connections):
-            if conn.deadline != 0.0 and conn.deadline <= _now:
-                conn.on_timeout()
-        for target in self.targets.values():
-            target.sweep(_now)
-        if self.access_log is not None:
-            self.access_log.tick()
+        try:
+            for conn in list(self.connections):
+                if conn.deadline != 0.0 and conn.deadline <= _now:
+                    try:
+                        conn.on_timeout()
+                    except BaseException as exc:
+                        conn.fail_internal(W_TIMER, exc)
+            for target in self.targets.values():
+                target.sweep(_now)
+            if self.access_log is not None:
+                self.access_log.tick()
+        except BaseException as exc:
+            _internal_error(W_TIMER, exc, None)
+        _tick_internal_errors()
         self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
 
     def begin_drain(self):
@@ -324,6 +331,7 @@ cdef class Engine:
             data["access_log"] = {"lines": self.access_log.lines,
                                   "sampled_out": self.access_log.sampled_out}
         data["proxy_protocol"] = {"refused": self.proxy_refused, "invalid": self.proxy_invalid}
+        data["internal_errors"] = internal_error_counts()
         return data
 
     def close(self):
@@ -331,8 +339,8 @@ cdef class Engine:
         if self.access_log is not None:
             try:
                 self.access_log.flush()
-            except Exception:
-                pass
+            except Exception as exc:
+                _internal_error(W_CLIENT, exc, None)
         if self.tick_handle is not None:
             self.tick_handle.cancel()
             self.tick_handle = None
@@ -446,15 +454,18 @@ cdef class ClientProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
-        self.peer_ip_bytes = self.peer_ip.encode("ascii")
-        self.peer_trusted = self.plan.is_trusted(self.peer_ip)
-        self.state = CS_PROXY if self.proxy_listener else CS_IDLE
-        # A new connection must deliver its first head (after its PROXY header, if it
-        # sends one) within client_header.
-        self.deadline = _now + self.plan.client_header
-        self.engine.connections.add(self)
+        try:
+            peer = transport.get_extra_info("peername")
+            self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
+            self.peer_ip_bytes = self.peer_ip.encode("ascii")
+            self.peer_trusted = self.plan.is_trusted(self.peer_ip)
+            self.state = CS_PROXY if self.proxy_listener else CS_IDLE
+            # A new connection must deliver its first head (after its PROXY header, if it
+            # sends one) within client_header.
+            self.deadline = _now + self.plan.client_header
+            self.engine.connections.add(self)
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     def data_received(self, bytes data):
         self.engine.metrics.bytes_in += <uint64_t>PyBytes_GET_SIZE(data)
@@ -465,13 +476,21 @@ cdef class ClientProtocol:
             self.deadline = _now + self.read_timeout
             if self.up is not None:
                 self.up_sent += PyBytes_GET_SIZE(data)
-                self.up.transport.write(data)
+                try:
+                    self.up.transport.write(data)
+                except BaseException as exc:
+                    self.fail_internal(W_CLIENT, exc)
             return
         if self.buf is None:
             self.buf = data
             self.buf_off = 0
         else:
-            self.buf = self.buf[self.buf_off:] + data
+            # PERF: the try is on this rare branch only; the common one cannot raise.
+            try:
+                self.buf = self.buf[self.buf_off:] + data
+            except BaseException as exc:
+                self.fail_internal(W_CLIENT, exc)
+                return
             self.buf_off = 0
         self.process()
         self.flush()
@@ -490,8 +509,8 @@ cdef class ClientProtocol:
         if self.state == CS_TUNNEL and self.up is not None:
             try:
                 self.up.transport.write_eof()
-            except Exception:
-                pass
+            except Exception as exc:
+                _internal_error(W_CLIENT, exc, None)
             return True
         return False
 
@@ -500,7 +519,10 @@ cdef class ClientProtocol:
         self.finish_record()
         self.closed = True
         self.deadline = 0.0
-        self.engine.connections.discard(self)
+        try:
+            self.engine.connections.discard(self)
+        except BaseException as error:
+            _internal_error(W_CLIENT, error, None)
         self.up = None
         self.buf = None
         self.cancel_hook()
@@ -621,8 +643,8 @@ cdef class ClientProtocol:
             self.buf_off = used
             self.process()
             self.flush()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     cdef inline bint waiting(self) noexcept:
         return self.waiting_on is not None or self.park_handle is not None
@@ -721,8 +743,8 @@ cdef class ClientProtocol:
                 if self.run_request_steps(0) != HOOK_STEP_DONE:
                     return
             self.proceed_upstream()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     cdef void proceed_upstream(self) except *:
         """Every request step passed: pick the target, serialise the head, go."""
@@ -743,61 +765,67 @@ cdef class ClientProtocol:
     # --- policies -----------------------------------------------------------------------
 
     cdef int run_request_steps(self, Py_ssize_t start) except -1:
+        """Run the chain's request steps from `start`. A step that raises is a bug in the
+        gateway (a policy's own failure is answered as policy_error inside)."""
         cdef tuple steps = self.chain.steps
         cdef Py_ssize_t i
         cdef int kind, outcome
         cdef bint finished = False
-        for i in range(start, len(steps)):
-            kind, payload = steps[i]
-            if kind == STEP_LEASE:
-                if self.lease_check(<LeaseStep>payload):
-                    continue
-                # No leased token to spend: the policy's own (async) check decides.
-                kind = STEP_PY_ASYNC
-                payload = (<LeaseStep>payload).slow
-            if kind == STEP_PY_SYNC:
-                try:
-                    result = payload(self.preq)
-                except BaseException as exc:
-                    self.policy_failed(exc)
-                    return HOOK_STEP_ANSWERED
-                if result is not None:
-                    self.answer_policy(result)
-                    return HOOK_STEP_ANSWERED
-            elif kind == STEP_PY_ASYNC:
-                # PERF: drive the coroutine ourselves; a hook that never really waits
-                # finishes here without an asyncio Task.
-                try:
-                    coro = payload(self.preq)
-                    blocked_on = _coroutine_step(coro, &finished)
-                except BaseException as exc:
-                    self.policy_failed(exc)
-                    return HOOK_STEP_ANSWERED
-                if finished:
-                    if blocked_on is not None:
-                        self.answer_policy(blocked_on)
+        try:
+            for i in range(start, len(steps)):
+                kind, payload = steps[i]
+                if kind == STEP_LEASE:
+                    if self.lease_check(<LeaseStep>payload):
+                        continue
+                    # No leased token to spend: the policy's own (async) check decides.
+                    kind = STEP_PY_ASYNC
+                    payload = (<LeaseStep>payload).slow
+                if kind == STEP_PY_SYNC:
+                    try:
+                        result = payload(self.preq)
+                    except BaseException as exc:
+                        self.policy_failed(exc)
                         return HOOK_STEP_ANSWERED
-                    continue
-                self.hook_index = i + 1
-                self.hook_task = self.engine.loop.create_task(
-                    _resume_hook(self, coro, blocked_on, False, self.exchange_serial))
-                # A hook that hangs is cut off like an upstream that does not answer.
-                self.deadline = _now + self.read_timeout
-                return HOOK_STEP_SUSPENDED
-            elif kind == STEP_RATE_LIMIT:
-                outcome = self.rate_check(<RateLimiter>payload, i)
-                if outcome != HOOK_STEP_DONE:
-                    return outcome
-            elif kind == STEP_CONCURRENCY:
-                outcome = self.concurrency_check(<ConcurrencyLimiter>payload, i)
-                if outcome != HOOK_STEP_DONE:
-                    return outcome
-            elif kind == STEP_RESPOND:
-                self.answer_prebuilt(payload)
-                return HOOK_STEP_ANSWERED
-            else:
-                self.answer_redirect((<dict>payload)[self.match.pattern_id])
-                return HOOK_STEP_ANSWERED
+                    if result is not None:
+                        self.answer_policy(result)
+                        return HOOK_STEP_ANSWERED
+                elif kind == STEP_PY_ASYNC:
+                    # PERF: drive the coroutine ourselves; a hook that never really waits
+                    # finishes here without an asyncio Task.
+                    try:
+                        coro = payload(self.preq)
+                        blocked_on = _coroutine_step(coro, &finished)
+                    except BaseException as exc:
+                        self.policy_failed(exc)
+                        return HOOK_STEP_ANSWERED
+                    if finished:
+                        if blocked_on is not None:
+                            self.answer_policy(blocked_on)
+                            return HOOK_STEP_ANSWERED
+                        continue
+                    self.hook_index = i + 1
+                    self.hook_task = self.engine.loop.create_task(
+                        _resume_hook(self, coro, blocked_on, False, self.exchange_serial))
+                    # A hook that hangs is cut off like an upstream that does not answer.
+                    self.deadline = _now + self.read_timeout
+                    return HOOK_STEP_SUSPENDED
+                elif kind == STEP_RATE_LIMIT:
+                    outcome = self.rate_check(<RateLimiter>payload, i)
+                    if outcome != HOOK_STEP_DONE:
+                        return outcome
+                elif kind == STEP_CONCURRENCY:
+                    outcome = self.concurrency_check(<ConcurrencyLimiter>payload, i)
+                    if outcome != HOOK_STEP_DONE:
+                        return outcome
+                elif kind == STEP_RESPOND:
+                    self.answer_prebuilt(payload)
+                    return HOOK_STEP_ANSWERED
+                else:
+                    self.answer_redirect((<dict>payload)[self.match.pattern_id])
+                    return HOOK_STEP_ANSWERED
+        except BaseException as exc:
+            self.fail_internal(W_CHAIN, exc)
+            return HOOK_STEP_ANSWERED
         return HOOK_STEP_DONE
 
     cdef void on_hook_done(self, object exc, object result, bint response,
@@ -825,8 +853,8 @@ cdef class ClientProtocol:
                 self.proceed_upstream()
             self.process()
             self.flush()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_HOOK, exc)
 
     cdef void cancel_hook(self) noexcept:
         cdef object task = self.hook_task
@@ -835,13 +863,13 @@ cdef class ClientProtocol:
         self.park_handle = None
         self.response_hold = False
         self.leave_queue()
-        if handle is not None:
-            handle.cancel()
-        if task is not None:
-            try:
+        try:
+            if handle is not None:
+                handle.cancel()
+            if task is not None:
                 task.cancel()
-            except BaseException:
-                pass
+        except BaseException as exc:
+            _internal_error(W_HOOK, exc, None)
 
     cdef void log_policy_failure(self, object exc):
         _policy_log.error("policy failed on route %r, request %s", self.action.name,
@@ -1084,7 +1112,10 @@ cdef class ClientProtocol:
                 self.body_buffer = None
                 self.respond_local(E_BODY_TOO_LARGE, 0)
                 return
-            self.body_buffer.extend(PyBytes_FromStringAndSize(ptr, n))
+            try:
+                self.body_buffer.extend(PyBytes_FromStringAndSize(ptr, n))
+            except BaseException as exc:
+                self.fail_internal(W_CLIENT, exc)
             return
         if self.local_response or self.up is None:
             return
@@ -1097,8 +1128,8 @@ cdef class ClientProtocol:
                 self.up_out.append(_CRLF)
             else:
                 self.up_out.append(chunk)
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     cdef void on_request_done(self) noexcept:
         self.request_complete = True
@@ -1112,14 +1143,14 @@ cdef class ClientProtocol:
                     self.preq.body = bytes(self.body_buffer)
                 if self.run_request_steps(0) == HOOK_STEP_DONE:
                     self.proceed_upstream()
-            except BaseException:
-                self.fail_internal()
+            except BaseException as exc:
+                self.fail_internal(W_CLIENT, exc)
             return
         try:
             if self.request_framing == FRAMING_CHUNKED and self.up is not None:
                 self.up_out.append(_LAST_CHUNK)
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
             return
         # The read clock starts once the upstream took the whole request.
         self.deadline = _now + (self.send_timeout if self.read_blocks & BLOCK_UPSTREAM_FULL
@@ -1196,8 +1227,8 @@ cdef class ClientProtocol:
             self.bind(conn)
             self.process()
             self.flush()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_UPSTREAM, exc)
 
     cdef void on_connect_failed(self, int code) noexcept:
         if self.closed or self.state != CS_EXCHANGE:
@@ -1217,8 +1248,8 @@ cdef class ClientProtocol:
             try:
                 self.attach_upstream()
                 self.flush_upstream()
-            except BaseException:
-                self.fail_internal()
+            except BaseException as exc:
+                self.fail_internal(W_UPSTREAM, exc)
             return
         self.on_upstream_error(E_UPSTREAM_RESET)
         self.flush()
@@ -1311,8 +1342,8 @@ cdef class ClientProtocol:
                 if not self.run_response_hooks(0):
                     return
             self.write_response_head(rp)
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_UPSTREAM, exc)
 
     cdef void write_response_head(self, ResponseParser rp) except *:
         cdef HeadBuffer b = _head_buffer
@@ -1403,8 +1434,8 @@ cdef class ClientProtocol:
                     b.put_bytes(_CRLF)
                 else:
                     b.put(ptr, n)
-            except BaseException:
-                self.fail_internal()
+            except BaseException as exc:
+                self.fail_internal(W_UPSTREAM, exc)
             return
         self.settle()
         chunk = PyBytes_FromStringAndSize(ptr, n)
@@ -1470,38 +1501,41 @@ cdef class ClientProtocol:
 
     # --- writing to the client ----------------------------------------------------------
 
-    cdef void settle(self) noexcept:
+    cdef int settle(self) except -1:
         """Move a pending response head out of the shared buffer before anyone reuses it."""
         if self.head_pending:
             self.head_pending = False
             self.out.append(_head_buffer.take())
+        return 0
 
     cdef inline void count_sent(self, Py_ssize_t n) noexcept:
         self.sent += n
         self.engine.metrics.bytes_out += <uint64_t>n
 
-    cdef Py_ssize_t pending_out(self) noexcept:
+    cdef Py_ssize_t pending_out(self) except -1:
         cdef Py_ssize_t n = _head_buffer.length if self.head_pending else 0
         for item in self.out:
             n += PyBytes_GET_SIZE(item)
         return n
 
     cdef void flush(self) noexcept:
-        self.settle()
-        if not self.out:
-            return
-        if self.closed:
-            self.out.clear()
-            return
-        self.count_sent(self.pending_out())
         try:
+            self.settle()
+            if not self.out:
+                return
+            if self.closed:
+                self.out.clear()
+                return
+            self.count_sent(self.pending_out())
             if len(self.out) == 1:
                 self.transport.write(self.out[0])
             else:
                 self.transport.writelines(self.out)
-        except BaseException:
-            pass
-        self.out.clear()
+            self.out.clear()
+        except BaseException as exc:
+            self.out.clear()
+            _internal_error(W_CLIENT, exc, self.request_id)
+            self.abort_transport()
 
     cdef void flush_upstream(self) noexcept:
         cdef UpstreamConnection up = self.up
@@ -1518,9 +1552,10 @@ cdef class ClientProtocol:
                 for item in self.up_out:
                     self.up_sent += PyBytes_GET_SIZE(item)
                 up.transport.writelines(self.up_out)
-        except BaseException:
-            pass
-        self.up_out.clear()
+            self.up_out.clear()
+        except BaseException as exc:
+            self.up_out.clear()
+            self.fail_internal(W_UPSTREAM, exc)
 
     cdef void respond_local(self, int code, unsigned int allowed) noexcept:
         """Answer this request from the gateway; its body (if any) is not read."""
@@ -1535,8 +1570,8 @@ cdef class ClientProtocol:
     cdef void write_error(self, int code, unsigned int allowed) noexcept:
         cdef HeadBuffer b = _head_buffer
         cdef bytes body
-        self.settle()
         try:
+            self.settle()
             if code not in ERROR_TABLE:
                 code = E_INTERNAL
             status, stable, message = ERROR_TABLE[code]
@@ -1567,21 +1602,40 @@ cdef class ClientProtocol:
             if self.method_id != M_HEAD:
                 b.put_bytes(body)           # RFC 9110 9.3.2: a response to HEAD has none
             self.out.append(b.take())
-        except BaseException:
+        except BaseException as exc:
             b.length = 0
+            _internal_error(W_CLIENT, exc, self.request_id)
+            self.abort_transport()
 
-    cdef void fail_internal(self) noexcept:
-        """A bug in the gateway: fail this one connection, never the process."""
+    cdef void fail_internal(self, int where, object exc) noexcept:
+        """A bug in the gateway: report it, fail this one connection, never the process.
+
+        A request that has no answer yet gets 500 internal_error; once any of its answer is
+        out (or queued), the connection is aborted: never a second status line, never a
+        truncated body that looks complete."""
+        cdef bint answer
+        _internal_error(where, exc, self.request_id if self.state == CS_EXCHANGE else None)
         if self.up is not None:
             self.up.client = None
             self.up.abort()
             self.up = None
-        if not self.response_started and not self.closed:
-            self.keep_alive = False
-            if self.request_id is None:
+        if self.closed:
+            return
+        if self.state == CS_EXCHANGE:
+            answer = self.status == 0 and not self.response_started
+        else:
+            # A request begun but not yet whole is still a request the client sent.
+            answer = self.state == CS_HEAD or (self.state == CS_IDLE and self.parser.in_message)
+            if answer:
                 self.request_id = self.engine.new_request_id()
-            self.write_error(E_INTERNAL, 0)
-            self.flush()
+                if not self.ex_open:
+                    self.open_headless_record()
+        if not answer:
+            self.abort_transport()
+            return
+        self.keep_alive = False
+        self.write_error(E_INTERNAL, 0)
+        self.flush()
         self.close_transport()
 
     cdef void close_transport(self) noexcept:
@@ -1591,8 +1645,8 @@ cdef class ClientProtocol:
             self.deadline = 0.0
             try:
                 self.transport.close()
-            except BaseException:
-                pass
+            except BaseException as exc:
+                _internal_error(W_CLIENT, exc, None)
 
     cdef void abort_transport(self) noexcept:
         self.finish_record()
@@ -1601,8 +1655,8 @@ cdef class ClientProtocol:
             self.deadline = 0.0
             try:
                 self.transport.abort()
-            except BaseException:
-                pass
+            except BaseException as exc:
+                _internal_error(W_CLIENT, exc, None)
 
     cdef void block_reading(self, int reason, bint on) noexcept:
         cdef int before = self.read_blocks
@@ -1617,14 +1671,14 @@ cdef class ClientProtocol:
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
-        except BaseException:
-            pass
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     # --- timeouts -----------------------------------------------------------------------
 
-    cdef void on_timeout(self) noexcept:
+    cdef int on_timeout(self) except -1:
         if self.closed:
-            return
+            return 0
         if self.state == CS_IDLE:
             if self.parser.in_message:
                 self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
@@ -1688,6 +1742,7 @@ cdef class ClientProtocol:
                 self.flush()
             else:
                 self.deadline = _now + self.read_timeout
+        return 0
 
     # --- metrics, access log, tracing --------------------------------------------------
 
@@ -1745,8 +1800,10 @@ cdef class ClientProtocol:
             if engine.access_log is not None and engine.access_log.wants(status):
                 self.write_access_line(engine.access_log, status, end - self.t_start, up_ns,
                                        out_bytes)
-        except BaseException:
-            pass
+        except BaseException as exc:
+            # The answer itself is whole: it still goes out, then the connection closes.
+            _internal_error(W_RECORD, exc, self.request_id)
+            self.keep_alive = False
 
     cdef int write_access_line(self, AccessLog log, int status, int64_t duration_ns,
                                int64_t up_ns, int64_t out_bytes) except -1:
@@ -1997,8 +2054,8 @@ cdef class ClientProtocol:
                     pass
                 if not queue:
                     del limiter.queues[self.waiting_key]
-        except BaseException:
-            pass
+        except BaseException as exc:
+            _internal_error(W_CHAIN, exc, self.request_id)
         self.waiting_key = None
 
     cdef void release_held(self) noexcept:
@@ -2031,8 +2088,8 @@ cdef class ClientProtocol:
                         del limiter.counts[key]
                 if queue is not None and not queue:
                     limiter.queues.pop(key, None)
-        except BaseException:
-            pass
+        except BaseException as exc:
+            _internal_error(W_CHAIN, exc, self.request_id)
 
     def _wake(self, uint64_t serial):
         """A rate limit delay ran out, or a concurrency place came free: carry on."""
