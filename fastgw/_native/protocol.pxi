@@ -59,9 +59,8 @@ cdef class RouteAction:
     cdef readonly int64_t max_body_bytes
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
-                 rewrites, bint preserve_host, CoreChain chain=None,
-                 double connect_timeout=5.0, double read_timeout=60.0,
-                 double send_timeout=60.0, int64_t max_body_bytes=10485760):
+                 rewrites, bint preserve_host, CoreChain chain, *, double connect_timeout,
+                 double read_timeout, double send_timeout, int64_t max_body_bytes):
         self.name = name
         self.metric_slot = -1
         self.name_bytes = name.encode("utf-8")
@@ -76,6 +75,51 @@ cdef class RouteAction:
         self.read_timeout = read_timeout
         self.send_timeout = send_timeout
         self.max_body_bytes = max_body_bytes
+
+
+cdef class CoreLimits:
+    """The gateway's request limits as the core applies them. Every value is required:
+    their defaults are the config schema's (fastgw/config/schema.py), filled in plan.py."""
+
+    cdef readonly Py_ssize_t max_header_bytes
+    cdef readonly Py_ssize_t max_headers
+    cdef readonly Py_ssize_t max_target_bytes
+    cdef readonly int64_t max_body_bytes       # the largest any route allows (plan.py)
+    cdef readonly str headers_with_underscores
+
+    def __init__(self, *, Py_ssize_t max_header_bytes, Py_ssize_t max_headers,
+                 Py_ssize_t max_target_bytes, int64_t max_body_bytes,
+                 str headers_with_underscores):
+        if headers_with_underscores not in UNDERSCORE_MODES:
+            raise ValueError(f"headers_with_underscores must be one of "
+                             f"{sorted(UNDERSCORE_MODES)}, got {headers_with_underscores!r}")
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_target_bytes = max_target_bytes
+        self.max_body_bytes = max_body_bytes
+        self.headers_with_underscores = headers_with_underscores
+
+
+cdef class CoreTimeouts:
+    """The gateway's client and upstream timeouts in seconds, all required (see
+    CoreLimits); a route's own upstream timeouts are on its RouteAction."""
+
+    cdef readonly double client_header
+    cdef readonly double client_body_idle
+    cdef readonly double keepalive_idle
+    cdef readonly double upstream_read
+    cdef readonly double upstream_send
+    cdef readonly double client_send
+
+    def __init__(self, *, double client_header, double client_body_idle,
+                 double keepalive_idle, double upstream_read, double upstream_send,
+                 double client_send):
+        self.client_header = client_header
+        self.client_body_idle = client_body_idle
+        self.keepalive_idle = keepalive_idle
+        self.upstream_read = upstream_read
+        self.upstream_send = upstream_send
+        self.client_send = client_send
 
 
 cdef class CorePlan:
@@ -97,23 +141,28 @@ cdef class CorePlan:
     cdef double client_send
     cdef tuple trusted_networks
     cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
+    cdef readonly CoreLimits limits
+    cdef readonly CoreTimeouts timeouts
 
-    def __init__(self, Router router, list actions, dict limits, dict timeouts,
-                 trusted_networks, dict pools=None):
+    def __init__(self, Router router, list actions, CoreLimits limits not None,
+                 CoreTimeouts timeouts not None, trusted_networks, dict pools not None):
         self.router = router
         self.actions = actions
-        self.pools = pools or {}
-        self.max_header_bytes = limits["max_header_bytes"]
-        self.max_headers = limits["max_headers"]
-        self.max_target_bytes = limits["max_target_bytes"]
-        self.max_body_bytes = limits["max_body_bytes"]
-        self.underscores = UNDERSCORE_MODES[limits.get("headers_with_underscores", "allow")]
-        self.client_header = timeouts["client_header"]
-        self.client_body_idle = timeouts["client_body_idle"]
-        self.keepalive_idle = timeouts["keepalive_idle"]
-        self.upstream_read = timeouts["upstream_read"]
-        self.upstream_send = timeouts.get("upstream_send", 60.0)
-        self.client_send = timeouts.get("client_send", 60.0)
+        self.pools = pools
+        self.limits = limits
+        self.timeouts = timeouts
+        # PERF: copied into C fields, read per request without a second indirection.
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_target_bytes = limits.max_target_bytes
+        self.max_body_bytes = limits.max_body_bytes
+        self.underscores = UNDERSCORE_MODES[limits.headers_with_underscores]
+        self.client_header = timeouts.client_header
+        self.client_body_idle = timeouts.client_body_idle
+        self.keepalive_idle = timeouts.keepalive_idle
+        self.upstream_read = timeouts.upstream_read
+        self.upstream_send = timeouts.upstream_send
+        self.client_send = timeouts.client_send
         self.trusted_networks = tuple(trusted_networks)
 
     cdef bint is_trusted(self, str ip):
@@ -1519,10 +1568,10 @@ cdef class ClientProtocol:
         return n
 
     cdef void flush(self) noexcept:
+        if not self.head_pending and not self.out:
+            return              # PERF: most calls have nothing to write; no try for them
         try:
             self.settle()
-            if not self.out:
-                return
             if self.closed:
                 self.out.clear()
                 return
