@@ -912,6 +912,8 @@ cdef class ClientProtocol:
         self.park_handle = None
         self.response_hold = False
         self.leave_queue()
+        if handle is None and task is None:
+            return              # PERF: every exchange ends here; most had nothing to cancel
         try:
             if handle is not None:
                 handle.cancel()
