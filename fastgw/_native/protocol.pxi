@@ -462,6 +462,7 @@ cdef class ClientProtocol:
     cdef bint continue_sent
     cdef double write_paused_at
     cdef bint response_hold        # an async response hook holds the response head
+    cdef bint in_chain             # inside run_request_steps: an exception is the chain's
     cdef bytes client_ip_value
     cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
     # what the metrics and the access log record of the current exchange
@@ -702,7 +703,7 @@ cdef class ClientProtocol:
         cdef RequestParser p = self.parser
         cdef RequestFields fields
         cdef RouteAction action
-        cdef int result
+        cdef int result, outcome
         try:
             self.plan = self.engine.plan
             self.state = CS_EXCHANGE
@@ -789,7 +790,9 @@ cdef class ClientProtocol:
                         self.continue_sent = True
                     self.deadline = _now + self.plan.client_body_idle
                     return
-                if self.run_request_steps(0) != HOOK_STEP_DONE:
+                outcome = self.run_request_steps(0)
+                self.in_chain = False
+                if outcome != HOOK_STEP_DONE:
                     return
             self.proceed_upstream()
         except BaseException as exc:
@@ -820,66 +823,66 @@ cdef class ClientProtocol:
         cdef Py_ssize_t i
         cdef int kind, outcome
         cdef bint finished = False
-        try:
-            for i in range(start, len(steps)):
-                kind, payload = steps[i]
-                if kind == STEP_LEASE:
-                    if self.lease_check(<LeaseStep>payload):
-                        continue
-                    # No leased token to spend: the policy's own (async) check decides.
-                    kind = STEP_PY_ASYNC
-                    payload = (<LeaseStep>payload).slow
-                if kind == STEP_PY_SYNC:
-                    try:
-                        result = payload(self.preq)
-                    except BaseException as exc:
-                        self.policy_failed(exc)
-                        return HOOK_STEP_ANSWERED
-                    if result is not None:
-                        self.answer_policy(result)
-                        return HOOK_STEP_ANSWERED
-                elif kind == STEP_PY_ASYNC:
-                    # PERF: drive the coroutine ourselves; a hook that never really waits
-                    # finishes here without an asyncio Task.
-                    try:
-                        coro = payload(self.preq)
-                        blocked_on = _coroutine_step(coro, &finished)
-                    except BaseException as exc:
-                        self.policy_failed(exc)
-                        return HOOK_STEP_ANSWERED
-                    if finished:
-                        if blocked_on is not None:
-                            self.answer_policy(blocked_on)
-                            return HOOK_STEP_ANSWERED
-                        continue
-                    self.hook_index = i + 1
-                    self.hook_task = self.engine.loop.create_task(
-                        _resume_hook(self, coro, blocked_on, False, self.exchange_serial))
-                    # A hook that hangs is cut off like an upstream that does not answer.
-                    self.deadline = _now + self.read_timeout
-                    return HOOK_STEP_SUSPENDED
-                elif kind == STEP_RATE_LIMIT:
-                    outcome = self.rate_check(<RateLimiter>payload, i)
-                    if outcome != HOOK_STEP_DONE:
-                        return outcome
-                elif kind == STEP_CONCURRENCY:
-                    outcome = self.concurrency_check(<ConcurrencyLimiter>payload, i)
-                    if outcome != HOOK_STEP_DONE:
-                        return outcome
-                elif kind == STEP_RESPOND:
-                    self.answer_prebuilt(payload)
+        # PERF: no try block on this path (every request of a route with a chain runs
+        # it): an exception reaches the caller's, which reports it as the chain's.
+        self.in_chain = True
+        for i in range(start, len(steps)):
+            kind, payload = steps[i]
+            if kind == STEP_LEASE:
+                if self.lease_check(<LeaseStep>payload):
+                    continue
+                # No leased token to spend: the policy's own (async) check decides.
+                kind = STEP_PY_ASYNC
+                payload = (<LeaseStep>payload).slow
+            if kind == STEP_PY_SYNC:
+                try:
+                    result = payload(self.preq)
+                except BaseException as exc:
+                    self.policy_failed(exc)
                     return HOOK_STEP_ANSWERED
-                else:
-                    self.answer_redirect((<dict>payload)[self.match.pattern_id])
+                if result is not None:
+                    self.answer_policy(result)
                     return HOOK_STEP_ANSWERED
-        except BaseException as exc:
-            self.fail_internal(W_CHAIN, exc)
-            return HOOK_STEP_ANSWERED
+            elif kind == STEP_PY_ASYNC:
+                # PERF: drive the coroutine ourselves; a hook that never really waits
+                # finishes here without an asyncio Task.
+                try:
+                    coro = payload(self.preq)
+                    blocked_on = _coroutine_step(coro, &finished)
+                except BaseException as exc:
+                    self.policy_failed(exc)
+                    return HOOK_STEP_ANSWERED
+                if finished:
+                    if blocked_on is not None:
+                        self.answer_policy(blocked_on)
+                        return HOOK_STEP_ANSWERED
+                    continue
+                self.hook_index = i + 1
+                self.hook_task = self.engine.loop.create_task(
+                    _resume_hook(self, coro, blocked_on, False, self.exchange_serial))
+                # A hook that hangs is cut off like an upstream that does not answer.
+                self.deadline = _now + self.read_timeout
+                return HOOK_STEP_SUSPENDED
+            elif kind == STEP_RATE_LIMIT:
+                outcome = self.rate_check(<RateLimiter>payload, i)
+                if outcome != HOOK_STEP_DONE:
+                    return outcome
+            elif kind == STEP_CONCURRENCY:
+                outcome = self.concurrency_check(<ConcurrencyLimiter>payload, i)
+                if outcome != HOOK_STEP_DONE:
+                    return outcome
+            elif kind == STEP_RESPOND:
+                self.answer_prebuilt(payload)
+                return HOOK_STEP_ANSWERED
+            else:
+                self.answer_redirect((<dict>payload)[self.match.pattern_id])
+                return HOOK_STEP_ANSWERED
         return HOOK_STEP_DONE
 
     cdef void on_hook_done(self, object exc, object result, bint response,
                            uint64_t serial) noexcept:
         """An async hook that had to wait is finished: carry on where the chain stopped."""
+        cdef int outcome
         if self.closed or self.state != CS_EXCHANGE or serial != self.exchange_serial:
             return                      # the exchange it belonged to ended without it
         self.hook_task = None
@@ -898,8 +901,11 @@ cdef class ClientProtocol:
                 self.policy_failed(exc)
             elif result is not None:
                 self.answer_policy(result)
-            elif self.run_request_steps(self.hook_index) == HOOK_STEP_DONE:
-                self.proceed_upstream()
+            else:
+                outcome = self.run_request_steps(self.hook_index)
+                self.in_chain = False
+                if outcome == HOOK_STEP_DONE:
+                    self.proceed_upstream()
             self.process()
             self.flush()
         except BaseException as exc:
@@ -1183,6 +1189,7 @@ cdef class ClientProtocol:
             self.fail_internal(W_CLIENT, exc)
 
     cdef void on_request_done(self) noexcept:
+        cdef int outcome
         self.request_complete = True
         if self.local_response:
             self.body_buffer = None
@@ -1192,7 +1199,9 @@ cdef class ClientProtocol:
             try:
                 if self.preq is not None:
                     self.preq.body = bytes(self.body_buffer)
-                if self.run_request_steps(0) == HOOK_STEP_DONE:
+                outcome = self.run_request_steps(0)
+                self.in_chain = False
+                if outcome == HOOK_STEP_DONE:
                     self.proceed_upstream()
             except BaseException as exc:
                 self.fail_internal(W_CLIENT, exc)
@@ -1665,6 +1674,10 @@ cdef class ClientProtocol:
         out (or queued), the connection is aborted: never a second status line, never a
         truncated body that looks complete."""
         cdef bint answer
+        if self.in_chain:
+            # Raised by a chain step (run_request_steps has no try of its own).
+            where = W_CHAIN
+            self.in_chain = False
         _internal_error(where, exc, self.request_id if self.state == CS_EXCHANGE else None)
         if self.up is not None:
             self.up.client = None
