@@ -176,24 +176,72 @@ class RouteAction:
         strip_prefix: str | None,
         rewrites: dict[int, tuple[bytes | int, ...]] | None,
         preserve_host: bool,
-        chain: Any = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
-        send_timeout: float = 60.0,
-        max_body_bytes: int = 10485760,
+        chain: Any,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        send_timeout: float,
+        max_body_bytes: int,
+    ) -> None: ...
+
+class CoreLimits:
+    """Request limits as the core applies them; every value required (the schema's)."""
+
+    max_header_bytes: int
+    max_headers: int
+    max_target_bytes: int
+    max_body_bytes: int
+    headers_with_underscores: Literal["drop", "reject", "allow"]
+    def __init__(
+        self,
+        *,
+        max_header_bytes: int,
+        max_headers: int,
+        max_target_bytes: int,
+        max_body_bytes: int,
+        headers_with_underscores: str,
+    ) -> None: ...
+
+class CoreTimeouts:
+    """Client and upstream timeouts in seconds; every value required (the schema's)."""
+
+    client_header: float
+    client_body_idle: float
+    keepalive_idle: float
+    upstream_read: float
+    upstream_send: float
+    client_send: float
+    def __init__(
+        self,
+        *,
+        client_header: float,
+        client_body_idle: float,
+        keepalive_idle: float,
+        upstream_read: float,
+        upstream_send: float,
+        client_send: float,
     ) -> None: ...
 
 class CorePlan:
     router: Router
     actions: list[RouteAction | None]
+    limits: CoreLimits
+    timeouts: CoreTimeouts
     def __init__(
         self,
         router: Router,
         actions: list[RouteAction | None],
-        limits: dict[str, Any],
-        timeouts: dict[str, float],
+        limits: CoreLimits,
+        timeouts: CoreTimeouts,
         trusted_networks: Sequence[IPv4Network | IPv6Network],
+        pools: dict[str, UpstreamPool],
     ) -> None: ...
+
+INTERNAL_ERROR_WHERE: tuple[str, ...]
+"""`where` label values of fastgw_internal_errors_total."""
+
+def internal_error_counts() -> dict[str, int]:
+    """This worker's internal errors (bugs caught inside the core), by where."""
 
 class Engine:
     """Connections, the coarse clock tick, timeouts and drain for one event loop."""

@@ -435,10 +435,10 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
                 route_rewrites[index],
                 route.preserve_host,
                 core_chain,
-                connect,
-                read,
-                send,
-                max_body,
+                connect_timeout=connect,
+                read_timeout=read,
+                send_timeout=send,
+                max_body_bytes=max_body,
             )
             if pool is not None and ids
             else None
@@ -492,23 +492,23 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
     core = _core.CorePlan(
         router,
         actions,
-        {
-            "max_header_bytes": limits.max_header_bytes,
-            "max_headers": limits.max_headers,
-            "max_target_bytes": limits.max_target_bytes,
+        _core.CoreLimits(
+            max_header_bytes=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+            max_target_bytes=limits.max_target_bytes,
             # Before routing the parser allows the largest body any route does; the route's
             # own limit applies once it is known.
-            "max_body_bytes": body_ceiling,
-            "headers_with_underscores": limits.headers_with_underscores,
-        },
-        {
-            "client_header": timeouts.client_header,
-            "client_body_idle": timeouts.client_body_idle,
-            "keepalive_idle": timeouts.keepalive_idle,
-            "upstream_read": timeouts.upstream_read,
-            "upstream_send": timeouts.upstream_send,
-            "client_send": timeouts.client_send,
-        },
+            max_body_bytes=body_ceiling,
+            headers_with_underscores=limits.headers_with_underscores,
+        ),
+        _core.CoreTimeouts(
+            client_header=timeouts.client_header,
+            client_body_idle=timeouts.client_body_idle,
+            keepalive_idle=timeouts.keepalive_idle,
+            upstream_read=timeouts.upstream_read,
+            upstream_send=timeouts.upstream_send,
+            client_send=timeouts.client_send,
+        ),
         [ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies],
         pools,
     )

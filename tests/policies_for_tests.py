@@ -276,3 +276,18 @@ class ApiKeyAuth(Policy):
         if claims is not None:
             request.consumer = claims["sub"]
             request.claims = dict(claims)
+
+
+class _Unprintable:
+    """A consumer whose str() raises: the core formats it for rate limit keys and the
+    access log, so it turns a policy's object into an exception inside the core."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("consumer cannot be shown")
+
+
+class UnprintableConsumer(Policy):
+    """Names the client as a consumer object that cannot be turned into text."""
+
+    def on_request(self, request: Any) -> None:
+        request.consumer = _Unprintable()

@@ -507,8 +507,8 @@ cdef class AccessLog:
         if self.buf.length and _now - self.last_flush >= self.flush_interval:
             try:
                 self.flush()
-            except BaseException:
-                pass
+            except BaseException as exc:
+                _internal_error(W_RECORD, exc, None)
 
     def write_line(self, dict record):
         """A line built in Python (requests the core never saw); same buffer, same order."""

@@ -59,9 +59,8 @@ cdef class RouteAction:
     cdef readonly int64_t max_body_bytes
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
-                 rewrites, bint preserve_host, CoreChain chain=None,
-                 double connect_timeout=5.0, double read_timeout=60.0,
-                 double send_timeout=60.0, int64_t max_body_bytes=10485760):
+                 rewrites, bint preserve_host, CoreChain chain, *, double connect_timeout,
+                 double read_timeout, double send_timeout, int64_t max_body_bytes):
         self.name = name
         self.metric_slot = -1
         self.name_bytes = name.encode("utf-8")
@@ -76,6 +75,51 @@ cdef class RouteAction:
         self.read_timeout = read_timeout
         self.send_timeout = send_timeout
         self.max_body_bytes = max_body_bytes
+
+
+cdef class CoreLimits:
+    """The gateway's request limits as the core applies them. Every value is required:
+    their defaults are the config schema's (fastgw/config/schema.py), filled in plan.py."""
+
+    cdef readonly Py_ssize_t max_header_bytes
+    cdef readonly Py_ssize_t max_headers
+    cdef readonly Py_ssize_t max_target_bytes
+    cdef readonly int64_t max_body_bytes       # the largest any route allows (plan.py)
+    cdef readonly str headers_with_underscores
+
+    def __init__(self, *, Py_ssize_t max_header_bytes, Py_ssize_t max_headers,
+                 Py_ssize_t max_target_bytes, int64_t max_body_bytes,
+                 str headers_with_underscores):
+        if headers_with_underscores not in UNDERSCORE_MODES:
+            raise ValueError(f"headers_with_underscores must be one of "
+                             f"{sorted(UNDERSCORE_MODES)}, got {headers_with_underscores!r}")
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_target_bytes = max_target_bytes
+        self.max_body_bytes = max_body_bytes
+        self.headers_with_underscores = headers_with_underscores
+
+
+cdef class CoreTimeouts:
+    """The gateway's client and upstream timeouts in seconds, all required (see
+    CoreLimits); a route's own upstream timeouts are on its RouteAction."""
+
+    cdef readonly double client_header
+    cdef readonly double client_body_idle
+    cdef readonly double keepalive_idle
+    cdef readonly double upstream_read
+    cdef readonly double upstream_send
+    cdef readonly double client_send
+
+    def __init__(self, *, double client_header, double client_body_idle,
+                 double keepalive_idle, double upstream_read, double upstream_send,
+                 double client_send):
+        self.client_header = client_header
+        self.client_body_idle = client_body_idle
+        self.keepalive_idle = keepalive_idle
+        self.upstream_read = upstream_read
+        self.upstream_send = upstream_send
+        self.client_send = client_send
 
 
 cdef class CorePlan:
@@ -97,23 +141,28 @@ cdef class CorePlan:
     cdef double client_send
     cdef tuple trusted_networks
     cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
+    cdef readonly CoreLimits limits
+    cdef readonly CoreTimeouts timeouts
 
-    def __init__(self, Router router, list actions, dict limits, dict timeouts,
-                 trusted_networks, dict pools=None):
+    def __init__(self, Router router, list actions, CoreLimits limits not None,
+                 CoreTimeouts timeouts not None, trusted_networks, dict pools not None):
         self.router = router
         self.actions = actions
-        self.pools = pools or {}
-        self.max_header_bytes = limits["max_header_bytes"]
-        self.max_headers = limits["max_headers"]
-        self.max_target_bytes = limits["max_target_bytes"]
-        self.max_body_bytes = limits["max_body_bytes"]
-        self.underscores = UNDERSCORE_MODES[limits.get("headers_with_underscores", "allow")]
-        self.client_header = timeouts["client_header"]
-        self.client_body_idle = timeouts["client_body_idle"]
-        self.keepalive_idle = timeouts["keepalive_idle"]
-        self.upstream_read = timeouts["upstream_read"]
-        self.upstream_send = timeouts.get("upstream_send", 60.0)
-        self.client_send = timeouts.get("client_send", 60.0)
+        self.pools = pools
+        self.limits = limits
+        self.timeouts = timeouts
+        # PERF: copied into C fields, read per request without a second indirection.
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_target_bytes = limits.max_target_bytes
+        self.max_body_bytes = limits.max_body_bytes
+        self.underscores = UNDERSCORE_MODES[limits.headers_with_underscores]
+        self.client_header = timeouts.client_header
+        self.client_body_idle = timeouts.client_body_idle
+        self.keepalive_idle = timeouts.keepalive_idle
+        self.upstream_read = timeouts.upstream_read
+        self.upstream_send = timeouts.upstream_send
+        self.client_send = timeouts.client_send
         self.trusted_networks = tuple(trusted_networks)
 
     cdef bint is_trusted(self, str ip):
@@ -253,21 +302,28 @@ cdef class Engine:
                 "PROXY header from a peer not in trusted_proxies" if refused
                 else "missing, malformed or late PROXY header",
                 self.proxy_refused, self.proxy_invalid)
-        except BaseException:
-            pass
+        except BaseException as exc:
+            _internal_error(W_CLIENT, exc, None)
 
     def _tick(self):
         global _now
         cdef ClientProtocol conn
         cdef UpstreamTarget target
         _now = self.loop.time()
-        for conn in list(self.connections):
-            if conn.deadline != 0.0 and conn.deadline <= _now:
-                conn.on_timeout()
-        for target in self.targets.values():
-            target.sweep(_now)
-        if self.access_log is not None:
-            self.access_log.tick()
+        try:
+            for conn in list(self.connections):
+                if conn.deadline != 0.0 and conn.deadline <= _now:
+                    try:
+                        conn.on_timeout()
+                    except BaseException as exc:
+                        conn.fail_internal(W_TIMER, exc)
+            for target in self.targets.values():
+                target.sweep(_now)
+            if self.access_log is not None:
+                self.access_log.tick()
+        except BaseException as exc:
+            _internal_error(W_TIMER, exc, None)
+        _tick_internal_errors()
         self.tick_handle = self.loop.call_later(self.tick_interval, self._tick)
 
     def begin_drain(self):
@@ -324,6 +380,7 @@ cdef class Engine:
             data["access_log"] = {"lines": self.access_log.lines,
                                   "sampled_out": self.access_log.sampled_out}
         data["proxy_protocol"] = {"refused": self.proxy_refused, "invalid": self.proxy_invalid}
+        data["internal_errors"] = internal_error_counts()
         return data
 
     def close(self):
@@ -331,8 +388,8 @@ cdef class Engine:
         if self.access_log is not None:
             try:
                 self.access_log.flush()
-            except Exception:
-                pass
+            except Exception as exc:
+                _internal_error(W_CLIENT, exc, None)
         if self.tick_handle is not None:
             self.tick_handle.cancel()
             self.tick_handle = None
@@ -405,6 +462,7 @@ cdef class ClientProtocol:
     cdef bint continue_sent
     cdef double write_paused_at
     cdef bint response_hold        # an async response hook holds the response head
+    cdef bint in_chain             # inside run_request_steps: an exception is the chain's
     cdef bytes client_ip_value
     cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
     # what the metrics and the access log record of the current exchange
@@ -446,15 +504,18 @@ cdef class ClientProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
-        self.peer_ip_bytes = self.peer_ip.encode("ascii")
-        self.peer_trusted = self.plan.is_trusted(self.peer_ip)
-        self.state = CS_PROXY if self.proxy_listener else CS_IDLE
-        # A new connection must deliver its first head (after its PROXY header, if it
-        # sends one) within client_header.
-        self.deadline = _now + self.plan.client_header
-        self.engine.connections.add(self)
+        try:
+            peer = transport.get_extra_info("peername")
+            self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
+            self.peer_ip_bytes = self.peer_ip.encode("ascii")
+            self.peer_trusted = self.plan.is_trusted(self.peer_ip)
+            self.state = CS_PROXY if self.proxy_listener else CS_IDLE
+            # A new connection must deliver its first head (after its PROXY header, if it
+            # sends one) within client_header.
+            self.deadline = _now + self.plan.client_header
+            self.engine.connections.add(self)
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     def data_received(self, bytes data):
         self.engine.metrics.bytes_in += <uint64_t>PyBytes_GET_SIZE(data)
@@ -465,13 +526,21 @@ cdef class ClientProtocol:
             self.deadline = _now + self.read_timeout
             if self.up is not None:
                 self.up_sent += PyBytes_GET_SIZE(data)
-                self.up.transport.write(data)
+                try:
+                    self.up.transport.write(data)
+                except BaseException as exc:
+                    self.fail_internal(W_CLIENT, exc)
             return
         if self.buf is None:
             self.buf = data
             self.buf_off = 0
         else:
-            self.buf = self.buf[self.buf_off:] + data
+            # PERF: the try is on this rare branch only; the common one cannot raise.
+            try:
+                self.buf = self.buf[self.buf_off:] + data
+            except BaseException as exc:
+                self.fail_internal(W_CLIENT, exc)
+                return
             self.buf_off = 0
         self.process()
         self.flush()
@@ -490,8 +559,8 @@ cdef class ClientProtocol:
         if self.state == CS_TUNNEL and self.up is not None:
             try:
                 self.up.transport.write_eof()
-            except Exception:
-                pass
+            except Exception as exc:
+                _internal_error(W_CLIENT, exc, None)
             return True
         return False
 
@@ -500,7 +569,10 @@ cdef class ClientProtocol:
         self.finish_record()
         self.closed = True
         self.deadline = 0.0
-        self.engine.connections.discard(self)
+        try:
+            self.engine.connections.discard(self)
+        except BaseException as error:
+            _internal_error(W_CLIENT, error, None)
         self.up = None
         self.buf = None
         self.cancel_hook()
@@ -621,8 +693,8 @@ cdef class ClientProtocol:
             self.buf_off = used
             self.process()
             self.flush()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     cdef inline bint waiting(self) noexcept:
         return self.waiting_on is not None or self.park_handle is not None
@@ -631,7 +703,7 @@ cdef class ClientProtocol:
         cdef RequestParser p = self.parser
         cdef RequestFields fields
         cdef RouteAction action
-        cdef int result
+        cdef int result, outcome
         try:
             self.plan = self.engine.plan
             self.state = CS_EXCHANGE
@@ -718,11 +790,13 @@ cdef class ClientProtocol:
                         self.continue_sent = True
                     self.deadline = _now + self.plan.client_body_idle
                     return
-                if self.run_request_steps(0) != HOOK_STEP_DONE:
+                outcome = self.run_request_steps(0)
+                self.in_chain = False
+                if outcome != HOOK_STEP_DONE:
                     return
             self.proceed_upstream()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     cdef void proceed_upstream(self) except *:
         """Every request step passed: pick the target, serialise the head, go."""
@@ -743,10 +817,15 @@ cdef class ClientProtocol:
     # --- policies -----------------------------------------------------------------------
 
     cdef int run_request_steps(self, Py_ssize_t start) except -1:
+        """Run the chain's request steps from `start`. A step that raises is a bug in the
+        gateway (a policy's own failure is answered as policy_error inside)."""
         cdef tuple steps = self.chain.steps
         cdef Py_ssize_t i
         cdef int kind, outcome
         cdef bint finished = False
+        # PERF: no try block on this path (every request of a route with a chain runs
+        # it): an exception reaches the caller's, which reports it as the chain's.
+        self.in_chain = True
         for i in range(start, len(steps)):
             kind, payload = steps[i]
             if kind == STEP_LEASE:
@@ -803,6 +882,7 @@ cdef class ClientProtocol:
     cdef void on_hook_done(self, object exc, object result, bint response,
                            uint64_t serial) noexcept:
         """An async hook that had to wait is finished: carry on where the chain stopped."""
+        cdef int outcome
         if self.closed or self.state != CS_EXCHANGE or serial != self.exchange_serial:
             return                      # the exchange it belonged to ended without it
         self.hook_task = None
@@ -821,12 +901,15 @@ cdef class ClientProtocol:
                 self.policy_failed(exc)
             elif result is not None:
                 self.answer_policy(result)
-            elif self.run_request_steps(self.hook_index) == HOOK_STEP_DONE:
-                self.proceed_upstream()
+            else:
+                outcome = self.run_request_steps(self.hook_index)
+                self.in_chain = False
+                if outcome == HOOK_STEP_DONE:
+                    self.proceed_upstream()
             self.process()
             self.flush()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_HOOK, exc)
 
     cdef void cancel_hook(self) noexcept:
         cdef object task = self.hook_task
@@ -835,13 +918,15 @@ cdef class ClientProtocol:
         self.park_handle = None
         self.response_hold = False
         self.leave_queue()
-        if handle is not None:
-            handle.cancel()
-        if task is not None:
-            try:
+        if handle is None and task is None:
+            return              # PERF: every exchange ends here; most had nothing to cancel
+        try:
+            if handle is not None:
+                handle.cancel()
+            if task is not None:
                 task.cancel()
-            except BaseException:
-                pass
+        except BaseException as exc:
+            _internal_error(W_HOOK, exc, None)
 
     cdef void log_policy_failure(self, object exc):
         _policy_log.error("policy failed on route %r, request %s", self.action.name,
@@ -1084,7 +1169,10 @@ cdef class ClientProtocol:
                 self.body_buffer = None
                 self.respond_local(E_BODY_TOO_LARGE, 0)
                 return
-            self.body_buffer.extend(PyBytes_FromStringAndSize(ptr, n))
+            try:
+                self.body_buffer.extend(PyBytes_FromStringAndSize(ptr, n))
+            except BaseException as exc:
+                self.fail_internal(W_CLIENT, exc)
             return
         if self.local_response or self.up is None:
             return
@@ -1097,10 +1185,11 @@ cdef class ClientProtocol:
                 self.up_out.append(_CRLF)
             else:
                 self.up_out.append(chunk)
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     cdef void on_request_done(self) noexcept:
+        cdef int outcome
         self.request_complete = True
         if self.local_response:
             self.body_buffer = None
@@ -1110,16 +1199,18 @@ cdef class ClientProtocol:
             try:
                 if self.preq is not None:
                     self.preq.body = bytes(self.body_buffer)
-                if self.run_request_steps(0) == HOOK_STEP_DONE:
+                outcome = self.run_request_steps(0)
+                self.in_chain = False
+                if outcome == HOOK_STEP_DONE:
                     self.proceed_upstream()
-            except BaseException:
-                self.fail_internal()
+            except BaseException as exc:
+                self.fail_internal(W_CLIENT, exc)
             return
         try:
             if self.request_framing == FRAMING_CHUNKED and self.up is not None:
                 self.up_out.append(_LAST_CHUNK)
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
             return
         # The read clock starts once the upstream took the whole request.
         self.deadline = _now + (self.send_timeout if self.read_blocks & BLOCK_UPSTREAM_FULL
@@ -1196,8 +1287,8 @@ cdef class ClientProtocol:
             self.bind(conn)
             self.process()
             self.flush()
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_UPSTREAM, exc)
 
     cdef void on_connect_failed(self, int code) noexcept:
         if self.closed or self.state != CS_EXCHANGE:
@@ -1217,8 +1308,8 @@ cdef class ClientProtocol:
             try:
                 self.attach_upstream()
                 self.flush_upstream()
-            except BaseException:
-                self.fail_internal()
+            except BaseException as exc:
+                self.fail_internal(W_UPSTREAM, exc)
             return
         self.on_upstream_error(E_UPSTREAM_RESET)
         self.flush()
@@ -1311,8 +1402,8 @@ cdef class ClientProtocol:
                 if not self.run_response_hooks(0):
                     return
             self.write_response_head(rp)
-        except BaseException:
-            self.fail_internal()
+        except BaseException as exc:
+            self.fail_internal(W_UPSTREAM, exc)
 
     cdef void write_response_head(self, ResponseParser rp) except *:
         cdef HeadBuffer b = _head_buffer
@@ -1403,8 +1494,8 @@ cdef class ClientProtocol:
                     b.put_bytes(_CRLF)
                 else:
                     b.put(ptr, n)
-            except BaseException:
-                self.fail_internal()
+            except BaseException as exc:
+                self.fail_internal(W_UPSTREAM, exc)
             return
         self.settle()
         chunk = PyBytes_FromStringAndSize(ptr, n)
@@ -1470,38 +1561,41 @@ cdef class ClientProtocol:
 
     # --- writing to the client ----------------------------------------------------------
 
-    cdef void settle(self) noexcept:
+    cdef int settle(self) except -1:
         """Move a pending response head out of the shared buffer before anyone reuses it."""
         if self.head_pending:
             self.head_pending = False
             self.out.append(_head_buffer.take())
+        return 0
 
     cdef inline void count_sent(self, Py_ssize_t n) noexcept:
         self.sent += n
         self.engine.metrics.bytes_out += <uint64_t>n
 
-    cdef Py_ssize_t pending_out(self) noexcept:
+    cdef Py_ssize_t pending_out(self) except -1:
         cdef Py_ssize_t n = _head_buffer.length if self.head_pending else 0
         for item in self.out:
             n += PyBytes_GET_SIZE(item)
         return n
 
     cdef void flush(self) noexcept:
-        self.settle()
-        if not self.out:
-            return
-        if self.closed:
-            self.out.clear()
-            return
-        self.count_sent(self.pending_out())
+        if not self.head_pending and not self.out:
+            return              # PERF: most calls have nothing to write; no try for them
         try:
+            self.settle()
+            if self.closed:
+                self.out.clear()
+                return
+            self.count_sent(self.pending_out())
             if len(self.out) == 1:
                 self.transport.write(self.out[0])
             else:
                 self.transport.writelines(self.out)
-        except BaseException:
-            pass
-        self.out.clear()
+            self.out.clear()
+        except BaseException as exc:
+            self.out.clear()
+            _internal_error(W_CLIENT, exc, self.request_id)
+            self.abort_transport()
 
     cdef void flush_upstream(self) noexcept:
         cdef UpstreamConnection up = self.up
@@ -1518,9 +1612,10 @@ cdef class ClientProtocol:
                 for item in self.up_out:
                     self.up_sent += PyBytes_GET_SIZE(item)
                 up.transport.writelines(self.up_out)
-        except BaseException:
-            pass
-        self.up_out.clear()
+            self.up_out.clear()
+        except BaseException as exc:
+            self.up_out.clear()
+            self.fail_internal(W_UPSTREAM, exc)
 
     cdef void respond_local(self, int code, unsigned int allowed) noexcept:
         """Answer this request from the gateway; its body (if any) is not read."""
@@ -1535,8 +1630,8 @@ cdef class ClientProtocol:
     cdef void write_error(self, int code, unsigned int allowed) noexcept:
         cdef HeadBuffer b = _head_buffer
         cdef bytes body
-        self.settle()
         try:
+            self.settle()
             if code not in ERROR_TABLE:
                 code = E_INTERNAL
             status, stable, message = ERROR_TABLE[code]
@@ -1567,21 +1662,44 @@ cdef class ClientProtocol:
             if self.method_id != M_HEAD:
                 b.put_bytes(body)           # RFC 9110 9.3.2: a response to HEAD has none
             self.out.append(b.take())
-        except BaseException:
+        except BaseException as exc:
             b.length = 0
+            _internal_error(W_CLIENT, exc, self.request_id)
+            self.abort_transport()
 
-    cdef void fail_internal(self) noexcept:
-        """A bug in the gateway: fail this one connection, never the process."""
+    cdef void fail_internal(self, int where, object exc) noexcept:
+        """A bug in the gateway: report it, fail this one connection, never the process.
+
+        A request that has no answer yet gets 500 internal_error; once any of its answer is
+        out (or queued), the connection is aborted: never a second status line, never a
+        truncated body that looks complete."""
+        cdef bint answer
+        if self.in_chain:
+            # Raised by a chain step (run_request_steps has no try of its own).
+            where = W_CHAIN
+            self.in_chain = False
+        _internal_error(where, exc, self.request_id if self.state == CS_EXCHANGE else None)
         if self.up is not None:
             self.up.client = None
             self.up.abort()
             self.up = None
-        if not self.response_started and not self.closed:
-            self.keep_alive = False
-            if self.request_id is None:
+        if self.closed:
+            return
+        if self.state == CS_EXCHANGE:
+            answer = self.status == 0 and not self.response_started
+        else:
+            # A request begun but not yet whole is still a request the client sent.
+            answer = self.state == CS_HEAD or (self.state == CS_IDLE and self.parser.in_message)
+            if answer:
                 self.request_id = self.engine.new_request_id()
-            self.write_error(E_INTERNAL, 0)
-            self.flush()
+                if not self.ex_open:
+                    self.open_headless_record()
+        if not answer:
+            self.abort_transport()
+            return
+        self.keep_alive = False
+        self.write_error(E_INTERNAL, 0)
+        self.flush()
         self.close_transport()
 
     cdef void close_transport(self) noexcept:
@@ -1591,8 +1709,8 @@ cdef class ClientProtocol:
             self.deadline = 0.0
             try:
                 self.transport.close()
-            except BaseException:
-                pass
+            except BaseException as exc:
+                _internal_error(W_CLIENT, exc, None)
 
     cdef void abort_transport(self) noexcept:
         self.finish_record()
@@ -1601,8 +1719,8 @@ cdef class ClientProtocol:
             self.deadline = 0.0
             try:
                 self.transport.abort()
-            except BaseException:
-                pass
+            except BaseException as exc:
+                _internal_error(W_CLIENT, exc, None)
 
     cdef void block_reading(self, int reason, bint on) noexcept:
         cdef int before = self.read_blocks
@@ -1617,14 +1735,14 @@ cdef class ClientProtocol:
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
-        except BaseException:
-            pass
+        except BaseException as exc:
+            self.fail_internal(W_CLIENT, exc)
 
     # --- timeouts -----------------------------------------------------------------------
 
-    cdef void on_timeout(self) noexcept:
+    cdef int on_timeout(self) except -1:
         if self.closed:
-            return
+            return 0
         if self.state == CS_IDLE:
             if self.parser.in_message:
                 self.on_parse_error(E_CLIENT_HEADER_TIMEOUT)
@@ -1688,6 +1806,7 @@ cdef class ClientProtocol:
                 self.flush()
             else:
                 self.deadline = _now + self.read_timeout
+        return 0
 
     # --- metrics, access log, tracing --------------------------------------------------
 
@@ -1745,8 +1864,10 @@ cdef class ClientProtocol:
             if engine.access_log is not None and engine.access_log.wants(status):
                 self.write_access_line(engine.access_log, status, end - self.t_start, up_ns,
                                        out_bytes)
-        except BaseException:
-            pass
+        except BaseException as exc:
+            # The answer itself is whole: it still goes out, then the connection closes.
+            _internal_error(W_RECORD, exc, self.request_id)
+            self.keep_alive = False
 
     cdef int write_access_line(self, AccessLog log, int status, int64_t duration_ns,
                                int64_t up_ns, int64_t out_bytes) except -1:
@@ -1997,8 +2118,8 @@ cdef class ClientProtocol:
                     pass
                 if not queue:
                     del limiter.queues[self.waiting_key]
-        except BaseException:
-            pass
+        except BaseException as exc:
+            _internal_error(W_CHAIN, exc, self.request_id)
         self.waiting_key = None
 
     cdef void release_held(self) noexcept:
@@ -2031,8 +2152,8 @@ cdef class ClientProtocol:
                         del limiter.counts[key]
                 if queue is not None and not queue:
                     limiter.queues.pop(key, None)
-        except BaseException:
-            pass
+        except BaseException as exc:
+            _internal_error(W_CHAIN, exc, self.request_id)
 
     def _wake(self, uint64_t serial):
         """A rate limit delay ran out, or a concurrency place came free: carry on."""

@@ -103,6 +103,11 @@ async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object
         target.failures += 1
         client.on_connect_failed(E_UPSTREAM_CONNECT_FAILED)
         return
+    except Exception as exc:
+        # Not the upstream's doing: a bug on our side of the connect (CancelledError, a
+        # BaseException, still ends the task at shutdown).
+        client.fail_internal(W_UPSTREAM, exc)
+        return
     target.failures = 0
     client.on_connected(conn)
 
@@ -189,23 +194,26 @@ cdef class UpstreamConnection:
             self.alive = False
             try:
                 self.transport.close()
-            except Exception:
-                pass
+            except BaseException as exc:
+                _internal_error(W_UPSTREAM, exc, None)
 
     cdef void abort(self) noexcept:
         if self.alive:
             self.alive = False
             try:
                 self.transport.abort()
-            except Exception:
-                pass
+            except BaseException as exc:
+                _internal_error(W_UPSTREAM, exc, None)
 
     def data_received(self, bytes data):
         if self.tunnel:
             if self.client is not None:
                 self.client.deadline = _now + self.client.read_timeout
                 self.client.count_sent(PyBytes_GET_SIZE(data))
-                self.client.transport.write(data)
+                try:
+                    self.client.transport.write(data)
+                except BaseException as exc:
+                    self.client.fail_internal(W_UPSTREAM, exc)
             return
         if self.client is None:
             # An idle connection must stay silent; anything else means it is unusable.
@@ -247,7 +255,10 @@ cdef class UpstreamConnection:
                     client.flush()          # the 101 head before any tunnelled byte
                     if off < n:
                         client.count_sent(n - off)
-                        client.transport.write(data[off:])
+                        try:
+                            client.transport.write(data[off:])
+                        except BaseException as exc:
+                            client.fail_internal(W_UPSTREAM, exc)
                     break
                 client.on_response_head(self.parser)
                 if client.response_hold and self.client is client:
@@ -276,7 +287,8 @@ cdef class UpstreamConnection:
             # still has our bytes to write and cannot carry another request.
             try:
                 reusable = self.transport.get_write_buffer_size() == 0
-            except BaseException:
+            except BaseException as exc:
+                _internal_error(W_UPSTREAM, exc, None)
                 reusable = False
         self.client = None
         if reusable:
@@ -333,5 +345,5 @@ cdef class UpstreamConnection:
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
-        except Exception:
-            pass
+        except BaseException as exc:
+            _internal_error(W_UPSTREAM, exc, None)

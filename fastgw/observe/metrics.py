@@ -38,6 +38,7 @@ def empty_snapshot() -> dict[str, Any]:
         "targets": [],
         "access_log": {"lines": 0, "sampled_out": 0},
         "proxy_protocol": {"refused": 0, "invalid": 0},
+        "internal_errors": dict.fromkeys(_core.INTERNAL_ERROR_WHERE, 0),
     }
 
 
@@ -77,6 +78,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             total["access_log"][key] += snap.get("access_log", {}).get(key, 0)
         for key in ("refused", "invalid"):
             total["proxy_protocol"][key] += snap.get("proxy_protocol", {}).get(key, 0)
+        for where, count in snap.get("internal_errors", {}).items():
+            total["internal_errors"][where] = total["internal_errors"].get(where, 0) + count
     total["requests"] = [[*key, count] for key, count in sorted(requests.items())]
     total["ratelimit"] = [[*key, count] for key, count in sorted(decisions.items())]
     total["targets"] = sorted(targets.values())
@@ -179,6 +182,15 @@ class _SnapshotCollector:
         for reason in ("refused", "invalid"):
             proxy.add_metric([reason], snap["proxy_protocol"][reason])
         yield proxy
+        internal = CounterMetricFamily(
+            "fastgw_internal_errors",
+            "Unexpected exceptions inside the core (bugs), by where they were caught: each "
+            "is in the error log with its traceback, up to a rate limit.",
+            labels=["where"],
+        )
+        for where, count in sorted(snap["internal_errors"].items()):
+            internal.add_metric([where], count)
+        yield internal
         reloads = CounterMetricFamily(
             "fastgw_config_reloads",
             "Configuration reloads by result (ok, error).",

@@ -141,3 +141,81 @@ def test_every_bad_pattern_of_a_route_is_reported() -> None:
         "$.routes[1].match.paths[0]",
     ]
     assert "empty segment" in info.value.errors[0].message
+
+
+def test_core_limits_and_timeouts_are_the_schemas_defaults() -> None:
+    """Nothing in the core has a default of its own: a config that sets no limits reaches
+    it with exactly the schema's values (headers_with_underscores "drop", not "allow")."""
+    from fastgw.config.schema import Limits, Timeouts
+
+    core = build_plan(parse_config(config(route("r", ["/"])))).core
+    limits, timeouts = Limits(), Timeouts()
+    assert core.limits.headers_with_underscores == "drop" == limits.headers_with_underscores
+    for name in ("max_header_bytes", "max_headers", "max_target_bytes", "max_body_bytes"):
+        assert getattr(core.limits, name) == getattr(limits, name), name
+    for name in (
+        "client_header",
+        "client_body_idle",
+        "keepalive_idle",
+        "upstream_read",
+        "upstream_send",
+        "client_send",
+    ):
+        assert getattr(core.timeouts, name) == getattr(timeouts, name), name
+
+
+@pytest.mark.parametrize(
+    ("cls", "missing"),
+    [
+        ("CoreLimits", "headers_with_underscores"),
+        ("CoreTimeouts", "client_send"),
+        ("RouteAction", "max_body_bytes"),
+    ],
+    ids=["limits", "timeouts", "route-action"],
+)
+def test_core_config_objects_have_no_defaults(cls: str, missing: str) -> None:
+    from fastgw import _core
+
+    full: dict[str, Any] = {
+        "CoreLimits": {
+            "max_header_bytes": 1,
+            "max_headers": 1,
+            "max_target_bytes": 1,
+            "max_body_bytes": 1,
+            "headers_with_underscores": "drop",
+        },
+        "CoreTimeouts": dict.fromkeys(
+            (
+                "client_header",
+                "client_body_idle",
+                "keepalive_idle",
+                "upstream_read",
+                "upstream_send",
+                "client_send",
+            ),
+            1.0,
+        ),
+        "RouteAction": {
+            "connect_timeout": 1.0,
+            "read_timeout": 1.0,
+            "send_timeout": 1.0,
+            "max_body_bytes": 1,
+        },
+    }[cls]
+    args = (
+        (
+            "r",
+            0,
+            _core.UpstreamPool("u", [_core.UpstreamTarget("h", 1)], [1]),
+            None,
+            None,
+            False,
+            None,
+        )
+        if cls == "RouteAction"
+        else ()
+    )
+    getattr(_core, cls)(*args, **full)  # complete: accepted
+    del full[missing]
+    with pytest.raises(TypeError, match=missing):
+        getattr(_core, cls)(*args, **full)
