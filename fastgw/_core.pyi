@@ -1,26 +1,34 @@
 """Typed view of fastgw._core, the compiled hot path (what Python code can see of it).
 
-The C-level API (RequestParser.execute, Router.match, the protocol callbacks) is only
-reachable from Cython; these are the Python entry points used by plan.py, api.py, tools
-and tests.
+The C-level API (RequestParser.execute, Router.match, the protocol callbacks' internals)
+is only reachable from Cython; these are the Python entry points that fastgw.plan,
+fastgw.runtime, fastgw.observe, the policies, tools and tests use. Sections follow the
+order in which _core.pyx includes its fragments. `make lint` checks this file against the
+built module with mypy's stubtest (allowlist: fastgw/_core.stubtest-allowlist). The bench
+flavour (FASTGW_BENCH=1) adds `_bench_*` entry points that are not described here.
 """
 
-from asyncio import AbstractEventLoop
-from collections.abc import Sequence
+from asyncio import AbstractEventLoop, BaseTransport
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeAlias, TypeVar, final, overload
 
-ERROR_TABLE: dict[int, tuple[int, str, str]]
-"""Error code -> (HTTP status, stable `code`, message) for every locally generated error."""
+_T = TypeVar("_T")
+
+# --- consts.pxi ------------------------------------------------------------------------
+
 METHOD_IDS: dict[str, int]
+"""Method name -> the core's method id, for the methods the parser knows by id."""
 METHOD_NAMES: dict[int, str]
+UNDERSCORE_MODES: dict[str, int]
+"""`limits.headers_with_underscores` value -> the parser's mode."""
 STATUS_PHRASES: dict[int, str]
 """Status -> RFC 9110 reason phrase, for every status line the gateway writes itself."""
+ERROR_TABLE: dict[int, tuple[int, str, str]]
+"""Error code -> (HTTP status, stable `code`, message) for every locally generated error."""
 
-def status_line_for(status: int) -> bytes:
-    """`HTTP/1.1 <status> <phrase>\\r\\n` as the core writes it (no phrase: empty)."""
+# --- proxyproto.pxi --------------------------------------------------------------------
 
-def build_info() -> dict[str, Any]: ...
 def parse_proxy_header(data: bytes) -> dict[str, Any] | None:
     """Parse a PROXY protocol (v1 or v2) header at the start of `data`.
 
@@ -32,35 +40,57 @@ def parse_proxy_header(data: bytes) -> dict[str, Any] | None:
 def proxy_header_signature(data: bytes) -> Literal["none", "partial", "found"]:
     """Whether `data` starts like a PROXY header: "partial" is a strict prefix of one."""
 
-Event = (
+# --- http1.pxi -------------------------------------------------------------------------
+
+_Event: TypeAlias = (
     tuple[Literal["head"]]
     | tuple[Literal["body"], bytes]
     | tuple[Literal["done"]]
     | tuple[Literal["error"], str]
 )
 
-class _Http1Parser:
-    error_code: int
-    detail_code: int
-    """For upstream errors: the syntax-level code behind the reported one (for logs)."""
-    in_message: bool
-    head_done: bool
-    version_minor: int
-    n_headers: int
-    framing: int
-    """0 none, 1 Content-Length, 2 chunked, 3 until close, 4 tunnel (after 101)."""
-    content_length: int
-    """-1 without a valid Content-Length."""
-    keep_alive: bool
+class Http1Parser:
+    """Head buffer, field-line scanner and body framing shared by both parsers."""
 
-class RequestParser(_Http1Parser):
+    underscores: int
+    """What a request field name with "_" gets: a value of UNDERSCORE_MODES."""
+    @property
+    def error_code(self) -> int: ...
+    @property
+    def detail_code(self) -> int:
+        """For upstream errors: the syntax-level code behind the reported one (for logs)."""
+    @property
+    def in_message(self) -> bool: ...
+    @property
+    def head_done(self) -> bool: ...
+    @property
+    def version_minor(self) -> int: ...
+    @property
+    def n_headers(self) -> int: ...
+    @property
+    def framing(self) -> int:
+        """0 none, 1 Content-Length, 2 chunked, 3 until close, 4 tunnel (after 101)."""
+    @property
+    def content_length(self) -> int:
+        """-1 without a valid Content-Length."""
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def error(self) -> str | None:
+        """Stable `code` of the error (see ERROR_TABLE), or None."""
+    @property
+    def version(self) -> bytes:
+        """b"1.1" or b"1.0"."""
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """All field lines of the last head as received."""
+    def forwarded_headers(self) -> list[tuple[bytes, bytes]]:
+        """The field lines that are forwarded (no hop-by-hop or rewritten ones), in order."""
+    def header_ids(self) -> list[int]:
+        """The core's header id of every field line of the last head (0: not one it knows)."""
+
+@final
+class RequestParser(Http1Parser):
     """Incremental, strict HTTP/1.1 request parser (see docs/strictness.md)."""
-
-    method_id: int
-    has_query: bool
-    absolute_form: bool
-    upgrade_websocket: bool
-    expect_continue: bool
 
     def __init__(
         self,
@@ -69,10 +99,19 @@ class RequestParser(_Http1Parser):
         max_target_bytes: int = 8192,
         max_body_bytes: int = 10485760,
     ) -> None: ...
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[_Event]:
         """Parse `data`; events in order. An ("error", code) event is final."""
     @property
-    def error(self) -> str | None: ...
+    def method_id(self) -> int:
+        """A value of METHOD_IDS; 0 for a method it has no id for."""
+    @property
+    def has_query(self) -> bool: ...
+    @property
+    def absolute_form(self) -> bool: ...
+    @property
+    def upgrade_websocket(self) -> bool: ...
+    @property
+    def expect_continue(self) -> bool: ...
     @property
     def method(self) -> bytes: ...
     @property
@@ -87,30 +126,36 @@ class RequestParser(_Http1Parser):
     @property
     def hostname(self) -> bytes:
         """Lowercased host without port, as the router sees it."""
-    @property
-    def version(self) -> bytes: ...
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
-    def forwarded_headers(self) -> list[tuple[bytes, bytes]]: ...
-    def header_ids(self) -> list[int]: ...
 
-class ResponseParser(_Http1Parser):
+@final
+class ResponseParser(Http1Parser):
     """Incremental HTTP/1.1 response parser for upstream responses."""
 
-    status: int
-
     def __init__(self, max_header_bytes: int = 32768, max_headers: int = 100) -> None: ...
-    def set_request_method(self, method_id: int) -> None: ...
-    def feed(self, data: bytes) -> list[Event]: ...
-    def feed_eof_py(self) -> str: ...
+    def set_request_method(self, method_id: int) -> None:
+        """The method of the request this response answers (HEAD has no body)."""
+    def feed(self, data: bytes | bytearray | memoryview) -> list[_Event]: ...
+    def feed_eof_py(self) -> Literal["need_more", "done", "error"]:
+        """The upstream closed: ends a close-delimited body, or reports the truncation."""
     @property
-    def error(self) -> str | None: ...
+    def status(self) -> int: ...
     @property
     def reason(self) -> bytes: ...
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
-    def forwarded_headers(self) -> list[tuple[bytes, bytes]]: ...
 
+# --- router.pxi ------------------------------------------------------------------------
+
+class RoutePatternError(ValueError):
+    """Router.add() refused path patterns; `errors` is [(index in `patterns`, message)]."""
+
+    errors: list[tuple[int, str]]
+    def __init__(self, errors: list[tuple[int, str]]) -> None: ...
+
+def _parse_route_pattern(pattern: str) -> tuple[tuple[tuple[int, bytes], ...], list[str]]:
+    """Split a path pattern into ((kind, literal bytes), ...) and its capture names."""
+
+@final
 class Router:
-    """Host + path-pattern trie with methods; compile() once, then match."""
+    """Host + path-pattern trie with methods; add() routes, compile() once, then match."""
 
     def __init__(self) -> None: ...
     def add(
@@ -120,164 +165,72 @@ class Router:
         patterns: Sequence[str],
         methods: Sequence[str] | None = None,
         priority: int = 0,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> list[int]:
-        """Add a route; returns one pattern id per pattern. ValueError for a bad pattern."""
-    def compile(self) -> None: ...
-    def pattern_params(self, pattern_id: int) -> list[str]: ...
+        """Add a route; returns one pattern id per pattern, in order.
+
+        `headers` / `query` ({name: value}, "*" for any value) are conditions the request
+        must meet too. Bad patterns raise RoutePatternError naming each one; a refused
+        route leaves no trace.
+        """
+    def compile(self) -> None:
+        """Build the tables; the route set is frozen afterwards."""
+    def method_names(self, mask: int) -> list[str]:
+        """Method names of a method mask (an Allow field), the router's own ones included."""
+    def pattern_params(self, pattern_id: int) -> list[str]:
+        """Capture names of a pattern, in capture order."""
+    def common_params(self, pattern_ids: Sequence[int]) -> tuple[str, ...]:
+        """Capture names every pattern of `pattern_ids` has, in the first one's order."""
     def pattern_text(self, pattern_id: int) -> str: ...
     def lookup(
-        self, method: str, host: str, path: str
+        self,
+        method: str,
+        host: str,
+        path: str,
+        headers: Sequence[tuple[str, str]] | None = None,
+        query: str | None = None,
     ) -> (
         tuple[Literal["found"], int, int, dict[str, str]]
         | tuple[Literal["not_found"]]
         | tuple[Literal["method_not_allowed"], list[str]]
-    ): ...
-    def explain(self, method: str, host: str, path: str) -> list[str]: ...
-    def describe(self) -> list[dict[str, Any]]: ...
+    ):
+        """Route a request: ("found", route_id, pattern_id, params) or why not.
+
+        `headers` (at most 16 fields) and `query` (raw, without "?") feed route conditions.
+        """
+    def describe(self) -> list[dict[str, Any]]:
+        """One dict per pattern, in pattern id order (for `fastgw routes`)."""
+    def explain(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        route_names: Sequence[str] | Mapping[int, str] | None = None,
+    ) -> list[str]:
+        """Human-readable trace of the decision (`fastgw routes --explain`); `route_names`
+        by route id name the routes in the lines."""
     def shadowed(self) -> list[tuple[int, int]]:
-        """(route_id, by_route_id) for every route that can never match."""
+        """(route_id, by_route_id) for every route that can never match (after compile())."""
 
-class UpstreamTarget:
-    """One host:port with its pool of idle keep-alive connections."""
+# --- serialize.pxi ---------------------------------------------------------------------
 
-    host: str
-    port: int
-    host_header: bytes
-    max_idle: int
-    idle_timeout: float
-    open_connections: int
-    connects: int
-    failures: int
-    label: bytes
-    idle_count: int
-    def __init__(self, host: str, port: int) -> None: ...
-    def close_idle(self) -> None: ...
+def status_line_for(status: int) -> bytes:
+    """`HTTP/1.1 <status> <phrase>\\r\\n` as the core writes it (no phrase: empty)."""
 
-class UpstreamPool:
-    name: str
-    target_list: list[UpstreamTarget]
-    def __init__(self, name: str, targets: list[UpstreamTarget], weights: list[int]) -> None: ...
-
-class RouteAction:
-    """A compiled route; its timeouts and body limit are the effective (resolved) ones."""
-
-    name: str
-    route_id: int
-    pool: UpstreamPool
-    connect_timeout: float
-    read_timeout: float
-    send_timeout: float
-    max_body_bytes: int
-    def __init__(
-        self,
-        name: str,
-        route_id: int,
-        pool: UpstreamPool,
-        strip_prefix: str | None,
-        rewrites: dict[int, tuple[bytes | int, ...]] | None,
-        preserve_host: bool,
-        chain: Any,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        send_timeout: float,
-        max_body_bytes: int,
-    ) -> None: ...
-
-class CoreLimits:
-    """Request limits as the core applies them; every value required (the schema's)."""
-
-    max_header_bytes: int
-    max_headers: int
-    max_target_bytes: int
-    max_body_bytes: int
-    headers_with_underscores: Literal["drop", "reject", "allow"]
-    def __init__(
-        self,
-        *,
-        max_header_bytes: int,
-        max_headers: int,
-        max_target_bytes: int,
-        max_body_bytes: int,
-        headers_with_underscores: str,
-    ) -> None: ...
-
-class CoreTimeouts:
-    """Client and upstream timeouts in seconds; every value required (the schema's)."""
-
-    client_header: float
-    client_body_idle: float
-    keepalive_idle: float
-    upstream_read: float
-    upstream_send: float
-    client_send: float
-    def __init__(
-        self,
-        *,
-        client_header: float,
-        client_body_idle: float,
-        keepalive_idle: float,
-        upstream_read: float,
-        upstream_send: float,
-        client_send: float,
-    ) -> None: ...
-
-class CorePlan:
-    router: Router
-    actions: list[RouteAction | None]
-    limits: CoreLimits
-    timeouts: CoreTimeouts
-    def __init__(
-        self,
-        router: Router,
-        actions: list[RouteAction | None],
-        limits: CoreLimits,
-        timeouts: CoreTimeouts,
-        trusted_networks: Sequence[IPv4Network | IPv6Network],
-        pools: dict[str, UpstreamPool],
-    ) -> None: ...
-
-INTERNAL_ERROR_WHERE: tuple[str, ...]
-"""`where` label values of fastgw_internal_errors_total."""
-
-def internal_error_counts() -> dict[str, int]:
-    """This worker's internal errors (bugs caught inside the core), by where."""
-
-class Engine:
-    """Connections, the coarse clock tick, timeouts and drain for one event loop."""
-
-    loop: AbstractEventLoop
-    plan: CorePlan
-    draining: bool
-    requests_total: int
-    active_connections: int
-    busy_connections: int
-    def __init__(self, loop: AbstractEventLoop, tick_interval: float = 0.1) -> None: ...
-    def target(self, host: str, port: int) -> UpstreamTarget: ...
-    def start(self) -> None: ...
-    def protocol_factory(self) -> Any: ...
-    def proxy_protocol_factory(self) -> Any:
-        """Connections of a proxy_protocol listener: a PROXY header comes first."""
-    proxy_refused: int
-    proxy_invalid: int
-    def begin_drain(self) -> None: ...
-    def close(self) -> None: ...
-    metrics: CoreMetrics
-    metrics_on: bool
-    access_log: AccessLog | None
-    trace_mode: int
-    server_timing: bool
-    def connection_states(self) -> dict[str, int]: ...
-    def metrics_snapshot(self) -> dict[str, Any]: ...
+# --- observe.pxi -----------------------------------------------------------------------
 
 HISTOGRAM_BOUNDS: tuple[float, ...]
+"""Upper bounds (seconds) of the latency histograms' buckets, +Inf not included."""
 ACCESS_LOG_FIELDS: tuple[str, ...]
+"""Every access log field, in the order a line holds them."""
 
 class CoreMetrics:
     """Per-worker counters by route, method and status; latency histograms."""
 
     bytes_in: int
     bytes_out: int
+    def __init__(self) -> None: ...
     def route_slot(self, name: str) -> int: ...
     def upstream_slot(self, name: str) -> int: ...
     def observe(
@@ -288,109 +241,526 @@ class CoreMetrics:
         duration: float,
         upstream: str | None = None,
         upstream_duration: float = -1.0,
-    ) -> None: ...
-    def snapshot(self) -> dict[str, Any]: ...
+    ) -> None:
+        """Count one request from Python (tests, and requests answered outside the core)."""
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data: requests, ratelimit decisions, duration histograms, bytes."""
 
 class AccessLog:
-    """JSON lines formatted by the core, handed to `sink(bytes)` by size and time."""
+    """JSON lines formatted by the core, handed to `sink(bytes)` by size and time.
 
-    lines: int
-    sampled_out: int
+    `fields` is a subset of ACCESS_LOG_FIELDS (None: all); `sample` in [0, 1] keeps that
+    share of lines, and every line with status >= 400 when `keep_errors`.
+    """
+
     def __init__(
         self,
-        sink: Any,
+        sink: Callable[[bytes], object],
         fields: Sequence[str] | None = None,
         sample: float = 1.0,
         keep_errors: bool = True,
         flush_bytes: int = 262144,
         flush_interval: float = 1.0,
     ) -> None: ...
-    def flush(self) -> None: ...
-    def write_line(self, record: dict[str, Any]) -> None: ...
+    @property
+    def lines(self) -> int: ...
+    @property
+    def sampled_out(self) -> int: ...
+    def flush(self) -> None:
+        """Hand the buffered lines to the sink now."""
+    def write_line(self, record: dict[str, Any]) -> None:
+        """A line built in Python (requests the core never saw); same buffer, same order."""
+
+# --- errors.pxi ------------------------------------------------------------------------
+
+INTERNAL_ERROR_WHERE: tuple[str, ...]
+"""`where` label values of fastgw_internal_errors_total."""
+
+def internal_error_counts() -> dict[str, int]:
+    """This worker's internal errors (bugs caught inside the core), by where."""
+
+# --- ratelimit.pxi ---------------------------------------------------------------------
 
 RATE_TABLE_SLOTS: int
+"""Slots of a rate limit table unless configured."""
 SLOT_BYTES: int
 
 class RateTable:
     """GCRA buckets: 16-byte slots, private or shared (fd) between workers."""
 
-    slots: int
-    shared: bool
-    evictions: tuple[int, int]
-    def __init__(self, slots: int = ..., fd: int = -1) -> None: ...
+    def __new__(cls, slots: int = ..., fd: int = -1) -> Self:
+        """`slots` a power of two >= 8; `fd` a file to map shared (-1: a private table)."""
+    @property
+    def slots(self) -> int: ...
+    @property
+    def shared(self) -> bool: ...
     @staticmethod
-    def bytes_for(slots: int = ...) -> int: ...
-    def used(self) -> int: ...
+    def bytes_for(slots: int = ...) -> int:
+        """The size of a shared table file with `slots` slots."""
+    @property
+    def evictions(self) -> tuple[int, int]:
+        """(slots reused whose bucket was full again, slots reused that still held tokens)."""
+    def used(self) -> int:
+        """Slots holding a key (a scan: for tests and the admin API)."""
 
-def rate_table() -> RateTable: ...
-def attach_rate_table(fd: int, slots: int = ...) -> RateTable: ...
+def rate_table() -> RateTable:
+    """This process's table: the shared one attached at start, or a private one."""
+
+def set_rate_table_slots(slots: int) -> None:
+    """The size of the private table, made on first use (a made table keeps its size)."""
+
+def attach_rate_table(fd: int, slots: int = ...) -> RateTable:
+    """Use the table in `fd` (a file the supervisor made and every worker maps)."""
+
+_KeySources: TypeAlias = Sequence[tuple[str, Any]]
+"""(kind, argument) per key source: "client_ip", "route", "consumer" (no argument),
+"header" (name bytes), "param" ({pattern id: capture index}), "claim" (name)."""
 
 class RateLimiter:
     """One rate_limit entry: limits (ns per token, burst), key sources, identity."""
 
-    table: RateTable
-    cost: int
-    delay_ns: int
-    headers: int
-    limiter_id: str
     def __init__(
         self,
         limiter_id: str,
-        keys: Sequence[tuple[str, Any]],
+        keys: _KeySources,
         fallback: str,
         limits: Sequence[tuple[int, int]],
         cost: int = 1,
-        headers: str = "draft",
+        headers: Literal["none", "draft", "legacy", "both"] = "draft",
         table: RateTable | None = None,
         delay_ns: int = 0,
     ) -> None: ...
+    @property
+    def table(self) -> RateTable: ...
+    @property
+    def cost(self) -> int: ...
+    @property
+    def delay_ns(self) -> int:
+        """A request may wait this long instead of being refused."""
+    @property
+    def headers(self) -> int: ...
+    @property
+    def key_kinds(self) -> tuple[tuple[int, Any], ...]: ...
+    @property
+    def fallback(self) -> int: ...
+    @property
+    def limiter_id(self) -> str: ...
     def check(
         self, key: bytes, now_ns: int | None = None, cost: int | None = None
-    ) -> tuple[int | bool, ...]: ...
-    def check_fast(self, key: bytes) -> bool: ...
+    ) -> tuple[bool, int, int, int, int] | tuple[bool, int, int, int, int, int]:
+        """One decision for `key`: (allowed, limit, remaining, reset s, retry-after s), and
+        the wait in ns when the limiter has a delay. `now_ns` injects the monotonic clock."""
+    def check_fast(self, key: bytes) -> bool:
+        """A decision with the real clock and nothing built for the caller (benchmarks)."""
 
 class ConcurrencyLimiter:
-    max_inflight: int
-    queue_max: int
-    queue_timeout: float
+    """A concurrency_limit entry: requests in flight per key in this worker, and a queue."""
+
     def __init__(
         self,
-        keys: Sequence[tuple[str, Any]],
+        keys: _KeySources,
         fallback: str,
         max_inflight: int,
         queue_max: int = 0,
         queue_timeout: float = 1.0,
         status: int = 503,
     ) -> None: ...
+    @property
+    def max_inflight(self) -> int: ...
+    @property
+    def queue_max(self) -> int:
+        """Waiting requests per key; 0: refuse at once."""
+    @property
+    def queue_timeout(self) -> float: ...
+    @property
+    def code(self) -> int:
+        """The ERROR_TABLE code a refusal is answered with (503 or 429)."""
+    @property
+    def key_kinds(self) -> tuple[tuple[int, Any], ...]: ...
+    @property
+    def fallback(self) -> int: ...
     def inflight(self, key: bytes) -> int: ...
     def waiting(self, key: bytes) -> int: ...
 
+@final
 class Lease:
     """Batched Redis limiting: tokens of one key leased from Redis, spent by the core."""
 
     tokens: int
     want: int
+    """Tokens the next lease asks for."""
     expires: float
+    """time.monotonic() when unused tokens lapse."""
     denied_until: float
     limit: int
     remaining: int
     reset_at: float
     fetch: Any
+    """The refill in flight (an asyncio.Task), or None."""
     def __init__(self, want: int) -> None: ...
 
+@final
 class LeaseStep:
-    leases: dict[bytes, Lease]
-    cost: int
-    headers: int
+    """A batched Redis rate_limit entry as the core runs it: leases by key, and the
+    policy's hooks for what the core cannot decide."""
+
     def __init__(
         self,
         leases: dict[bytes, Lease],
-        keys: Sequence[tuple[str, Any]],
+        keys: _KeySources,
         fallback: str,
         cost: int,
-        headers: str,
-        slow: Any,
-        refill: Any,
+        headers: Literal["none", "draft", "legacy", "both"],
+        slow: Callable[[PolicyRequest], Awaitable[Any]],
+        refill: Callable[[bytes, Lease], object],
     ) -> None: ...
+    @property
+    def leases(self) -> dict[bytes, Lease]: ...
+    @property
+    def key_kinds(self) -> tuple[tuple[int, Any], ...]: ...
+    @property
+    def fallback(self) -> int: ...
+    @property
+    def cost(self) -> int: ...
+    @property
+    def headers(self) -> int: ...
+    @property
+    def slow(self) -> Callable[[PolicyRequest], Awaitable[Any]]:
+        """async def (request): the policy's full check."""
+    @property
+    def refill(self) -> Callable[[bytes, Lease], object]:
+        """def (key, lease): start a refill in the background."""
 
-def set_rate_table_slots(slots: int) -> None: ...
+# --- upstream.pxi ----------------------------------------------------------------------
+
+class UpstreamTarget:
+    """One host:port with its pool of idle keep-alive connections."""
+
+    max_idle: int
+    idle_timeout: float
+    def __init__(self, host: str, port: int) -> None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def host_header(self) -> bytes:
+        """Host sent upstream unless the route preserves the client's."""
+    @property
+    def open_connections(self) -> int: ...
+    @property
+    def connects(self) -> int:
+        """Connections ever opened."""
+    @property
+    def failures(self) -> int:
+        """Connection attempts failed in a row."""
+    @property
+    def label(self) -> bytes:
+        """b"host:port" for logs and metrics."""
+    @property
+    def idle_count(self) -> int: ...
+    def close_idle(self) -> None: ...
+
+class UpstreamPool:
+    """The targets of one named upstream, chosen by smooth weighted round robin."""
+
+    def __init__(self, name: str, targets: list[UpstreamTarget], weights: list[int]) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def target_list(self) -> list[UpstreamTarget]: ...
+
+# --- policy.pxi ------------------------------------------------------------------------
+
+TEMPLATE_VARIABLES: dict[str, int]
+"""Template variable name ($client_ip, ...) -> the code a compiled template holds."""
+HEADER_OPS: dict[str, int]
+"""Header operation name -> its code in a compiled operation."""
+CHAIN_STEPS: dict[str, int]
+"""Step kind -> its code in a CoreChain's steps."""
+MANAGED_FIELDS: frozenset[str]
+"""Lowercase field names the gateway manages: no policy may set, remove or rename them."""
+
+def check_field(name: str, value: str | None = None) -> None:
+    """Raise ValueError unless `name` is a token a policy may change and `value` is safe."""
+
+class CoreChain:
+    """A route's compiled policy chain (fastgw.plan.compile_chain builds it)."""
+
+    def __init__(
+        self,
+        disabled: bool,
+        steps: Sequence[tuple[int, Any]],
+        request_ops: Mapping[int, Sequence[tuple[Any, ...]]] | None,
+        response_ops: Mapping[int, Sequence[tuple[Any, ...]]] | None,
+        response_hooks: Sequence[tuple[Callable[..., Any], bool]],
+        body_limit: int = 0,
+    ) -> None: ...
+    @property
+    def disabled(self) -> bool: ...
+    @property
+    def python_hooks(self) -> bool:
+        """A request hook written in Python is on the chain."""
+    @property
+    def body_limit(self) -> int:
+        """Body bytes read before the steps run; 0: the body streams."""
+
+class Headers:
+    """Case-insensitive, read-only view of header fields as received.
+
+    `in`, [] and get() look a name up; iteration and items() give (name, value) pairs.
+    """
+
+    def __init__(self, fields: Iterable[tuple[str, str]]) -> None: ...
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: _T) -> str | _T: ...
+    def getall(self, name: str) -> list[str]: ...
+    def __getitem__(self, name: str, /) -> str: ...
+    def __contains__(self, name: object, /) -> bool: ...
+    def __iter__(self) -> Iterator[tuple[str, str]]: ...
+    def __len__(self) -> int: ...
+    def items(self) -> list[tuple[str, str]]: ...
+    def keys(self) -> list[str]: ...
+
+class PolicyRequest:
+    """The request as a Python policy's hooks see it (made by the gateway, never by hand).
+
+    Reading it after the exchange is over raises RuntimeError: keep what you need in
+    `scratch`.
+    """
+
+    consumer: Any
+    """Who the client is, as an authentication policy set it; None until one does."""
+    claims: dict[str, Any] | None
+    """What the client proved (a token's claims), set with `consumer`."""
+    @property
+    def route(self) -> str: ...
+    @property
+    def body(self) -> bytes | None:
+        """The request body, when a policy of the chain has `needs_body`."""
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def scratch(self) -> dict[str, Any]:
+        """A dict for this request only: hooks pass data to later hooks through it."""
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str:
+        """The normalised path."""
+    @property
+    def query(self) -> str | None: ...
+    @property
+    def params(self) -> dict[str, str]:
+        """The route pattern's captures."""
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def client_ip(self) -> str: ...
+    def record_rate_limit(
+        self,
+        allowed: bool,
+        limit: int = -1,
+        remaining: int = 0,
+        reset: int = 0,
+        retry_after: int = 0,
+        headers: Literal["none", "draft", "legacy", "both"] = "none",
+    ) -> None:
+        """Count a rate limit decision a Python policy made (metrics, access log), as the
+        core counts its own. With `limit` >= 0 the core also adds the RateLimit fields
+        (`headers`: draft, legacy, both or none; Retry-After when refused) to every
+        response of the exchange, the policy's own answer included."""
+    def set_header(self, name: str, value: str) -> None:
+        """Set an upstream request header (replacing the client's fields of that name)."""
+    def add_header(self, name: str, value: str) -> None:
+        """Add an upstream request header field."""
+    def remove_header(self, name: str) -> None:
+        """Remove the client's fields of that name from the upstream request."""
+    def rewrite_path(self, path: str) -> None:
+        """Send this path upstream instead (the query is kept); ValueError if invalid."""
+    def set_upstream(self, name: str) -> None:
+        """Send this request to another upstream of the configuration."""
+
+class ResponseView:
+    """The upstream's response as a response hook sees it (made by the gateway)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Headers:
+        """The response's forwarded fields; RuntimeError once the head went out."""
+    def set_header(self, name: str, value: str) -> None: ...
+    def add_header(self, name: str, value: str) -> None: ...
+    def remove_header(self, name: str) -> None: ...
+
+# --- protocol.pxi ----------------------------------------------------------------------
+
+class RouteAction:
+    """A compiled route; its timeouts and body limit are the effective (resolved) ones."""
+
+    def __init__(
+        self,
+        name: str,
+        route_id: int,
+        pool: UpstreamPool,
+        strip_prefix: str | None,
+        rewrites: dict[int, tuple[bytes | int, ...]] | None,
+        preserve_host: bool,
+        chain: CoreChain | None,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        send_timeout: float,
+        max_body_bytes: int,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def route_id(self) -> int: ...
+    @property
+    def pool(self) -> UpstreamPool: ...
+    @property
+    def chain(self) -> CoreChain | None:
+        """None when the route has no policies."""
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def send_timeout(self) -> float: ...
+    @property
+    def max_body_bytes(self) -> int: ...
+
+class CoreLimits:
+    """Request limits as the core applies them; every value required (the schema's)."""
+
+    def __init__(
+        self,
+        *,
+        max_header_bytes: int,
+        max_headers: int,
+        max_target_bytes: int,
+        max_body_bytes: int,
+        headers_with_underscores: Literal["drop", "reject", "allow"],
+    ) -> None: ...
+    @property
+    def max_header_bytes(self) -> int: ...
+    @property
+    def max_headers(self) -> int: ...
+    @property
+    def max_target_bytes(self) -> int: ...
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body any route allows: the parser's limit until the route is known."""
+    @property
+    def headers_with_underscores(self) -> Literal["drop", "reject", "allow"]: ...
+
+class CoreTimeouts:
+    """Client and upstream timeouts in seconds; every value required (the schema's)."""
+
+    def __init__(
+        self,
+        *,
+        client_header: float,
+        client_body_idle: float,
+        keepalive_idle: float,
+        upstream_read: float,
+        upstream_send: float,
+        client_send: float,
+    ) -> None: ...
+    @property
+    def client_header(self) -> float: ...
+    @property
+    def client_body_idle(self) -> float: ...
+    @property
+    def keepalive_idle(self) -> float: ...
+    @property
+    def upstream_read(self) -> float: ...
+    @property
+    def upstream_send(self) -> float: ...
+    @property
+    def client_send(self) -> float: ...
+
+class CorePlan:
+    """The executable part of a Plan: router, route actions, limits and timeouts."""
+
+    def __init__(
+        self,
+        router: Router,
+        actions: list[RouteAction | None],
+        limits: CoreLimits,
+        timeouts: CoreTimeouts,
+        trusted_networks: Sequence[IPv4Network | IPv6Network],
+        pools: dict[str, UpstreamPool],
+    ) -> None: ...
+    @property
+    def router(self) -> Router: ...
+    @property
+    def actions(self) -> list[RouteAction | None]:
+        """The RouteAction of each route id (None: the route cannot serve)."""
+    @property
+    def limits(self) -> CoreLimits: ...
+    @property
+    def timeouts(self) -> CoreTimeouts: ...
+
+class Engine:
+    """Connections, the coarse clock tick, timeouts and drain for one event loop."""
+
+    loop: AbstractEventLoop
+    plan: CorePlan | None
+    """The live plan; None until the gateway sets one."""
+    metrics_on: bool
+    access_log: AccessLog | None
+    trace_mode: int
+    """0 off, 1 propagate a client's traceparent, 2 start a trace when none came."""
+    server_timing: bool
+    """Server-Timing on proxied responses."""
+    def __init__(self, loop: AbstractEventLoop, tick_interval: float = 0.1) -> None: ...
+    def target(self, host: str, port: int) -> UpstreamTarget:
+        """The shared UpstreamTarget for host:port (created on first use)."""
+    def start(self) -> None:
+        """Start the clock tick."""
+    def protocol_factory(self) -> ClientProtocol: ...
+    def proxy_protocol_factory(self) -> ClientProtocol:
+        """Connections of a proxy_protocol listener: a PROXY header comes first."""
+    def begin_drain(self) -> None:
+        """Stop keep-alive: idle connections close now, busy ones after their exchange."""
+    def close(self) -> None: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def requests_total(self) -> int: ...
+    @property
+    def metrics(self) -> CoreMetrics: ...
+    @property
+    def proxy_refused(self) -> int:
+        """PROXY headers from peers not in trusted_proxies."""
+    @property
+    def proxy_invalid(self) -> int:
+        """Malformed, oversized or late PROXY headers."""
+    @property
+    def active_connections(self) -> int: ...
+    @property
+    def busy_connections(self) -> int: ...
+    def connection_states(self) -> dict[str, int]:
+        """Client connections by state: reading, active, idle and tunnel."""
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This worker's counters and gauges as plain data (see fastgw.observe.metrics)."""
+
+class ClientProtocol:
+    """The asyncio protocol of one client connection (Engine's factories make them)."""
+
+    def __init__(self, engine: Engine) -> None: ...
+    def connection_made(self, transport: BaseTransport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
+# --- _core.pyx -------------------------------------------------------------------------
+
+def build_info() -> dict[str, Any]:
+    """How this core was built: Cython version, debug build (for `fastgw version`)."""
