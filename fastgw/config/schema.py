@@ -490,18 +490,8 @@ def collect_config_errors(
             stand_in = _stand_in_upstream() if name == "upstreams" else ()
             entries = {}
             for key, item in raw.items():
-                try:
-                    msgspec.convert(key, key_type)
-                except msgspec.ValidationError as exc:
-                    errors.append(
-                        _describe(
-                            _bare_message(exc),
-                            key,
-                            key_type,
-                            json_path([name, str(key)]),
-                            is_key=True,
-                        )
-                    )
+                if (bad_key := _key_error(key, key_type, [name])) is not None:
+                    errors.append(bad_key)
                     continue
                 value = _collect(item, value_type, [name, key], errors)
                 entries[key] = stand_in if value is _INVALID else value
@@ -533,6 +523,17 @@ def _with_file(errors: list[ConfigError], file: str | None) -> list[ConfigError]
     for error in errors:
         error.file = file
     return errors
+
+
+def _key_error(key: Any, key_type: Any, segments: list[str | int]) -> ConfigError | None:
+    """The error of a mapping key that `key_type` refuses (an upstream name, say), or None."""
+    try:
+        msgspec.convert(key, key_type)
+    except msgspec.ValidationError as exc:
+        return _describe(
+            _bare_message(exc), key, key_type, json_path([*segments, str(key)]), is_key=True
+        )
+    return None
 
 
 def _bare_message(exc: msgspec.ValidationError) -> str:
@@ -608,18 +609,8 @@ def _collect(data: Any, type_: Any, segments: list[str | int], errors: list[Conf
     elif origin is dict and isinstance(data, dict):
         key_type, value_type = _dict_args(bare)
         for key, value in data.items():
-            try:
-                msgspec.convert(key, key_type)
-            except msgspec.ValidationError as exc:
-                errors.append(
-                    _describe(
-                        _bare_message(exc),
-                        key,
-                        key_type,
-                        json_path([*segments, str(key)]),
-                        is_key=True,
-                    )
-                )
+            if (bad_key := _key_error(key, key_type, segments)) is not None:
+                errors.append(bad_key)
                 continue
             _collect(value, value_type, [*segments, key], errors)
     if len(errors) == before:
