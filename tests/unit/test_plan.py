@@ -143,6 +143,17 @@ def test_every_bad_pattern_of_a_route_is_reported() -> None:
     assert "empty segment" in info.value.errors[0].message
 
 
+# The timeouts the core takes, each from the schema's Timeouts.
+CORE_TIMEOUTS = (
+    "client_header",
+    "client_body_idle",
+    "keepalive_idle",
+    "upstream_read",
+    "upstream_send",
+    "client_send",
+)
+
+
 def test_core_limits_and_timeouts_are_the_schemas_defaults() -> None:
     """Nothing in the core has a default of its own: a config that sets no limits reaches
     it with exactly the schema's values (headers_with_underscores "drop", not "allow")."""
@@ -153,14 +164,7 @@ def test_core_limits_and_timeouts_are_the_schemas_defaults() -> None:
     assert core.limits.headers_with_underscores == "drop" == limits.headers_with_underscores
     for name in ("max_header_bytes", "max_headers", "max_target_bytes", "max_body_bytes"):
         assert getattr(core.limits, name) == getattr(limits, name), name
-    for name in (
-        "client_header",
-        "client_body_idle",
-        "keepalive_idle",
-        "upstream_read",
-        "upstream_send",
-        "client_send",
-    ):
+    for name in CORE_TIMEOUTS:
         assert getattr(core.timeouts, name) == getattr(timeouts, name), name
 
 
@@ -185,14 +189,7 @@ def test_core_config_objects_have_no_defaults(cls: str, missing: str) -> None:
             "headers_with_underscores": "drop",
         },
         "CoreTimeouts": dict.fromkeys(
-            (
-                "client_header",
-                "client_body_idle",
-                "keepalive_idle",
-                "upstream_read",
-                "upstream_send",
-                "client_send",
-            ),
+            CORE_TIMEOUTS,
             1.0,
         ),
         "RouteAction": {

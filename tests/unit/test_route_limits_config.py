@@ -208,13 +208,8 @@ def test_route_table_shows_effective_values_in_readable_units(
     assert cells["MAX_BODY"] == {10485760: "10MiB", 1000: "1000B", 65536: "64KiB"}[max_body]
 
 
-def test_fastgw_routes_prints_each_routes_effective_values(tmp_path: Path) -> None:
-    file = tmp_path / "gateway.yaml"
-    file.write_text(
-        second_route("timeouts: {read: 500ms}, limits: {max_body_bytes: 1048576}")
-        + "limits: {max_body_bytes: 10485760}\n"
-        + "timeouts: {upstream_connect: 2s}\n"
-    )
+def route_table(file: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """`fastgw routes FILE`: its rows, and each route's cells by column name."""
     result = subprocess.run(
         [sys.executable, "-m", "fastgw", "routes", str(file)],
         capture_output=True,
@@ -226,6 +221,17 @@ def test_fastgw_routes_prints_each_routes_effective_values(tmp_path: Path) -> No
     header, *lines = result.stdout.splitlines()
     names = header.split()
     cells = {line.split()[0]: dict(zip(names, line.split(), strict=False)) for line in lines}
+    return lines, cells
+
+
+def test_fastgw_routes_prints_each_routes_effective_values(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(
+        second_route("timeouts: {read: 500ms}, limits: {max_body_bytes: 1048576}")
+        + "limits: {max_body_bytes: 10485760}\n"
+        + "timeouts: {upstream_connect: 2s}\n"
+    )
+    lines, cells = route_table(file)
     assert cells["first"]["CONNECT/READ/SEND"] == "2s/60s/60s"
     assert cells["first"]["MAX_BODY"] == "10MiB"
     assert cells["second"]["CONNECT/READ/SEND"] == "2s/500ms/60s"
@@ -236,17 +242,7 @@ def test_fastgw_routes_prints_each_routes_effective_values(tmp_path: Path) -> No
 
 def test_annotated_example_shows_the_uploads_routes_own_values() -> None:
     example = ROOT / "examples" / "gateway.yaml"
-    result = subprocess.run(
-        [sys.executable, "-m", "fastgw", "routes", str(example)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    header, *lines = result.stdout.splitlines()
-    names = header.split()
-    cells = {line.split()[0]: dict(zip(names, line.split(), strict=False)) for line in lines}
+    _, cells = route_table(example)
     assert cells["uploads"]["CONNECT/READ/SEND"] == "2s/5m/30s"
     assert cells["uploads"]["MAX_BODY"] == "100MiB"
     assert cells["users"]["CONNECT/READ/SEND"] == "5s/60s/60s"
