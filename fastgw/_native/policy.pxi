@@ -334,7 +334,7 @@ cdef class PolicyRequest:
         response of the exchange, the policy's own answer included."""
         cdef ClientProtocol conn = self.attached()
         cdef RateDecision d
-        conn.rl_result = RL_ALLOWED if allowed else RL_LIMITED
+        conn.ex.rl_result = RL_ALLOWED if allowed else RL_LIMITED
         if limit < 0:
             return
         d.allowed = allowed
@@ -344,7 +344,7 @@ cdef class PolicyRequest:
         d.retry_after_s = max(1, retry_after)
         d.wait_ns = 0
         fields = _rate_limit_fields(_RL_HEADER_MODES[headers], &d)
-        conn.extra_head = fields if conn.extra_head is None else conn.extra_head + fields
+        conn.ex.extra_head = fields if conn.ex.extra_head is None else conn.ex.extra_head + fields
 
     @property
     def scratch(self):
@@ -390,11 +390,11 @@ cdef class PolicyRequest:
         cdef int i
         if self._params is None:
             conn = self.attached()
-            names = conn.plan.router.pattern_params(conn.match.pattern_id)
+            names = conn.plan.router.pattern_params(conn.ex.match.pattern_id)
             self._params = {
-                names[i]: PyBytes_FromStringAndSize(conn.parser.path + conn.match.param_off[i],
-                                                    conn.match.param_len[i]).decode("latin-1")
-                for i in range(conn.match.n_params)
+                names[i]: PyBytes_FromStringAndSize(conn.parser.path + conn.ex.match.param_off[i],
+                                                    conn.ex.match.param_len[i]).decode("latin-1")
+                for i in range(conn.ex.match.n_params)
             }
         return self._params
 
@@ -406,8 +406,10 @@ cdef class PolicyRequest:
 
     @property
     def client_ip(self):
+        cdef ClientProtocol conn
         if self._client_ip is None:
-            self._client_ip = self.attached().client_ip().decode("ascii")
+            conn = self.attached()
+            self._client_ip = request_client_ip(conn, conn.ex).decode("ascii")
         return self._client_ip
 
     def set_header(self, str name, str value):
@@ -438,8 +440,8 @@ cdef class PolicyRequest:
 cdef PolicyRequest _new_policy_request(ClientProtocol conn):
     cdef PolicyRequest request = PolicyRequest.__new__(PolicyRequest)
     request.conn = conn
-    request.route = conn.action.name
-    request.request_id_bytes = conn.request_id
+    request.route = conn.ex.action.name
+    request.request_id_bytes = conn.ex.request_id
     return request
 
 
@@ -502,9 +504,9 @@ async def _resume_hook(ClientProtocol conn, object coro, object blocked_on, bint
         coro.close()
         raise
     except BaseException as exc:
-        conn.on_hook_done(exc, None, response, serial)
+        chain_hook_done(conn, conn.ex, exc, None, response, serial)
         return
-    conn.on_hook_done(None, result, response, serial)
+    chain_hook_done(conn, conn.ex, None, result, response, serial)
 
 
 cdef bytes _percent_encode_unsafe(const char* data, Py_ssize_t n):

@@ -97,11 +97,11 @@ async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object
         )
     except _asyncio.TimeoutError:
         target.failures += 1
-        client.on_connect_failed(E_UPSTREAM_CONNECT_TIMEOUT)
+        forward_connect_failed(client, client.ex, E_UPSTREAM_CONNECT_TIMEOUT)
         return
     except (OSError, ValueError):
         target.failures += 1
-        client.on_connect_failed(E_UPSTREAM_CONNECT_FAILED)
+        forward_connect_failed(client, client.ex, E_UPSTREAM_CONNECT_FAILED)
         return
     except Exception as exc:
         # Not the upstream's doing: a bug on our side of the connect (CancelledError, a
@@ -109,7 +109,7 @@ async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object
         client.fail_internal(W_UPSTREAM, exc)
         return
     target.failures = 0
-    client.on_connected(conn)
+    forward_connected(client, client.ex, conn)
 
 
 cdef class UpstreamPool:
@@ -208,7 +208,7 @@ cdef class UpstreamConnection:
     def data_received(self, bytes data):
         if self.tunnel:
             if self.client is not None:
-                self.client.deadline = _now + self.client.read_timeout
+                self.client.deadline = _now + self.client.ex.read_timeout
                 self.client.count_sent(PyBytes_GET_SIZE(data))
                 try:
                     self.client.transport.write(data)
@@ -220,7 +220,7 @@ cdef class UpstreamConnection:
             self.close()
             return
         self.got_bytes = True
-        self.client.touch_upstream()
+        forward_touch(self.client, self.client.ex)
         self.feed(data, 0)
 
     cdef void release_hold(self) noexcept:
@@ -247,11 +247,11 @@ cdef class UpstreamConnection:
             if ev == EV_NEED_MORE:
                 break
             elif ev == EV_BODY:
-                client.on_response_body(self.parser.body_ptr, self.parser.body_len)
+                relay_body(client, client.ex, self.parser.body_ptr, self.parser.body_len)
             elif ev == EV_HEAD:
                 if self.parser.framing == FRAMING_TUNNEL:
                     self.tunnel = True
-                    client.on_response_head(self.parser)
+                    relay_head(client, client.ex, self.parser)
                     client.flush()          # the 101 head before any tunnelled byte
                     if off < n:
                         client.count_sent(n - off)
@@ -260,8 +260,8 @@ cdef class UpstreamConnection:
                         except BaseException as exc:
                             client.fail_internal(W_UPSTREAM, exc)
                     break
-                client.on_response_head(self.parser)
-                if client.response_hold and self.client is client:
+                relay_head(client, client.ex, self.parser)
+                if client.ex.response_hold and self.client is client:
                     # PERF: no copy; the rest of this read waits with the connection paused.
                     self.held = True
                     self.held_data = data
@@ -274,15 +274,15 @@ cdef class UpstreamConnection:
                 break
             else:
                 self.abort()
-                client.on_upstream_error(self.parser.error_code)
+                forward_error(client, client.ex, self.parser.error_code)
                 break
             if self.client is not client:
                 break
         client.flush()
 
     cdef void finish_exchange(self, ClientProtocol client, bint clean) noexcept:
-        cdef bint reusable = clean and self.parser.keep_alive and client.request_complete
-        if reusable and client.request_framing != FRAMING_NONE:
+        cdef bint reusable = clean and self.parser.keep_alive and client.ex.request_complete
+        if reusable and client.ex.request_framing != FRAMING_NONE:
             # The upstream may answer before it took the whole body: such a connection
             # still has our bytes to write and cannot carry another request.
             try:
@@ -295,7 +295,7 @@ cdef class UpstreamConnection:
             self.target.release(self)
         else:
             self.close()
-        client.on_response_done()
+        relay_done(client, client.ex)
 
     def eof_received(self):
         return False
@@ -316,25 +316,25 @@ cdef class UpstreamConnection:
         if client is None:
             return
         if self.tunnel:
-            client.on_tunnel_closed()
+            relay_tunnel_closed(client, client.ex)
             return
         if not self.got_bytes:
-            client.on_upstream_lost(self.reused)
+            forward_lost(client, client.ex, self.reused)
             return
         ev = self.parser.feed_eof()
         if ev == EV_DONE:
-            client.on_response_done()
+            relay_done(client, client.ex)
         else:
-            client.on_upstream_error(E_UPSTREAM_TRUNCATED if ev == EV_ERROR else E_UPSTREAM_RESET)
+            forward_error(client, client.ex, E_UPSTREAM_TRUNCATED if ev == EV_ERROR else E_UPSTREAM_RESET)
         client.flush()
 
     def pause_writing(self):
         if self.client is not None:
-            self.client.on_upstream_full(True)
+            forward_full(self.client, self.client.ex, True)
 
     def resume_writing(self):
         if self.client is not None:
-            self.client.on_upstream_full(False)
+            forward_full(self.client, self.client.ex, False)
 
     cdef void pause_reading(self, bint paused) noexcept:
         if not self.alive or paused == self.reading_paused or (self.held and not paused):

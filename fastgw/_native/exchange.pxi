@@ -1,0 +1,133 @@
+# exchange.pxi: the state of one request and its response, from the request head to the
+# access log line.
+#
+# A connection makes its Exchange when its first request begins (an idle connection that
+# never sent a byte has none) and resets it for each request that follows: the reset is
+# `begin` (a request with a whole head) or `begin_headless` (a request refused before its
+# head was whole), and `clear` drops what the finished exchange referenced. The stages
+# (request, route, chain, pick, forward, relay, record) are functions that take the
+# connection and the exchange; nothing else keeps per-request state.
+#
+# Several exchanges in flight on one connection (pipelined requests answered together)
+# will each be an Exchange of their own: nothing here refers to "the" connection's state.
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class Exchange:
+    """One request on a client connection, and what is known of its answer."""
+
+    cdef RouteAction action
+    cdef double read_timeout       # the route's upstream read and send timeouts
+    cdef double send_timeout
+    cdef UpstreamTarget target
+    cdef UpstreamConnection up
+    cdef bytes up_head
+    cdef bytes request_id
+    cdef int method_id
+    cdef int request_framing
+    cdef int client_minor
+    cdef bint keep_alive
+    cdef bint upgrade
+    cdef bint request_complete
+    cdef bint response_started
+    cdef int out_framing
+    cdef int retries
+    cdef bint local_response       # answered locally; the rest of this request is skipped
+    cdef RouteMatch match
+    cdef CoreChain chain
+    cdef PolicyRequest preq        # the request as Python hooks see it (None without hooks)
+    cdef ResponseView rview
+    cdef Py_ssize_t hook_index     # where a suspended chain resumes
+    cdef object hook_task
+    cdef uint64_t exchange_serial  # a finished hook of an earlier exchange must not act
+    cdef bint continue_sent
+    cdef bint response_hold        # an async response hook holds the response head
+    cdef bint in_chain             # inside run_request_steps: an exception is the chain's
+    cdef bytes client_ip_value
+    cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
+    cdef bint ex_open              # an exchange is counted once, when it ends
+    cdef bint head_ok              # the parser holds this exchange's request head
+    cdef int status                # the final status sent (0: none yet)
+    cdef UpstreamPool pool_used
+    cdef int64_t t_start           # monotonic ns: head parsed
+    cdef int64_t t_up_start        # request head handed to the upstream connection
+    cdef int64_t t_up_end          # upstream response complete
+    cdef int64_t ex_in             # request head + body bytes
+    cdef int trace_len             # 55 when `trace` holds the traceparent sent upstream
+    cdef bint trace_restarted      # a malformed traceparent was replaced: drop tracestate
+    cdef char trace[56]
+    cdef bytes extra_head          # fields every response of this exchange carries (limits)
+    cdef int rl_result             # RL_ALLOWED / RL_LIMITED, 0 without a rate limit
+    cdef object park_handle        # a rate limit `delay`: the timer that resumes the chain
+    cdef ConcurrencyLimiter waiting_on   # queued for a place of this concurrency limit
+    cdef bytes waiting_key
+    cdef list held                 # [(ConcurrencyLimiter, key)] places this exchange holds
+    cdef int local_code            # error code of the JSON error this exchange got (0: none)
+    cdef int64_t up_sent           # bytes handed to the upstream in this exchange
+    cdef Py_ssize_t up_path_len    # the path in up_head, after "METHOD "
+    cdef list up_out               # pending writes to the upstream, flushed once per read
+
+    cdef inline void begin(self, RequestParser p, bint may_keep_alive) noexcept:
+        """A new request whose head is whole: everything of the one before is forgotten."""
+        self.method_id = p.method_id
+        self.request_framing = p.framing
+        self.client_minor = p.version_minor
+        self.keep_alive = p.keep_alive and may_keep_alive
+        self.upgrade = p.upgrade_websocket
+        self.request_complete = False
+        self.response_started = False
+        self.local_response = False
+        self.out_framing = OUT_NONE
+        self.retries = 0
+        self.client_ip_value = None
+        self.exchange_serial += 1
+        self.continue_sent = False
+        self.head_ok = True
+        self.begin_record(p.head_len)
+
+    cdef inline void begin_headless(self) noexcept:
+        """A request refused before its head was whole: only what the record needs."""
+        self.head_ok = False
+        self.action = None
+        self.target = None
+        self.method_id = M_OTHER
+        self.begin_record(0)
+
+    cdef inline void begin_record(self, int64_t bytes_in) noexcept:
+        self.ex_open = True
+        self.status = 0
+        self.pool_used = None
+        self.t_start = _mono_ns()
+        self.t_up_start = 0
+        self.t_up_end = 0
+        self.ex_in = bytes_in
+        self.trace_len = 0
+        self.extra_head = None
+        self.rl_result = 0
+        self.local_code = 0
+        self.up_sent = 0
+
+    cdef inline void clear(self) noexcept:
+        """The exchange is over: let go of what it referenced (the record was written)."""
+        self.action = None
+        self.target = None
+        self.up_head = None
+        self.up = None
+        self.chain = None
+        if self.rview is not None:
+            self.rview.parser = None
+            self.rview = None
+        self.body_buffer = None
+        if self.preq is not None:
+            self.preq.conn = None
+            self.preq = None
+
+
+cdef Exchange _new_exchange(CorePlan plan):
+    """The one place an Exchange is made."""
+    cdef Exchange ex = Exchange.__new__(Exchange)
+    ex.read_timeout = plan.upstream_read
+    ex.send_timeout = plan.upstream_send
+    ex.up_out = []
+    return ex

@@ -1,0 +1,146 @@
+# plan.pxi: the compiled plan the core executes, built once per configuration by
+# fastgw/plan.py: per-route actions, the typed limits and timeouts, the router.
+#
+# Everything here is decided before the first request (DESIGN.md principle 4); the request
+# path only reads it.
+
+import ipaddress as _ipaddress
+
+
+cdef class RouteAction:
+    """What to do with a request once its route is known (built once per Plan)."""
+
+    cdef readonly str name
+    cdef readonly int route_id
+    cdef readonly UpstreamPool pool
+    cdef bytes strip_prefix               # None when the route does not strip
+    cdef dict rewrites                    # pattern_id -> tuple of bytes / int parts, or None
+    cdef bint preserve_host
+    cdef readonly CoreChain chain         # None when the route has no policies
+    cdef bytes name_bytes
+    cdef bytes log_field                  # ',"route":"NAME"' for the access log
+    cdef int metric_slot                  # this route in the engine's CoreMetrics
+    # Effective limits, the route's own or the global ones (resolved in plan.py).
+    cdef readonly double connect_timeout
+    cdef readonly double read_timeout
+    cdef readonly double send_timeout
+    cdef readonly int64_t max_body_bytes
+
+    def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
+                 rewrites, bint preserve_host, CoreChain chain, *, double connect_timeout,
+                 double read_timeout, double send_timeout, int64_t max_body_bytes):
+        self.name = name
+        self.metric_slot = -1
+        self.name_bytes = name.encode("utf-8")
+        self.log_field = b',"route":' + _orjson.dumps(name)
+        self.route_id = route_id
+        self.pool = pool
+        self.strip_prefix = strip_prefix.encode() if strip_prefix else None
+        self.rewrites = rewrites
+        self.preserve_host = preserve_host
+        self.chain = chain
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.send_timeout = send_timeout
+        self.max_body_bytes = max_body_bytes
+
+
+cdef class CoreLimits:
+    """The gateway's request limits as the core applies them. Every value is required:
+    their defaults are the config schema's (fastgw/config/schema.py), filled in plan.py."""
+
+    cdef readonly Py_ssize_t max_header_bytes
+    cdef readonly Py_ssize_t max_headers
+    cdef readonly Py_ssize_t max_target_bytes
+    cdef readonly int64_t max_body_bytes       # the largest any route allows (plan.py)
+    cdef readonly str headers_with_underscores
+
+    def __init__(self, *, Py_ssize_t max_header_bytes, Py_ssize_t max_headers,
+                 Py_ssize_t max_target_bytes, int64_t max_body_bytes,
+                 str headers_with_underscores):
+        if headers_with_underscores not in UNDERSCORE_MODES:
+            raise ValueError(f"headers_with_underscores must be one of "
+                             f"{sorted(UNDERSCORE_MODES)}, got {headers_with_underscores!r}")
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_target_bytes = max_target_bytes
+        self.max_body_bytes = max_body_bytes
+        self.headers_with_underscores = headers_with_underscores
+
+
+cdef class CoreTimeouts:
+    """The gateway's client and upstream timeouts in seconds, all required (see
+    CoreLimits); a route's own upstream timeouts are on its RouteAction."""
+
+    cdef readonly double client_header
+    cdef readonly double client_body_idle
+    cdef readonly double keepalive_idle
+    cdef readonly double upstream_read
+    cdef readonly double upstream_send
+    cdef readonly double client_send
+
+    def __init__(self, *, double client_header, double client_body_idle,
+                 double keepalive_idle, double upstream_read, double upstream_send,
+                 double client_send):
+        self.client_header = client_header
+        self.client_body_idle = client_body_idle
+        self.keepalive_idle = keepalive_idle
+        self.upstream_read = upstream_read
+        self.upstream_send = upstream_send
+        self.client_send = client_send
+
+
+cdef class CorePlan:
+    """The executable part of a Plan: router, route actions, limits and timeouts."""
+
+    cdef readonly Router router
+    cdef readonly list actions            # RouteAction per route id
+    cdef Py_ssize_t max_header_bytes
+    cdef Py_ssize_t max_headers
+    cdef Py_ssize_t max_target_bytes
+    # The largest body any route accepts: the parser's limit until the route is known.
+    cdef int64_t max_body_bytes
+    cdef int underscores                  # UNDERSCORES_* for request field names
+    cdef double client_header
+    cdef double client_body_idle
+    cdef double keepalive_idle
+    cdef double upstream_read
+    cdef double upstream_send
+    cdef double client_send
+    cdef tuple trusted_networks
+    cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
+    cdef readonly CoreLimits limits
+    cdef readonly CoreTimeouts timeouts
+
+    def __init__(self, Router router, list actions, CoreLimits limits not None,
+                 CoreTimeouts timeouts not None, trusted_networks, dict pools not None):
+        self.router = router
+        self.actions = actions
+        self.pools = pools
+        self.limits = limits
+        self.timeouts = timeouts
+        # PERF: copied into C fields, read per request without a second indirection.
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_target_bytes = limits.max_target_bytes
+        self.max_body_bytes = limits.max_body_bytes
+        self.underscores = UNDERSCORE_MODES[limits.headers_with_underscores]
+        self.client_header = timeouts.client_header
+        self.client_body_idle = timeouts.client_body_idle
+        self.keepalive_idle = timeouts.keepalive_idle
+        self.upstream_read = timeouts.upstream_read
+        self.upstream_send = timeouts.upstream_send
+        self.client_send = timeouts.client_send
+        self.trusted_networks = tuple(trusted_networks)
+
+    cdef bint is_trusted(self, str ip):
+        if not self.trusted_networks or not ip:
+            return False
+        try:
+            addr = _ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        for network in self.trusted_networks:
+            if addr.version == network.version and addr in network:
+                return True
+        return False
