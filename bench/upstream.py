@@ -4,7 +4,8 @@ The e2e runner (``bench/e2e/``) prefers a second nginx instance as the upstream
 (``return 200 "ok"``), which is what proxy comparisons usually use because it costs the
 loaded CPU almost nothing. This server is used only when nginx is absent. It speaks just
 enough HTTP/1.1 for bodiless keep-alive GETs: one fixed response per request head, pipelined
-heads answered in one write.
+heads answered in one write, and the connection closed after a head that asks for it
+(`Connection: close`, as the runner's readiness probe sends).
 
     python bench/upstream.py --port 9001
 """
@@ -28,8 +29,8 @@ class FixedResponseProtocol(asyncio.Protocol):
         self._pending = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
@@ -38,6 +39,9 @@ class FixedResponseProtocol(asyncio.Protocol):
         if heads:
             # PERF: one write for all pipelined requests that arrived in this read.
             self._transport.write(RESPONSE * heads)
+            if b"connection: close" in buffer.lower():
+                self._transport.close()  # after the responses written above
+                return
             buffer = buffer[buffer.rfind(HEAD_END) + len(HEAD_END) :]
         if len(buffer) > MAX_PENDING_BYTES:
             self._transport.close()

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -483,3 +484,20 @@ def test_redis_server_runs_for_the_block_and_stops(tmp_path: Path) -> None:
     assert redis.pid is None
     assert not e2e_peers.redis_ping(redis.port)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_fallback_upstream_starts_and_answers_keep_alive_and_close() -> None:
+    # The runner falls back to bench/upstream.py where nginx is absent; its readiness probe
+    # sends `Connection: close` and reads to EOF, on uvloop's transports.
+    pinning = e2e_processes.Pinning(None, None)
+    with e2e_peers.upstream_server("python", pinning) as (port, pid, description):
+        assert pid > 0 and "bench/upstream.py" in description
+        assert e2e_processes.http_get(port) == (200, b"ok")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while data.count(b"ok") < 2:
+                chunk = sock.recv(65536)
+                assert chunk, f"closed early after {data!r}"
+                data += chunk
+            assert data.count(b"HTTP/1.1 200 OK") == 2
