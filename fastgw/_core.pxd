@@ -11,6 +11,8 @@ cimport cython
 
 # Constants and the error codes every fragment shares.
 include "_native/consts.pxd"
+# The PROXY protocol header a connection may open with.
+include "_native/proxyproto.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
