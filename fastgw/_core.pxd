@@ -13,6 +13,8 @@ cimport cython
 include "_native/consts.pxd"
 # The PROXY protocol header a connection may open with.
 include "_native/proxyproto.pxd"
+# The HTTP/1.1 parsers: the request's head and body, later the upstream's response.
+include "_native/http1.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
