@@ -15,6 +15,8 @@ include "_native/consts.pxd"
 include "_native/proxyproto.pxd"
 # The HTTP/1.1 parsers: the request's head and body, later the upstream's response.
 include "_native/http1.pxd"
+# Host + path + method -> route.
+include "_native/router.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
