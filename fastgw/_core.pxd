@@ -17,6 +17,8 @@ include "_native/proxyproto.pxd"
 include "_native/http1.pxd"
 # Host + path + method -> route.
 include "_native/router.pxd"
+# The buffer every outgoing head is written into.
+include "_native/serialize.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
