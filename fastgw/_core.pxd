@@ -19,6 +19,8 @@ include "_native/http1.pxd"
 include "_native/router.pxd"
 # The buffer every outgoing head is written into.
 include "_native/serialize.pxd"
+# Metrics, the access log, the clock.
+include "_native/observe.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
