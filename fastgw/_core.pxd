@@ -21,6 +21,8 @@ include "_native/router.pxd"
 include "_native/serialize.pxd"
 # Metrics, the access log, the clock.
 include "_native/observe.pxd"
+# Where an unexpected exception goes.
+include "_native/errors.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
