@@ -23,6 +23,8 @@ include "_native/serialize.pxd"
 include "_native/observe.pxd"
 # Where an unexpected exception goes.
 include "_native/errors.pxd"
+# Rate and concurrency limits.
+include "_native/ratelimit.pxd"
 
 # --- the other fragments -------------------------------------------------------------------
 # Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
