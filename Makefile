@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CORE_SOURCES := fastgw/_core.pyx $(wildcard fastgw/_native/*.pxi) setup.py
+CORE_SOURCES := fastgw/_core.pyx $(wildcard fastgw/_native/*.pxi) \
+	$(wildcard fastgw/*.pxd fastgw/_native/*.pxd) setup.py
 
 .PHONY: run test build build-bench debug lint bench bench-e2e bench-policy clean
 
@@ -54,7 +55,8 @@ test: build
 lint: fastgw/_core.stamp
 	$(BIN)/ruff check fastgw tests bench examples
 	$(BIN)/ruff format --check fastgw tests bench examples
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/cython-lint fastgw/_core.pyx fastgw/_native/*.pxi
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/cython-lint fastgw/_core.pyx fastgw/_native/*.pxi \
+		fastgw/_core.pxd fastgw/_native/*.pxd
 	$(BIN)/python -m mypy.stubtest fastgw._core --ignore-disjoint-bases \
 		--mypy-config-file pyproject.toml \
 		--allowlist fastgw/_core.stubtest-allowlist

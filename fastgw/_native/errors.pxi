@@ -10,16 +10,6 @@
 
 import logging as _logging
 
-cdef enum:
-    W_CLIENT = 0        # a client connection callback: reading a request, writing to it
-    W_CHAIN = 1         # a policy step run by the core
-    W_HOOK = 2          # resuming a chain after an async hook, a delay or a queue
-    W_UPSTREAM = 3      # an upstream connection callback: connecting, relaying a response
-    W_TIMER = 4         # the engine tick: timeouts, idle sweeps, access log flushes
-    W_RECORD = 5        # counting an exchange and writing its access log line
-    _N_WHERE = 6
-    INTERNAL_LOG_PER_SECOND = 10    # tracebacks a second; the rest are only counted
-
 # `where` label values of fastgw_internal_errors_total, by W_* index.
 INTERNAL_ERROR_WHERE = ("client", "chain", "hook", "upstream", "timer", "record")
 

@@ -125,12 +125,6 @@ cdef enum:
     H1_SCAN_END = 2         # head (or chunked body) complete
     H1_SCAN_DATA = 3        # chunk data follows
 
-cdef enum:
-    HEAD_COPY_STEP = 2048       # head bytes copied per scan round (bounds copied body bytes)
-    HEAD_INITIAL_CAP = 1024
-    MAX_CHUNK_SIZE_DIGITS = 16  # leading zeros cannot stretch a chunk-size line forever
-    MAX_HOSTNAME_BYTES = 255    # RFC 1035 2.3.4
-
 cdef int64_t MAX_BODY_UNLIMITED = INT64_MAX
 cdef const char* H1_HTTP_PREFIX = b"HTTP/"  # HTTP-name is case-sensitive (RFC 9112 2.3)
 
@@ -449,60 +443,6 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
 # --- shared machinery ----------------------------------------------------------------------
 cdef class Http1Parser:
     """Head buffer, field-line scanner and body framing shared by both parsers."""
-
-    cdef Py_ssize_t max_header_bytes
-    cdef Py_ssize_t max_headers
-    cdef int64_t max_body_bytes
-    cdef bint is_request
-    cdef public int underscores      # UNDERSCORES_*: what a request field name with "_" gets
-    cdef readonly int error_code
-    cdef readonly int detail_code        # the syntax-level code behind an upstream error
-    cdef readonly bint in_message
-    cdef readonly bint head_done
-    cdef int state
-
-    cdef char* head
-    cdef Py_ssize_t head_len
-    cdef Py_ssize_t head_cap
-    cdef Py_ssize_t scan_pos
-    cdef readonly int version_minor
-
-    cdef readonly int n_headers
-    cdef Py_ssize_t* hdr_name_off
-    cdef Py_ssize_t* hdr_name_len
-    cdef Py_ssize_t* hdr_value_off
-    cdef Py_ssize_t* hdr_value_len
-    cdef uint8_t* hdr_id
-    cdef uint8_t* hdr_flags
-
-    cdef readonly int framing
-    cdef readonly int64_t content_length
-    cdef readonly bint keep_alive
-    cdef const char* body_ptr
-    cdef Py_ssize_t body_len
-
-    # scanner context
-    cdef Py_ssize_t tok_off        # start of the token being scanned
-    cdef Py_ssize_t name_off
-    cdef Py_ssize_t name_len
-    cdef Py_ssize_t cr_pos
-    cdef int vpos                  # position inside the HTTP-version / status code
-    cdef int major
-    cdef int host_count
-    cdef int cl_count
-    cdef int te_count
-    cdef int conn_count
-    cdef int host_idx
-    cdef bint conn_close
-    cdef bint conn_keep_alive
-    cdef bint conn_upgrade
-    # body context
-    cdef int64_t remaining
-    cdef int64_t body_total
-    cdef int64_t chunk_size
-    cdef int chunk_digits
-    cdef Py_ssize_t ext_bytes
-    cdef Py_ssize_t trailer_bytes
 
     def __cinit__(self, *args, **kwargs):
         self.head = NULL
@@ -1255,27 +1195,6 @@ cdef class RequestParser(Http1Parser):
     Content-Length; path and hostname are NUL-terminated parser-owned buffers.
     """
 
-    cdef Py_ssize_t max_target_bytes
-    cdef readonly int method_id
-    cdef Py_ssize_t method_off
-    cdef Py_ssize_t method_len
-    cdef Py_ssize_t target_off
-    cdef Py_ssize_t target_len
-    cdef readonly char* path
-    cdef Py_ssize_t path_len
-    cdef Py_ssize_t path_cap
-    cdef readonly bint has_query
-    cdef Py_ssize_t query_off
-    cdef Py_ssize_t query_len
-    cdef readonly char* hostname
-    cdef Py_ssize_t hostname_len
-    cdef char hostname_buf[MAX_HOSTNAME_BYTES + 1]
-    cdef Py_ssize_t host_off
-    cdef Py_ssize_t host_len
-    cdef readonly bint absolute_form
-    cdef readonly bint upgrade_websocket
-    cdef readonly bint expect_continue
-
     def __cinit__(self, *args, **kwargs):
         self.path = NULL
         self.hostname = self.hostname_buf
@@ -1653,11 +1572,6 @@ cdef class ResponseParser(Http1Parser):
     FRAMING_TUNNEL. feed_eof() ends a close-delimited body or reports upstream_truncated.
     detail_code keeps the syntax-level code behind an upstream_* error, for logs.
     """
-
-    cdef readonly int status
-    cdef Py_ssize_t reason_off
-    cdef Py_ssize_t reason_len
-    cdef bint request_is_head
 
     def __init__(self, Py_ssize_t max_header_bytes=DEFAULT_MAX_HEADER_BYTES,
                  Py_ssize_t max_headers=DEFAULT_MAX_HEADERS):

@@ -27,7 +27,8 @@ HISTOGRAM_BOUNDS = tuple(b / 1e9 for b in [
     250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000,
 ])
 
-# Access log fields, in the order a line holds them; a config selects a subset (bit mask).
+# Access log fields, in the order a line holds them; a config selects a subset (bit mask,
+# AF_* in observe.pxd).
 # The opt-in fields for debugging (from "code" on) come last, so a line without them tests
 # one bit for the whole group (PERF: the default line costs what it did before them).
 ACCESS_LOG_FIELDS = (
@@ -36,41 +37,6 @@ ACCESS_LOG_FIELDS = (
     "trace_id", "rate_limit", "code", "user_agent", "referer", "upstream_path", "consumer",
     "bytes_sent",
 )
-cdef enum:
-    AF_TIME = 1 << 0
-    AF_REQUEST_ID = 1 << 1
-    AF_CLIENT_IP = 1 << 2
-    AF_METHOD = 1 << 3
-    AF_HOST = 1 << 4
-    AF_PATH = 1 << 5
-    AF_QUERY = 1 << 6
-    AF_ROUTE = 1 << 7
-    AF_UPSTREAM = 1 << 8
-    AF_TARGET = 1 << 9
-    AF_STATUS = 1 << 10
-    AF_BYTES_IN = 1 << 11
-    AF_BYTES_OUT = 1 << 12
-    AF_DURATION = 1 << 13
-    AF_UPSTREAM_MS = 1 << 14
-    AF_TRACE_ID = 1 << 15
-    AF_RATE_LIMIT = 1 << 16
-    AF_CODE = 1 << 17
-    AF_USER_AGENT = 1 << 18
-    AF_REFERER = 1 << 19
-    AF_UPSTREAM_PATH = 1 << 20
-    AF_CONSUMER = 1 << 21
-    AF_BYTES_SENT = 1 << 22
-    AF_DEBUG_GROUP = (AF_CODE | AF_USER_AGENT | AF_REFERER | AF_UPSTREAM_PATH | AF_CONSUMER
-                      | AF_BYTES_SENT)
-    _METHOD_RATELIMIT = 63      # requests-table rows that count rate limit decisions
-    RL_ALLOWED = 1              # a request's rate limit outcome (0: no limit on its route)
-    RL_LIMITED = 2
-
-
-cdef enum:
-    TRACE_OFF = 0               # traceparent forwarded as received
-    TRACE_PROPAGATE = 1         # a valid traceparent continues with the gateway's span id
-    TRACE_START = 2             # ... and a request without one starts a trace
 
 
 cdef inline int64_t _mono_ns() noexcept:
@@ -232,24 +198,6 @@ cdef int _put_ms(HeadBuffer b, int64_t ns) except -1:
 cdef class CoreMetrics:
     """Per-worker counters: requests by (route, method, status), latency histograms by route
     and by upstream, client bytes. Never reset; names map to slots for the worker's life."""
-
-    cdef dict route_slots        # route name -> slot (slot 0: requests no route took)
-    cdef list route_names
-    cdef dict upstream_slots
-    cdef list upstream_names
-    # requests_total: open addressing on key (slot << 16 | method << 10 | status) + 1.
-    cdef uint64_t* req_keys
-    cdef uint64_t* req_counts
-    cdef Py_ssize_t req_cap
-    cdef Py_ssize_t req_used
-    cdef uint64_t* route_hist       # route slot * _N_BUCKETS + bucket
-    cdef uint64_t* route_sum_ns
-    cdef Py_ssize_t route_cap
-    cdef uint64_t* up_hist
-    cdef uint64_t* up_sum_ns
-    cdef Py_ssize_t up_cap
-    cdef public uint64_t bytes_in
-    cdef public uint64_t bytes_out
 
     def __cinit__(self):
         self.req_cap = 1024
@@ -425,20 +373,6 @@ cdef class AccessLog:
     """The core's access log buffer: lines go to `sink(bytes)` by size, or by time on the
     engine tick. `fields` is a mask over ACCESS_LOG_FIELDS; `sample` in [0, 1] keeps that
     share of lines, all of those with status >= 400 when `keep_errors`."""
-
-    cdef HeadBuffer buf
-    cdef object sink
-    cdef uint32_t fields
-    cdef bint sample_all            # no sampling: every line is kept
-    cdef uint64_t sample_below      # else keep a line when _rand64() < this
-    cdef bint keep_errors
-    cdef Py_ssize_t flush_bytes
-    cdef double flush_interval
-    cdef double last_flush
-    cdef int64_t time_sec           # the second time_prefix was formatted for
-    cdef bytes time_prefix          # b'"2026-11-26T07:27:05.'
-    cdef readonly uint64_t lines
-    cdef readonly uint64_t sampled_out
 
     def __init__(self, sink, fields=None, double sample=1.0, bint keep_errors=True,
                  Py_ssize_t flush_bytes=262144, double flush_interval=1.0):

@@ -19,35 +19,9 @@ cdef extern from "<arpa/inet.h>" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
 
 
-cdef enum:
-    # Spec 2.1: "a receiver ... may stop reading after 107 bytes", CRLF included.
-    PROXY_V1_MAX_BYTES = 107
-    # The fixed part of a v2 header, then the address block and TLVs (length field).
-    PROXY_V2_FIXED_BYTES = 16
-    # Our cap on a whole v2 header: the largest address block (UNIX, 216 bytes) plus room
-    # for the TLVs balancers send (AWS, Azure and GCP ids, ALPN, authority, SSL info).
-    PROXY_V2_MAX_BYTES = 1024
-    PROXY_ADDRESS_TEXT = 48           # INET6_ADDRSTRLEN (46), rounded up
-
-    PROXY_NEED_MORE = 0               # a valid prefix; wait for more bytes
-    PROXY_MALFORMED = -1              # not a header, or one we refuse: close
-
-    PROXY_SIG_NONE = 0                # the bytes cannot start a PROXY header
-    PROXY_SIG_PARTIAL = 1             # a strict prefix of a signature: wait for more
-    PROXY_SIG_FOUND = 2               # a v1 or v2 signature
-
 # Spec 2.2: the 12 bytes every v2 header starts with (no valid HTTP request starts so).
 cdef const char* _PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 cdef const char* _PROXY_V1_SIG = b"PROXY "
-
-
-cdef struct ProxyHeader:
-    int version                       # 1 or 2
-    int family                        # AF_INET / AF_INET6; 0: keep the connection's peer
-    unsigned char source[16]
-    unsigned char destination[16]
-    int source_port
-    int destination_port
 
 
 cdef int proxy_signature(const unsigned char* p, Py_ssize_t n) noexcept:

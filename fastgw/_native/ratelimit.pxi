@@ -36,22 +36,6 @@ cdef extern from *:
     void fgw_store64(uint64_t* p, uint64_t v) noexcept nogil
     void fgw_add64(uint64_t* p, uint64_t v) noexcept nogil
 
-cdef enum:
-    RL_HEADER_WORDS = 8         # magic, slots, seed0, seed1, evictions, busy evictions, 2 spare
-    RL_PROBES = 8
-    RL_MAX_LIMITS = 8
-    RL_KEY_CLIENT_IP = 1
-    RL_KEY_ROUTE = 2
-    RL_KEY_HEADER = 3
-    RL_KEY_PARAM = 4
-    RL_KEY_CONSUMER = 5         # request.consumer, set by an authentication policy
-    RL_KEY_CLAIM = 6            # request.claims[NAME]
-    RL_HEADERS_NONE = 0
-    RL_HEADERS_DRAFT = 1
-    RL_HEADERS_LEGACY = 2
-    RL_HEADERS_BOTH = 3
-    RL_SPIN_LIMIT = 64          # a slot locked this long: its evictor died mid-way
-
 cdef uint64_t RL_MAGIC = 0x66676C696D697431    # "fglimit1"
 cdef uint64_t TAT_LOCKED = 0xFFFFFFFFFFFFFFFF
 RATE_TABLE_SLOTS = 1 << 18     # 4 MiB: fits the last-level cache and the TLB of a server CPU
@@ -87,12 +71,6 @@ cdef uint64_t _keyed_hash(uint64_t seed0, uint64_t seed1, const char* p,
 
 cdef class RateTable:
     """The slots every limiter of this process (and, shared, every worker) uses."""
-
-    cdef uint64_t* words           # header, then 2 words per slot
-    cdef Py_ssize_t size           # bytes mapped
-    cdef readonly Py_ssize_t slots
-    cdef uint64_t mask
-    cdef readonly bint shared
 
     def __cinit__(self, Py_ssize_t slots=RATE_TABLE_SLOTS, int fd=-1):
         cdef void* region
@@ -215,15 +193,6 @@ def attach_rate_table(int fd, Py_ssize_t slots=RATE_TABLE_SLOTS):
     return _rate_table
 
 
-cdef struct RateDecision:
-    bint allowed
-    int64_t limit             # burst of the limit reported (the one nearest to limiting)
-    int64_t remaining
-    int64_t reset_s           # seconds until that bucket is full again
-    int64_t retry_after_s     # on a rejection: seconds until the request would pass
-    int64_t wait_ns           # allowed after this wait (`delay`); 0: at once
-
-
 cdef inline int64_t _ceil_s(int64_t ns) noexcept:
     if ns <= 0:
         return 0
@@ -232,19 +201,6 @@ cdef inline int64_t _ceil_s(int64_t ns) noexcept:
 
 cdef class RateLimiter:
     """One `rate_limit` entry: its limits, its key sources and its identity in the table."""
-
-    cdef readonly RateTable table
-    cdef uint64_t ident                   # keyed hash of the limiter id
-    cdef int n_limits
-    cdef int64_t[RL_MAX_LIMITS] interval  # ns per token
-    cdef int64_t[RL_MAX_LIMITS] capacity  # burst * interval
-    cdef int64_t[RL_MAX_LIMITS] burst
-    cdef readonly int64_t cost
-    cdef readonly int64_t delay_ns        # a request may wait this long instead of a 429
-    cdef readonly int headers
-    cdef readonly tuple key_kinds         # ((kind, header name | {pattern id: capture}), ...)
-    cdef readonly int fallback
-    cdef readonly str limiter_id
 
     def __init__(self, str limiter_id, keys, fallback, limits, int cost=1, str headers="draft",
                  RateTable table=None, int64_t delay_ns=0):
@@ -382,15 +338,6 @@ cdef class ConcurrencyLimiter:
     """A `concurrency_limit` entry: requests in flight per key in this worker, and the
     requests waiting for a place (ClientProtocol does the acquiring and releasing)."""
 
-    cdef readonly int max_inflight
-    cdef readonly int queue_max          # waiting requests per key; 0: refuse at once
-    cdef readonly double queue_timeout
-    cdef readonly int code               # E_CONCURRENCY_LIMITED or _429
-    cdef readonly tuple key_kinds
-    cdef readonly int fallback
-    cdef dict counts                     # key bytes -> requests in flight
-    cdef dict queues                     # key bytes -> deque of (ClientProtocol, serial)
-
     def __init__(self, keys, str fallback, int max_inflight, int queue_max=0,
                  double queue_timeout=1.0, int status=503):
         self.key_kinds = tuple((_KEY_KINDS[kind], arg) for kind, arg in keys)
@@ -415,15 +362,6 @@ cdef class Lease:
     """Batched Redis limiting: tokens of one key this gateway took from Redis. The core
     spends them; the policy (Python) refills them and decides when they run out."""
 
-    cdef public int64_t tokens
-    cdef public int64_t want             # tokens the next lease asks for
-    cdef public double expires           # time.monotonic(): unused tokens lapse then
-    cdef public double denied_until      # Redis refused this key until then
-    cdef public int64_t limit            # burst of the limit the fields report
-    cdef public int64_t remaining        # tokens Redis still had when it answered
-    cdef public double reset_at          # that bucket is full again
-    cdef public object fetch             # the refill in flight (an asyncio.Task) or None
-
     def __init__(self, int64_t want):
         self.want = want
 
@@ -432,14 +370,6 @@ cdef class Lease:
 cdef class LeaseStep:
     """A `rate_limit` entry with `policy: redis, mode: batched` as the core runs it: the
     leases by key, the cost, and the policy's hooks for what the core cannot decide."""
-
-    cdef readonly dict leases            # key bytes -> Lease
-    cdef readonly tuple key_kinds
-    cdef readonly int fallback
-    cdef readonly int64_t cost
-    cdef readonly int headers
-    cdef readonly object slow            # async def (request): the policy's full check
-    cdef readonly object refill          # def (key, lease): start a refill in the background
 
     def __init__(self, dict leases, keys, str fallback, int64_t cost, str headers, slow,
                  refill):

@@ -31,21 +31,6 @@ from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 
-cdef struct RouteMatch:
-    int route_id
-    int pattern_id                            # global id returned by add() for the pattern
-    int n_params
-    Py_ssize_t param_off[MAX_ROUTE_PARAMS]    # offsets into the path given to match()
-    Py_ssize_t param_len[MAX_ROUTE_PARAMS]
-    unsigned int allowed_methods              # (1 << M_*) bits, with MATCH_METHOD_NOT_ALLOWED
-
-
-cdef enum MatchResult:
-    MATCH_FOUND = 0
-    MATCH_NOT_FOUND = 1
-    MATCH_METHOD_NOT_ALLOWED = 2
-
-
 cdef enum:
     # PERF: up to this many static children, comparing lengths then bytes beats hashing.
     _ROUTER_LINEAR_EDGES = 8
@@ -69,81 +54,9 @@ cdef enum:
     _ROUTER_SEG_CATCHALL = 2
 
 
-cdef struct _RouterEdge:
-    uint32_t hash
-    int32_t length
-    int32_t offset        # into _RouterTables.bytes
-    int32_t child
-
-
-cdef struct _RouterNode:
-    int32_t edge_first
-    int32_t edge_count
-    int32_t slot_first    # -1: few edges, scan them; else an open-addressing table in slots
-    uint32_t slot_mask
-    int32_t param_child   # -1: none
-    int32_t cand_first    # patterns ending at this node
-    int32_t cand_count
-    int32_t catchall_first  # patterns whose {*rest} starts after this node
-    int32_t catchall_count
-
-
-cdef struct _RouterCandidate:
-    int32_t route_id
-    int32_t pattern_id
-    uint32_t methods
-    int32_t cond_first    # into _RouterTables.conds
-    int32_t cond_count    # 0: unconditional
-
-
 cdef enum:
     _ROUTER_COND_HEADER = 0
     _ROUTER_COND_QUERY = 1
-
-
-cdef struct _RouterCondition:
-    int32_t kind
-    int32_t name_offset   # into _RouterTables.bytes; header names lowercase
-    int32_t name_length
-    int32_t value_offset
-    int32_t value_length  # -1: any value, the field only has to be present
-
-
-cdef struct RequestFields:
-    # What conditions look at, borrowed from the request parser for one match() call.
-    const char* head
-    int n_headers
-    const Py_ssize_t* name_off
-    const Py_ssize_t* name_len
-    const Py_ssize_t* value_off
-    const Py_ssize_t* value_len
-    const char* query     # raw query without "?", or NULL
-    Py_ssize_t query_len
-
-
-cdef struct _RouterHost:
-    uint32_t hash
-    int32_t length
-    int32_t offset        # into _RouterTables.bytes
-
-
-cdef struct _RouterTables:
-    _RouterNode* nodes
-    _RouterEdge* edges
-    int32_t* slots
-    _RouterCandidate* cands
-    _RouterCondition* conds
-    const RequestFields* request   # set around one match() call; NULL: conditions fail
-    char* bytes
-    _RouterHost* hosts
-    int32_t* host_slots
-    uint32_t host_slot_mask
-    uint64_t host_lengths  # bit (length % 64) set for every key length: cheap miss filter
-    int32_t n_hosts
-    int32_t n_wildcards
-    int32_t* host_roots   # [host index * n_tiers + tier] -> trie root or -1
-    int32_t* any_roots    # [tier] -> trie root of host-less routes or -1
-    int32_t n_tiers
 
 
 cdef inline uint32_t _router_fnv1a(const char* data, Py_ssize_t length) noexcept nogil:
@@ -552,14 +465,6 @@ for _router_c in bytearray(b"0123456789"):
 _ROUTER_NO_HOSTS = ((), ())
 
 
-cdef struct _RouterVec:
-    # A growable int32 array: add() records routes, patterns and segments in these, so that
-    # compile() builds the tables from C data.
-    int32_t* data
-    Py_ssize_t n
-    Py_ssize_t cap
-
-
 cdef int _router_vec_push(_RouterVec* v, int32_t value) except -1:
     cdef Py_ssize_t cap
     cdef int32_t* data
@@ -603,16 +508,6 @@ cdef enum:
     _PAIR_STRIDE = 3
 
 
-cdef struct _RouterBuildCand:
-    int32_t node
-    int32_t kind          # 0: the pattern ends at node; 1: its {*rest} starts after node
-    int32_t unconditional
-    int32_t route_id
-    int32_t pattern_id
-    int32_t order         # index of its (pattern, host level) pair
-    uint32_t methods
-
-
 cdef int _router_build_cand_cmp(const void* pa, const void* pb) noexcept nogil:
     # Candidate runs: by node, ends before {*rest}, conditional routes first, then route id
     # and pattern id (the precedence of routes on one trie node).
@@ -641,15 +536,6 @@ cdef inline void _router_node_init(_RouterNode* node) noexcept nogil:
     node.cand_count = 0
     node.catchall_first = 0
     node.catchall_count = 0
-
-
-cdef struct _RouterCover:
-    # shadowed(): the best route found so far that always wins over one (pattern, host level)
-    _RouterTables* t
-    const int32_t* pats
-    const int32_t* segs
-    uint32_t mask       # the methods it must cover
-    int32_t best        # route index (the earliest added wins), -1: none yet
 
 
 cdef inline void _router_cover_run(_RouterCover* c, int32_t first, int32_t count) noexcept:
@@ -692,31 +578,6 @@ cdef void _router_cover_walk(_RouterCover* c, int32_t index, int32_t seg,
 @cython.final
 cdef class Router:
     """Route table: add() routes, compile() once, then match() on the hot path."""
-
-    cdef _RouterTables _t
-    cdef bint _compiled
-    # Routes and patterns as add() recorded them, indexed by add order (route index) and
-    # pattern id. Literal segments point into _pool, which compile() copies into the tables.
-    cdef _RouterVec _rts           # _RT_STRIDE int32 per route
-    cdef _RouterVec _pats          # _PAT_STRIDE int32 per pattern
-    cdef _RouterVec _segs          # _SEG_STRIDE int32 per pattern segment
-    cdef bytearray _pool
-    cdef dict _route_index         # route id -> route index
-    cdef list _route_hosts         # route index -> (host keys, host names as given, lowercase)
-    cdef list _route_methods       # route index -> method names, or None for any method
-    cdef list _pat_text            # pattern id -> pattern as given
-    cdef list _pat_names           # pattern id -> capture names (tuple)
-    cdef dict _conditions          # route index -> ((kind, name bytes, value bytes or None), ..)
-    cdef dict _method_cache        # tuple of method names -> (mask, names)
-    cdef dict _extra_methods       # method without an M_* id -> its bit, in the order named
-    cdef list _extra_method_bytes  # [(name bytes, bit)] of _extra_methods, for the hot path
-    # Filled by compile(): for shadowed(), every (pattern, host level) pair and its candidate.
-    cdef _RouterVec _route_levels  # n_routes + 1 offsets into the level ids that follow
-    cdef _RouterVec _pairs         # _PAIR_STRIDE int32 per pair, pattern by pattern
-    cdef list _level_keys          # level id -> (priority, host key or None)
-    cdef dict _host_index          # host key -> host index
-    cdef list _tiers               # priorities, highest first
-    cdef list _host_keys           # host index -> key bytes
 
     def __cinit__(self):
         memset(&self._t, 0, sizeof(_RouterTables))  # NULL tables: match() answers 404

@@ -13,10 +13,6 @@ from libc.string cimport memcpy
 cdef class HeadBuffer:
     """A growable byte buffer; `take()` returns its content as bytes and empties it."""
 
-    cdef char* data
-    cdef Py_ssize_t length
-    cdef Py_ssize_t capacity
-
     def __cinit__(self):
         self.capacity = 4096
         self.length = 0

@@ -18,7 +18,7 @@ from tests.integration.test_metrics import TOKEN, scrape, value
 
 UNPRINTABLE = {"tests.policies_for_tests:UnprintableConsumer": {}}
 TRACEBACK = "Traceback (most recent call last)"
-LOG_PER_SECOND = 10  # INTERNAL_LOG_PER_SECOND in fastgw/_native/errors.pxi
+LOG_PER_SECOND = 10  # INTERNAL_LOG_PER_SECOND in fastgw/_native/errors.pxd
 
 
 def start(gateway: Any, upstream: Any, **top: Any) -> Any:
