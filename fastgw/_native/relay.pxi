@@ -229,7 +229,8 @@ cdef void relay_tunnel_closed(ClientProtocol conn, Exchange ex) noexcept:
     conn.close_transport()
 
 
-cdef void relay_local_error(ClientProtocol conn, Exchange ex, int code, unsigned int allowed) noexcept:
+cdef void relay_local_error(ClientProtocol conn, Exchange ex, int code,
+                            unsigned int allowed) noexcept:
     """Answer this request from the gateway; its body (if any) is not read."""
     ex.local_response = True
     if ex.request_framing != FRAMING_NONE:
@@ -240,7 +241,8 @@ cdef void relay_local_error(ClientProtocol conn, Exchange ex, int code, unsigned
         conn.close_transport()
 
 
-cdef void relay_write_error(ClientProtocol conn, Exchange ex, int code, unsigned int allowed) noexcept:
+cdef void relay_write_error(ClientProtocol conn, Exchange ex, int code,
+                            unsigned int allowed) noexcept:
     cdef HeadBuffer b = _head_buffer
     cdef bytes body
     try:
