@@ -614,6 +614,7 @@ class RouteAction:
         read_timeout: float,
         send_timeout: float,
         max_body_bytes: int,
+        body_stages: Iterable[BodyStage] = (),
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -632,6 +633,11 @@ class RouteAction:
     def send_timeout(self) -> float: ...
     @property
     def max_body_bytes(self) -> int: ...
+    @property
+    def body_stages(self) -> tuple[BodyStage, ...] | None:
+        """The response body stages in order; None when the route has none."""
+    def _set_body_stages(self, stages: Iterable[BodyStage]) -> None:
+        """Internal, for tests: plug body stages into a route of a running plan."""
 
 class CoreLimits:
     """Request limits as the core applies them; every value required (the schema's)."""
@@ -759,6 +765,42 @@ class ClientProtocol:
     def connection_lost(self, exc: Exception | None) -> None: ...
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
+
+# --- body.pxi --------------------------------------------------------------------------
+
+class BodyStage:
+    """What a route does with response bodies (observe or transform); the built-in stages
+    are compiled, and decide per response at its head whether they take it."""
+
+class BodyFilter:
+    """One response body going through one stage."""
+
+class PythonBodyStage(BodyStage):
+    """A body stage written in Python (tests, experiments): override open()."""
+
+    def open(self, status: int, headers: Headers, has_body: bool) -> PythonBodyFilter | None:
+        """A new filter for this response, or None to leave it alone. `has_body` is False
+        for a response to HEAD, a 204 or a 304."""
+
+class PythonBodyFilter(BodyFilter):
+    """One response body through a PythonBodyStage: override on_data() and on_end().
+
+    With `transforms`, their results (bytes or None) are what the client gets instead of
+    the body, which then has no length (chunked to HTTP/1.1, close-delimited to 1.0); else
+    they only observe. `fields` are added to the head; `remove` names upstream fields the
+    client does not get. Managed fields (content-length, connection, ...) are refused."""
+
+    def __init__(
+        self,
+        *,
+        transforms: bool = False,
+        fields: Iterable[tuple[str, str]] = (),
+        remove: Iterable[str] = (),
+    ) -> None: ...
+    def on_data(self, chunk: bytes) -> bytes | None:
+        """Body bytes, in order, as the upstream sent them."""
+    def on_end(self, complete: bool) -> bytes | None:
+        """Once: complete (the whole body went through on_data), or cut short."""
 
 # --- _core.pyx -------------------------------------------------------------------------
 

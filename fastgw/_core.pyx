@@ -30,6 +30,7 @@ include "_native/chain.pxi"         # chain: policy steps, limits, hooks
 include "_native/pick.pxi"          # pick a target
 include "_native/forward.pxi"       # upstream exchange: head, connect, body, failures
 include "_native/relay.pxi"         # response relay and local answers
+include "_native/body.pxi"          # response body stages: observe or transform the body
 include "_native/record.pxi"        # record: metrics, access log, tracing
 # Empty unless built with FASTGW_BENCH=1 (`make bench`): the benchmarks' C-loop entry points.
 include "_native/bench.pxi"

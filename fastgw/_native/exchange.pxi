@@ -67,6 +67,9 @@ cdef class Exchange:
     cdef int64_t up_sent           # bytes handed to the upstream in this exchange
     cdef Py_ssize_t up_path_len    # the path in up_head, after "METHOD "
     cdef list up_out               # pending writes to the upstream, flushed once per read
+    # The first of this response's body filters (body.pxi), None without any. None again
+    # once they heard end(): relay_done, forward_error or connection_lost sees to it.
+    cdef BodyFilter body_filter
 
     cdef inline void begin(self, RequestParser p, bint may_keep_alive) noexcept:
         """A new request whose head is whole: everything of the one before is forgotten."""

@@ -202,6 +202,8 @@ cdef void forward_error(ClientProtocol conn, Exchange ex, int code) noexcept:
     if up is not None:
         up.client = None
         up.abort()
+    if ex.body_filter is not None:
+        body_finish(conn, ex, False)    # the body stages hear it was cut short
     if conn.closed:
         return
     if ex.response_started:

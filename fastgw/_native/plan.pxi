@@ -25,10 +25,14 @@ cdef class RouteAction:
     cdef readonly double read_timeout
     cdef readonly double send_timeout
     cdef readonly int64_t max_body_bytes
+    # The route's response body stages (body.pxi) in order, the first sees the upstream's
+    # bytes; None when it has none (the relay tests this one pointer).
+    cdef readonly tuple body_stages
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
                  rewrites, bint preserve_host, CoreChain chain, *, double connect_timeout,
-                 double read_timeout, double send_timeout, int64_t max_body_bytes):
+                 double read_timeout, double send_timeout, int64_t max_body_bytes,
+                 body_stages=()):
         self.name = name
         self.metric_slot = -1
         self.name_bytes = name.encode("utf-8")
@@ -43,6 +47,20 @@ cdef class RouteAction:
         self.read_timeout = read_timeout
         self.send_timeout = send_timeout
         self.max_body_bytes = max_body_bytes
+        self.body_stages = _body_stages(body_stages)
+
+    def _set_body_stages(self, stages):
+        """Internal, for tests: plug body stages into a route of a running plan (a plan
+        gets them through the constructor). Takes effect at the next response head."""
+        self.body_stages = _body_stages(stages)
+
+
+cdef tuple _body_stages(object stages):
+    cdef tuple found = tuple(stages)
+    for stage in found:
+        if not isinstance(stage, BodyStage):
+            raise TypeError(f"body stages are BodyStage objects, not {type(stage).__name__}")
+    return found or None
 
 
 cdef class CoreLimits:

@@ -147,6 +147,8 @@ cdef class ClientProtocol:
             return
         up = ex.up
         ex.up = None
+        if ex.body_filter is not None:
+            body_finish(self, ex, False)    # the client left mid-body, or a failure closed it
         chain_cancel(self, ex)
         if ex.preq is not None:
             ex.preq.conn = None

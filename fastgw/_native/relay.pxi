@@ -104,8 +104,14 @@ cdef void relay_write_head(ClientProtocol conn, Exchange ex, ResponseParser rp) 
     cdef HeaderOps ops
     cdef HeaderChanges changes
     cdef int status = rp.status
-    cdef int i
-    cdef bint close_after
+    cdef int i, framing = rp.framing
+    cdef bint close_after, reframe = False
+    if ex.action.body_stages is not None:
+        # Before anything is written: a stage may keep fields from the client, and one
+        # that fails leaves a response nobody started (a 500).
+        reframe = body_start(conn, ex, rp, ex.action.body_stages)
+        if reframe and framing == FRAMING_LENGTH:
+            framing = FRAMING_CHUNKED      # a transformed body has no known length
     ex.status = status
     b.put_bytes(b"HTTP/1.1 ")
     b.put_int(status)
@@ -123,6 +129,8 @@ cdef void relay_write_head(ClientProtocol conn, Exchange ex, ResponseParser rp) 
         relay_put_fields(conn, ex, rp)
     else:
         forward_put_fields(conn, ex, rp, ops, changes, False)
+    if ex.body_filter is not None:
+        body_put_fields(ex)
     b.put_bytes(b"x-request-id: ")
     b.put_bytes(ex.request_id)
     b.put_bytes(b"\r\n")
@@ -131,14 +139,14 @@ cdef void relay_write_head(ClientProtocol conn, Exchange ex, ResponseParser rp) 
     if conn.engine.server_timing:
         record_server_timing(conn, ex)
     close_after = not ex.keep_alive
-    if rp.framing == FRAMING_LENGTH:
+    if framing == FRAMING_LENGTH:
         ex.out_framing = OUT_LENGTH
         b.put_bytes(b"content-length: ")
         b.put_int(rp.content_length)
         b.put_bytes(b"\r\n")
-    elif rp.framing == FRAMING_NONE:
+    elif framing == FRAMING_NONE:
         ex.out_framing = OUT_NONE
-        if ex.method_id == M_HEAD or status == 304:
+        if (ex.method_id == M_HEAD or status == 304) and not reframe:
             # The length of the representation, not of this message (RFC 9110 8.6).
             for i in range(rp.n_headers):
                 if rp.hdr_id[i] == H_CONTENT_LENGTH:
@@ -177,10 +185,19 @@ cdef void relay_put_fields(ClientProtocol conn, Exchange ex, ResponseParser rp):
 
 
 cdef void relay_body(ClientProtocol conn, Exchange ex, const char* ptr, Py_ssize_t n) noexcept:
-    cdef bytes chunk
-    cdef HeadBuffer b = _head_buffer
     if n == 0 or conn.closed:
         return
+    if ex.body_filter is not None:
+        body_data(conn, ex, ptr, n)
+        return
+    relay_put_body(conn, ex, ptr, n)
+
+
+cdef inline void relay_put_body(ClientProtocol conn, Exchange ex, const char* ptr,
+                                Py_ssize_t n) noexcept:
+    """Body bytes to the client, framed (n > 0, the connection open)."""
+    cdef bytes chunk
+    cdef HeadBuffer b = _head_buffer
     if conn.head_pending and n <= COALESCE_BODY_BYTES:
         try:
             if ex.out_framing == OUT_CHUNKED:
@@ -206,6 +223,9 @@ cdef void relay_body(ClientProtocol conn, Exchange ex, const char* ptr, Py_ssize
 cdef void relay_done(ClientProtocol conn, Exchange ex) noexcept:
     ex.up = None
     ex.t_up_end = _mono_ns()
+    if ex.body_filter is not None:
+        # A closed client missed bytes (relay_body drops them): that body is not whole.
+        body_finish(conn, ex, not conn.closed)
     if conn.closed:
         return
     if ex.out_framing == OUT_CHUNKED:
@@ -229,7 +249,8 @@ cdef void relay_tunnel_closed(ClientProtocol conn, Exchange ex) noexcept:
     conn.close_transport()
 
 
-cdef void relay_local_error(ClientProtocol conn, Exchange ex, int code, unsigned int allowed) noexcept:
+cdef void relay_local_error(ClientProtocol conn, Exchange ex, int code,
+                            unsigned int allowed) noexcept:
     """Answer this request from the gateway; its body (if any) is not read."""
     ex.local_response = True
     if ex.request_framing != FRAMING_NONE:
@@ -240,7 +261,8 @@ cdef void relay_local_error(ClientProtocol conn, Exchange ex, int code, unsigned
         conn.close_transport()
 
 
-cdef void relay_write_error(ClientProtocol conn, Exchange ex, int code, unsigned int allowed) noexcept:
+cdef void relay_write_error(ClientProtocol conn, Exchange ex, int code,
+                            unsigned int allowed) noexcept:
     cdef HeadBuffer b = _head_buffer
     cdef bytes body
     try:
