@@ -67,6 +67,7 @@ cdef class Exchange:
     cdef int64_t up_sent           # bytes handed to the upstream in this exchange
     cdef Py_ssize_t up_path_len    # the path in up_head, after "METHOD "
     cdef list up_out               # pending writes to the upstream, flushed once per read
+    cdef bint target_held          # counted in target.in_flight until pick_release (record)
 
     cdef inline void begin(self, RequestParser p, bint may_keep_alive) noexcept:
         """A new request whose head is whole: everything of the one before is forgotten."""
