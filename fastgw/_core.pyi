@@ -455,20 +455,69 @@ class UpstreamTarget:
     def failures(self) -> int:
         """Connection attempts failed in a row."""
     @property
+    def healthy(self) -> bool:
+        """False: selectors pass the target over (set_healthy)."""
+    @property
+    def in_flight(self) -> int:
+        """Exchanges given this target and not yet ended."""
+    @property
     def label(self) -> bytes:
         """b"host:port" for logs and metrics."""
     @property
     def idle_count(self) -> int: ...
+    def set_healthy(self, healthy: bool) -> None:
+        """Mark the target up or down for the selector of every pool that names it."""
     def close_idle(self) -> None: ...
 
+class TargetSelector:
+    """How a pool chooses the target of an exchange.
+
+    The built-in selectors choose in C. A selector written in Python subclasses this class
+    and defines `select`; it serves one pool and should pass over targets that are down.
+    """
+
+    def select(self, pool: UpstreamPool, request: SelectionRequest | None) -> UpstreamTarget:
+        """The target of `pool` for `request`: one of `pool.targets`."""
+
+@final
+class SmoothWeightedRoundRobin(TargetSelector):
+    """Smooth weighted round robin over the targets that are up (all of them when every
+    target is down); every pool starts with one."""
+
+    def select(self, pool: UpstreamPool, request: SelectionRequest | None = None) -> UpstreamTarget:
+        """The next target in the sequence (the request is not read)."""
+
+@final
+class SelectionRequest:
+    """The request a Python selector chooses for: read-only, during its select() call only
+    (RuntimeError afterwards)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str:
+        """The normalised path the route matched (before strip_prefix or rewrite)."""
+    @property
+    def client_ip(self) -> str: ...
+    def header(self, name: str) -> str | None:
+        """The first request field of that name (any case), or None."""
+
+@final
 class UpstreamPool:
-    """The targets of one named upstream, chosen by smooth weighted round robin."""
+    """The targets of one named upstream, and the selector that chooses among them."""
 
     def __init__(self, name: str, targets: list[UpstreamTarget], weights: list[int]) -> None: ...
     @property
     def name(self) -> str: ...
     @property
+    def targets(self) -> tuple[UpstreamTarget, ...]: ...
+    @property
     def target_list(self) -> list[UpstreamTarget]: ...
+    @property
+    def selector(self) -> TargetSelector: ...
+    def set_selector(self, selector: TargetSelector) -> None:
+        """Choose targets with `selector` from the next exchange on (ValueError if it serves
+        a pool already). A reload makes new pools, with smooth weighted round robin."""
 
 # --- policy.pxi ------------------------------------------------------------------------
 

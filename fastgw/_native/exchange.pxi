@@ -70,6 +70,7 @@ cdef class Exchange:
     # The first of this response's body filters (body.pxi), None without any. None again
     # once they heard end(): relay_done, forward_error or connection_lost sees to it.
     cdef BodyFilter body_filter
+    cdef bint target_held          # counted in target.in_flight until pick_release (record)
 
     cdef inline void begin(self, RequestParser p, bint may_keep_alive) noexcept:
         """A new request whose head is whole: everything of the one before is forgotten."""

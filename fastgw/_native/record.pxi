@@ -46,6 +46,7 @@ cdef void record_finish(ClientProtocol conn, Exchange ex) noexcept:
     if ex is None or not ex.ex_open:
         return                  # no exchange yet, or this one was counted
     ex.ex_open = False
+    pick_release(ex)
     engine = conn.engine
     action = ex.action
     pool = ex.pool_used

@@ -1,9 +1,10 @@
-# upstream.pxi: upstream targets, their pools of idle keep-alive connections, and the
-# protocol that speaks to one upstream connection on behalf of one client exchange.
+# upstream.pxi: upstream targets, their pools of idle keep-alive connections, how a pool
+# chooses a target for an exchange (TargetSelector), and the protocol that speaks to one
+# upstream connection on behalf of one client exchange.
 #
 # A target is shared by every Plan that names the same host:port, so a reload keeps the
-# warm connections. Connecting is the only place that creates a coroutine: a pooled
-# connection is taken and used synchronously.
+# warm connections, its health flag and its in-flight count. Connecting is the only place
+# that creates a coroutine: a pooled connection is taken and used synchronously.
 
 import asyncio as _asyncio
 
@@ -20,6 +21,8 @@ cdef class UpstreamTarget:
     cdef readonly int open_connections
     cdef readonly int64_t connects       # connections ever opened (tests count reuse)
     cdef readonly int failures           # connection attempts failed in a row (passive health)
+    cdef readonly bint healthy           # False: selectors pass it over (set_healthy)
+    cdef readonly int in_flight          # exchanges given this target and not yet ended
     cdef readonly bytes label            # "host:port" for logs and metrics
     cdef bytes log_field                 # ',"target":"host:port"' for the access log
 
@@ -37,6 +40,12 @@ cdef class UpstreamTarget:
         self.idle = []
         self.max_idle = 64
         self.idle_timeout = 60.0
+        self.healthy = True
+
+    def set_healthy(self, bint healthy):
+        """Mark the target up or down for the selector of every pool that names it (what a
+        health check calls). An exchange that holds the target keeps it."""
+        self.healthy = healthy
 
     cdef UpstreamConnection acquire(self):
         cdef UpstreamConnection conn
@@ -112,16 +121,139 @@ async def _connect_upstream(UpstreamTarget target, ClientProtocol client, object
     forward_connected(client, client.ex, conn)
 
 
+@cython.auto_pickle(False)
+cdef class TargetSelector:
+    """How a pool chooses the target of an exchange: the one seam balancers plug into.
+
+    The core calls `pick(pool, conn, ex)`, a C method: a built-in selector overrides it, so
+    the request path runs no Python. What a selector reads the core keeps up to date: each
+    target's `healthy` flag and its `in_flight` count (exchanges given the target and not
+    yet ended, however they end). A selector serves one pool and may keep state for it.
+
+    A selector written in Python subclasses this class and defines `select(pool, request)`:
+    this class's `pick` calls it with a SelectionRequest and checks that the answer is one of
+    the pool's targets. Passing over targets that are down is the selector's job.
+    """
+
+    cdef bint bound                      # serves a pool (set_selector)
+
+    cdef UpstreamTarget pick(self, UpstreamPool pool, ClientProtocol conn, Exchange ex):
+        cdef SelectionRequest request = SelectionRequest.__new__(SelectionRequest)
+        request.conn = conn
+        request.ex = ex
+        try:
+            chosen = self.select(pool, request)
+        finally:
+            request.conn = None
+            request.ex = None
+        for target in pool.targets:
+            if target is chosen:
+                return <UpstreamTarget>chosen
+        raise ValueError(f"{type(self).__name__}.select() returned {chosen!r}, "
+                         f"not a target of upstream {pool.name!r}")
+
+    def select(self, UpstreamPool pool, request):
+        """The target of `pool` for `request` (a SelectionRequest, None outside a request)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no select()")
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class SmoothWeightedRoundRobin(TargetSelector):
+    """Smooth weighted round robin (nginx's algorithm) over the targets that are up: an even
+    spread by weight, no randomness. A target marked down takes no turn and its weight
+    leaves the total. When every target is down it chooses among all of them as if they
+    were up: failing open sends the request somewhere that may answer, rather than failing
+    it in the gateway (Envoy's panic mode does so; nginx fails that one request with 502
+    and marks every peer live again)."""
+
+    cdef int[64] current                 # each target's current weight, by pool index
+
+    cdef UpstreamTarget pick(self, UpstreamPool pool, ClientProtocol conn, Exchange ex):
+        cdef int best
+        if pool.count == 1:
+            return <UpstreamTarget>pool.targets[0]
+        best = self.turn(pool, True)
+        if best < 0:
+            best = self.turn(pool, False)
+        return <UpstreamTarget>pool.targets[best]
+
+    cdef int turn(self, UpstreamPool pool, bint up_only) noexcept:
+        """One round: every candidate gains its weight, the largest wins and pays the total
+        (the first index on a tie). -1 when no target is a candidate."""
+        cdef int i, best = -1, total = 0
+        for i in range(pool.count):
+            if up_only and not (<UpstreamTarget>pool.targets[i]).healthy:
+                continue
+            self.current[i] += pool.weights[i]
+            total += pool.weights[i]
+            if best < 0 or self.current[i] > self.current[best]:
+                best = i
+        if best >= 0:
+            self.current[best] -= total
+        return best
+
+    def select(self, UpstreamPool pool, request=None):
+        """The next target in the sequence (the request is not read)."""
+        return self.pick(pool, None, None)
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class SelectionRequest:
+    """The request a selector written in Python chooses a target for: read-only, and only
+    during that select() call."""
+
+    cdef ClientProtocol conn             # None outside the select() call
+    cdef Exchange ex
+
+    def __init__(self):
+        raise TypeError("SelectionRequest objects are made by the gateway")
+
+    cdef RequestParser parser(self):
+        if self.conn is None:
+            raise RuntimeError("a SelectionRequest is readable only during select()")
+        return self.conn.parser
+
+    @property
+    def method(self):
+        cdef RequestParser p = self.parser()
+        return PyBytes_FromStringAndSize(p.head + p.method_off, p.method_len).decode("ascii")
+
+    @property
+    def path(self):
+        """The normalised path the route matched (before strip_prefix or rewrite)."""
+        cdef RequestParser p = self.parser()
+        return PyBytes_FromStringAndSize(p.path, p.path_len).decode("latin-1")
+
+    @property
+    def client_ip(self):
+        """The client's address, as rate limits and X-Forwarded-For see it."""
+        self.parser()
+        return request_client_ip(self.conn, self.ex).decode("latin-1")
+
+    def header(self, str name):
+        """The first request field of that name (any case), or None."""
+        cdef RequestParser p = self.parser()
+        cdef bytes lower = name.lower().encode("latin-1")
+        cdef int i
+        for i in range(p.n_headers):
+            if _name_is(p.head + p.hdr_name_off[i], p.hdr_name_len[i], lower):
+                return PyBytes_FromStringAndSize(p.head + p.hdr_value_off[i],
+                                                 p.hdr_value_len[i]).decode("latin-1")
+        return None
+
+
+@cython.final
 cdef class UpstreamPool:
-    """The targets of one named upstream, chosen by smooth weighted round robin."""
+    """The targets of one named upstream, and the selector that chooses among them."""
 
     cdef readonly str name
-    cdef list targets
+    cdef readonly tuple targets
+    cdef readonly TargetSelector selector
     cdef int metric_slot                 # this upstream in the engine's CoreMetrics
     cdef bytes log_field                 # ',"upstream":"NAME"' for the access log
     cdef int[64] weights
-    cdef int[64] current
-    cdef int total_weight
     cdef int count
 
     def __init__(self, str name, list targets, list weights):
@@ -130,25 +262,19 @@ cdef class UpstreamPool:
         self.name = name
         self.metric_slot = -1
         self.log_field = b',"upstream":' + _orjson.dumps(name)
-        self.targets = list(targets)
+        self.targets = tuple(targets)
         self.count = len(targets)
-        self.total_weight = 0
         for i in range(self.count):
             self.weights[i] = weights[i]
-            self.current[i] = 0
-            self.total_weight += weights[i]
+        self.set_selector(SmoothWeightedRoundRobin())
 
-    cdef UpstreamTarget pick(self):
-        cdef int i, best = 0
-        if self.count == 1:
-            return <UpstreamTarget>self.targets[0]
-        # Smooth weighted round robin (the nginx algorithm): even spread, no randomness.
-        for i in range(self.count):
-            self.current[i] += self.weights[i]
-            if self.current[i] > self.current[best]:
-                best = i
-        self.current[best] -= self.total_weight
-        return <UpstreamTarget>self.targets[best]
+    def set_selector(self, TargetSelector selector not None):
+        """Choose targets with `selector` from the next exchange on. A selector serves one
+        pool; a reload makes new pools, each with smooth weighted round robin."""
+        if selector.bound:
+            raise ValueError("this selector serves a pool already")
+        selector.bound = True
+        self.selector = selector
 
     @property
     def target_list(self):
