@@ -11,7 +11,7 @@ flavour (FASTGW_BENCH=1) adds `_bench_*` entry points that are not described her
 from asyncio import AbstractEventLoop, BaseTransport
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any, Literal, Self, TypeAlias, TypeVar, final, overload
+from typing import Any, Literal, Protocol, Self, TypeAlias, TypeVar, final, overload
 
 _T = TypeVar("_T")
 
@@ -523,33 +523,58 @@ class UpstreamPool:
 
 TEMPLATE_VARIABLES: dict[str, int]
 """Template variable name ($client_ip, ...) -> the code a compiled template holds."""
-HEADER_OPS: dict[str, int]
-"""Header operation name -> its code in a compiled operation."""
-CHAIN_STEPS: dict[str, int]
-"""Step kind -> its code in a CoreChain's steps."""
 MANAGED_FIELDS: frozenset[str]
 """Lowercase field names the gateway manages: no policy may set, remove or rename them."""
 
 def check_field(name: str, value: str | None = None) -> None:
     """Raise ValueError unless `name` is a token a policy may change and `value` is safe."""
 
+class _HeaderOp(Protocol):
+    @property
+    def op(self) -> Literal["set", "add", "remove", "rename"]: ...
+    @property
+    def name(self) -> bytes: ...
+    @property
+    def template(self) -> Sequence[bytes | int] | None: ...
+    @property
+    def new_name(self) -> bytes | None: ...
+
+class HeaderOps:
+    """Header operations for one path pattern (fastgw.policy.compiled.HeaderOp objects,
+    their templates resolved for it: bytes, capture indexes, TEMPLATE_VARIABLES codes)."""
+
+    def __new__(cls, ops: Iterable[_HeaderOp]) -> Self: ...
+
+_ChainOps: TypeAlias = HeaderOps | dict[int, HeaderOps] | None
+"""One HeaderOps for every path pattern of the route, one per pattern id, or none."""
+
 class CoreChain:
-    """A route's compiled policy chain (fastgw.plan.compile_chain builds it)."""
+    """A route's compiled policy chain: its policies' parts joined in chain order
+    (fastgw.plan.compile_chain builds it from each policy's compile_core)."""
 
     def __init__(
         self,
         disabled: bool,
-        steps: Sequence[tuple[int, Any]],
-        request_ops: Mapping[int, Sequence[tuple[Any, ...]]] | None,
-        response_ops: Mapping[int, Sequence[tuple[Any, ...]]] | None,
-        response_hooks: Sequence[tuple[Callable[..., Any], bool]],
+        steps: Iterable[CoreStep] = (),
+        request_ops: _ChainOps = None,
+        response_ops: _ChainOps = None,
+        response_hooks: Iterable[ResponseHook] = (),
         body_limit: int = 0,
     ) -> None: ...
     @property
     def disabled(self) -> bool: ...
     @property
+    def steps(self) -> tuple[CoreStep, ...]:
+        """The request steps, in chain order."""
+    @property
+    def request_ops(self) -> _ChainOps: ...
+    @property
+    def response_ops(self) -> _ChainOps: ...
+    @property
+    def response_hooks(self) -> tuple[ResponseHook, ...]: ...
+    @property
     def python_hooks(self) -> bool:
-        """A request hook written in Python is on the chain."""
+        """A request step runs Python that reads the request (a hook, a lease's slow path)."""
     @property
     def body_limit(self) -> int:
         """Body bytes read before the steps run; 0: the body streams."""
@@ -850,6 +875,107 @@ class PythonBodyFilter(BodyFilter):
         """Body bytes, in order, as the upstream sent them."""
     def on_end(self, complete: bool) -> bytes | None:
         """Once: complete (the whole body went through on_data), or cut short."""
+
+# --- steps.pxi -------------------------------------------------------------------------
+
+REDIRECT_STATUSES: tuple[int, ...]
+"""The statuses a RedirectStep answers with."""
+
+class CoreStep:
+    """One compiled request step of a route's chain. Only the core's subclasses can be made
+    (a new kind of step is a subclass in fastgw/_native/steps.pxi): the base itself or a
+    subclass written in Python raises TypeError."""
+
+    @property
+    def reads_request(self) -> bool:
+        """It runs Python that reads the PolicyRequest."""
+
+@final
+class SyncHookStep(CoreStep):
+    """A Python policy's `def on_request`."""
+
+    def __init__(self, hook: Callable[[PolicyRequest], Any]) -> None: ...
+    @property
+    def hook(self) -> Callable[[PolicyRequest], Any]: ...
+
+@final
+class AsyncHookStep(CoreStep):
+    """A Python policy's `async def on_request`; an asyncio Task only if it really waits."""
+
+    def __init__(self, hook: Callable[[PolicyRequest], Any]) -> None:
+        """`hook`: an `async def (request)`."""
+    @property
+    def hook(self) -> Callable[[PolicyRequest], Any]: ...
+
+@final
+class RespondStep(CoreStep):
+    """A fixed answer (direct_response): status line and fields serialised once."""
+
+    def __init__(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
+        """`headers`: (lowercase name, value) pairs as fastgw.policy.Response holds them; the
+        core adds content-length and x-request-id."""
+    @property
+    def status(self) -> int: ...
+    @property
+    def head(self) -> bytes:
+        """The status line and the fields, each line ending in CRLF."""
+    @property
+    def body(self) -> bytes: ...
+
+@final
+class RedirectStep(CoreStep):
+    """A redirect whose Location is a template; substitutions are percent-encoded."""
+
+    def __init__(
+        self,
+        status: int,
+        locations: Mapping[int, Sequence[bytes | int]],
+        keep_query: bool,
+    ) -> None:
+        """`locations`: {pattern id: template resolved for that pattern}."""
+    @property
+    def status(self) -> int: ...
+    @property
+    def keep_query(self) -> bool: ...
+    @property
+    def locations(self) -> dict[int, tuple[bytes | int, ...]]: ...
+
+@final
+class RateLimitStep(CoreStep):
+    """A local rate_limit entry: a decision in the GCRA table, a 429 or a `delay`."""
+
+    def __init__(self, limiter: RateLimiter) -> None: ...
+    @property
+    def limiter(self) -> RateLimiter: ...
+
+@final
+class LeaseLimitStep(CoreStep):
+    """A batched Redis rate_limit entry: spends leased tokens, else awaits the policy's
+    own check (`lease.slow`)."""
+
+    def __init__(self, lease: LeaseStep) -> None: ...
+    @property
+    def lease(self) -> LeaseStep: ...
+
+@final
+class ConcurrencyLimitStep(CoreStep):
+    """A concurrency_limit entry: a place held until the exchange ends, a queue, or 503/429."""
+
+    def __init__(self, limiter: ConcurrencyLimiter) -> None: ...
+    @property
+    def limiter(self) -> ConcurrencyLimiter: ...
+
+@final
+class ResponseHook:
+    """A Python policy's on_response, and whether it is `async def`."""
+
+    def __init__(
+        self, hook: Callable[[PolicyRequest, ResponseView], Any], is_async: bool
+    ) -> None: ...
+    @property
+    def hook(self) -> Callable[[PolicyRequest, ResponseView], Any]: ...
+    @property
+    def is_async(self) -> bool: ...
 
 # --- _core.pyx -------------------------------------------------------------------------
 

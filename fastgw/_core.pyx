@@ -27,6 +27,7 @@ include "_native/protocol.pxi"      # one client connection (asyncio callbacks, 
 include "_native/request.pxi"       # request head: ids, trace, body, end, parse errors
 include "_native/route.pxi"         # route: match, the route's limits
 include "_native/chain.pxi"         # chain: policy steps, limits, hooks
+include "_native/steps.pxi"         # the compiled steps: one class per kind
 include "_native/pick.pxi"          # pick a target
 include "_native/forward.pxi"       # upstream exchange: head, connect, body, failures
 include "_native/relay.pxi"         # response relay and local answers

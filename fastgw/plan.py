@@ -11,7 +11,6 @@ import gc
 import ipaddress
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,14 +18,8 @@ from urllib.parse import urlsplit
 from fastgw import _core
 from fastgw.config import Config, parse_target_url
 from fastgw.errors import ConfigError, raise_config_errors
-from fastgw.policy import (
-    HOOK_ABSENT,
-    HOOK_ASYNC,
-    RouteChain,
-    RouteChains,
-    build_route_chains,
-    hook_kind,
-)
+from fastgw.policy import RouteChain, RouteChains, build_route_chains
+from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 
 logger = logging.getLogger("fastgw")
 
@@ -156,163 +149,46 @@ def _compile_rewrite(template: str, params: list[str]) -> tuple[bytes | int, ...
     return tuple(parts)
 
 
-def _status_line(status: int) -> bytes:
-    # the core's table: a policy's answer and a core error carry the same RFC 9110 phrases
-    return _core.status_line_for(status)
-
-
-def _resolve_template(template: Sequence[Any], params: list[str]) -> tuple[bytes | int, ...]:
-    """Policy template parts -> core parts: bytes, a capture index, or a variable code."""
-    parts: list[bytes | int] = []
-    for part in template:
-        if isinstance(part, bytes):
-            parts.append(part)
-        elif part[0] == "var":
-            parts.append(_core.TEMPLATE_VARIABLES[part[1]])
-        else:
-            parts.append(params.index(part[1]))
-    return tuple(parts)
-
-
-def _compile_ops(ops: list[Any], params: list[str]) -> tuple[Any, ...]:
-    return tuple(
-        (
-            _core.HEADER_OPS[op],
-            name,
-            None if template is None else _resolve_template(template, params),
-            new_name,
-        )
-        for op, name, template, new_name in ops
-    )
-
-
-def _core_keys(
-    keys: Sequence[tuple[str, str]], params: dict[int, list[str]], pattern_ids: list[int]
-) -> list[tuple[str, Any]]:
-    """Key sources as the core reads them: header names as bytes, a path parameter as its
-    capture index in each pattern (-1 where the pattern lacks it)."""
-    core_keys: list[tuple[str, Any]] = []
-    for kind, arg in keys:
-        value: Any = arg
-        if kind == "header":
-            value = arg.encode("latin-1")
-        elif kind == "param":
-            value = {
-                pid: params[pid].index(arg) if arg in params[pid] else -1 for pid in pattern_ids
-            }
-        core_keys.append((kind, value))
-    return core_keys
-
-
 def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any:
-    """A provisioned chain -> the core's CoreChain (None for an empty, healthy chain)."""
+    """A provisioned chain -> the core's CoreChain (None for an empty, healthy chain).
+
+    Each policy compiles itself for the route's patterns (Policy.compile_core); the chain
+    joins their parts in order. A policy whose compile_core fails is a ConfigError at its
+    chain entry.
+    """
     if chain.disabled:
-        return _core.CoreChain(True, (), None, None, ())
+        return _core.CoreChain(True)
     if not chain.policies:
         return None
-    steps: list[tuple[int, Any]] = []
-    request_ops: list[Any] = []
-    response_ops: list[Any] = []
-    response_hooks: list[tuple[Any, bool]] = []
-    codes = _core.CHAIN_STEPS
-    params = {pid: router.pattern_params(pid) for pid in pattern_ids}
+    context = CompileContext.for_patterns(pattern_ids, router)
+    steps: list[Any] = []
+    request_ops: list[HeaderOp] = []
+    response_ops: list[HeaderOp] = []
+    response_hooks: list[Any] = []
     for provisioned in chain.policies:
-        policy = provisioned.policy
-        if policy.kind == "python":
-            on_request, on_response = hook_kind(policy)
-            if on_request != HOOK_ABSENT:
-                step = codes["async" if on_request == HOOK_ASYNC else "sync"]
-                steps.append((step, policy.on_request))
-            if on_response != HOOK_ABSENT:
-                response_hooks.append((policy.on_response, on_response == HOOK_ASYNC))
-        elif policy.kind in ("request_headers", "response_headers"):
-            ops = policy.compiled()[1]
-            (request_ops if policy.kind == "request_headers" else response_ops).extend(ops)
-        elif policy.kind == "respond":
-            _, status, fields, body = policy.compiled()
-            head = _status_line(status) + b"".join(b"%s: %s\r\n" % pair for pair in fields)
-            steps.append((codes["respond"], (head, body, status)))
-        elif policy.kind == "redirect":
-            _, status, template, keep_query = policy.compiled()
-            steps.append(
-                (
-                    codes["redirect"],
-                    {
-                        pid: (
-                            _status_line(status),
-                            _resolve_template(template, params[pid]),
-                            # the kept query joins one the location already has with "&"
-                            (
-                                b"&"
-                                if any(b"?" in p for p in template if isinstance(p, bytes))
-                                else b"?"
-                            )
-                            if keep_query
-                            else None,
-                            status,
-                        )
-                        for pid in pattern_ids
-                    },
-                )
+        try:
+            parts = provisioned.policy.compile_core(context)
+            if not isinstance(parts, CoreParts):
+                raise TypeError(f"compile_core returned {parts!r}, not CoreParts")
+        except Exception as exc:
+            logger.debug(
+                "compiling %s at %s failed", provisioned.name, provisioned.path, exc_info=True
             )
-        elif policy.kind == "rate_limit":
-            _, limiter_id, keys, fallback, limits, cost, headers, delay_ns = policy.compiled()
-            limiter = _core.RateLimiter(
-                limiter_id,
-                _core_keys(keys, params, pattern_ids),
-                fallback[0],
-                [(interval, burst) for interval, burst, _rate, _per in limits],
-                cost,
-                headers,
-                None,
-                delay_ns,
-            )
-            steps.append((codes["rate_limit"], limiter))
-        elif policy.kind == "lease":
-            _, leases, keys, fallback, cost, headers, slow, refill = policy.compiled()
-            steps.append(
-                (
-                    codes["lease"],
-                    _core.LeaseStep(
-                        leases,
-                        _core_keys(keys, params, pattern_ids),
-                        fallback[0],
-                        cost,
-                        headers,
-                        slow,
-                        refill,
-                    ),
-                )
-            )
-        elif policy.kind == "concurrency_limit":
-            _, keys, fallback, most, queue, queue_timeout, status = policy.compiled()
-            steps.append(
-                (
-                    codes["concurrency_limit"],
-                    _core.ConcurrencyLimiter(
-                        _core_keys(keys, params, pattern_ids),
-                        fallback[0],
-                        most,
-                        queue,
-                        queue_timeout,
-                        status,
-                    ),
-                )
-            )
-        else:
-            raise ValueError(f"policy kind {policy.kind!r} is not known to the core")
-    body_limit = max((p.policy.needs_body for p in chain.policies), default=0)
+            raise ConfigError(
+                f"policy {provisioned.name!r} failed to compile: {type(exc).__name__}: {exc}",
+                provisioned.path,
+            ) from exc
+        steps.extend(parts.steps)
+        request_ops.extend(parts.request_ops)
+        response_ops.extend(parts.response_ops)
+        response_hooks.extend(parts.response_hooks)
     return _core.CoreChain(
         False,
         steps,
-        {pid: _compile_ops(request_ops, params[pid]) for pid in pattern_ids}
-        if request_ops
-        else None,
-        {pid: _compile_ops(response_ops, params[pid]) for pid in pattern_ids}
-        if response_ops
-        else None,
+        context.header_ops(request_ops),
+        context.header_ops(response_ops),
         response_hooks,
-        body_limit,
+        max(p.policy.needs_body for p in chain.policies),
     )
 
 
@@ -414,7 +290,19 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
     for index, route in enumerate(config.routes):
         ids = route_patterns[index]
         pool = pools.get(route.upstream)
-        core_chain = compile_chain(chains[index], ids, router) if ids else None
+        core_chain = None
+        if ids:
+            try:
+                core_chain = compile_chain(chains[index], ids, router)
+            except ConfigError as exc:
+                # Like a policy that fails to start: only this route is disabled.
+                exc.file = file
+                chains[index].errors.append(exc)
+                core_chain = _core.CoreChain(True)
+                if strict:
+                    errors.append(exc)
+                else:
+                    logger.error("policy disabled its routes: %s", exc)
         # A key the route leaves out inherits the global value; decided here, once.
         own, own_limits = route.timeouts, route.limits
         connect = timeouts.upstream_connect if own.connect is None else own.connect

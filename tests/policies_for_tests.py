@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
+from fastgw import _core
 from fastgw.policy import Policy, PolicyConfig, PolicyConfigError, ProvisionContext, Response
+from fastgw.policy.compiled import CompileContext, CoreParts
 
 
 class Mark(Policy):
@@ -291,3 +294,48 @@ class UnprintableConsumer(Policy):
 
     def on_request(self, request: Any) -> None:
         request.consumer = _Unprintable()
+
+
+class CompileJunk(Policy):
+    """Provisions fine, then hands plan.py something that is not core parts."""
+
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        return CoreParts(steps=("not a step",))  # type: ignore[arg-type]
+
+
+class QuotaAnswer(Policy):
+    """A built-in fastgw does not ship, for the policy steps seam: answers from the gateway
+    `requests` times per value of the path capture `per`, then 429. Its compile_core
+    composes two of the core's steps (a rate limit, a fixed answer); no Python runs per
+    request. tests/integration/test_policy_steps.py registers it by name."""
+
+    name = "quota_answer"
+
+    class Config(PolicyConfig):
+        requests: int
+        per: str = "tenant"
+        body: str = "answered by the gateway"
+
+    def __init__(self, config: Any, context: ProvisionContext) -> None:
+        super().__init__(config, context)
+        if config.per not in context.route_params:
+            raise PolicyConfigError(f"the route does not capture {{{config.per}}}", ("per",))
+        self.answer = Response(200, config.body, {"x-answered-by": "quota_answer"})
+        # The rate table is the process's: each provisioning starts quotas of its own.
+        self.limiter_id = f"quota_answer|{uuid.uuid4()}"
+
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        hour_ns = 3600 * 10**9
+        limiter = _core.RateLimiter(
+            self.limiter_id,
+            context.key_sources([("param", self.config.per)]),
+            "route",
+            [(hour_ns, self.config.requests)],
+        )
+        answer = self.answer
+        return CoreParts(
+            steps=(
+                _core.RateLimitStep(limiter),
+                _core.RespondStep(answer.status, answer.headers, answer.body),
+            )
+        )

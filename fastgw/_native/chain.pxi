@@ -1,5 +1,6 @@
-# chain.pxi: the policy chain stage: the route's request steps (compiled built-ins and
-# Python hooks), their local answers, rate and concurrency limits, and response hooks.
+# chain.pxi: the policy chain stage: running the route's request steps (each one's own
+# work is in steps.pxi), resuming them after a wait, a hook's answer or failure, response
+# hooks, and what the limit steps share: request keys, queues and places held.
 
 
 cdef bint chain_start(ClientProtocol conn, Exchange ex, RequestParser p) except *:
@@ -28,71 +29,24 @@ cdef bint chain_start(ClientProtocol conn, Exchange ex, RequestParser p) except 
 
 
 cdef int chain_run(ClientProtocol conn, Exchange ex, Py_ssize_t start) except -1:
-    """Run the chain's request steps from `start`. A step that raises is a bug in the
-    gateway (a policy's own failure is answered as policy_error inside)."""
+    """Run the chain's request steps from `start` (steps.pxi): each one lets the next run,
+    answers, or waits. A step that raises is a bug in the gateway (a policy's own failure is
+    answered as policy_error inside)."""
     cdef tuple steps = ex.chain.steps
     cdef Py_ssize_t i
-    cdef int kind, outcome
-    cdef bint finished = False
+    cdef int outcome
     # PERF: no try block on this path (every request of a route with a chain runs
     # it): an exception reaches the caller's, which reports it as the chain's.
     ex.in_chain = True
     for i in range(start, len(steps)):
-        kind, payload = steps[i]
-        if kind == STEP_LEASE:
-            if chain_lease_check(conn, ex, <LeaseStep>payload):
-                continue
-            # No leased token to spend: the policy's own (async) check decides.
-            kind = STEP_PY_ASYNC
-            payload = (<LeaseStep>payload).slow
-        if kind == STEP_PY_SYNC:
-            try:
-                result = payload(ex.preq)
-            except BaseException as exc:
-                chain_failed(conn, ex, exc)
-                return HOOK_STEP_ANSWERED
-            if result is not None:
-                chain_answer_policy(conn, ex, result)
-                return HOOK_STEP_ANSWERED
-        elif kind == STEP_PY_ASYNC:
-            # PERF: drive the coroutine ourselves; a hook that never really waits
-            # finishes here without an asyncio Task.
-            try:
-                coro = payload(ex.preq)
-                blocked_on = _coroutine_step(coro, &finished)
-            except BaseException as exc:
-                chain_failed(conn, ex, exc)
-                return HOOK_STEP_ANSWERED
-            if finished:
-                if blocked_on is not None:
-                    chain_answer_policy(conn, ex, blocked_on)
-                    return HOOK_STEP_ANSWERED
-                continue
-            ex.hook_index = i + 1
-            ex.hook_task = conn.engine.loop.create_task(
-                _resume_hook(conn, coro, blocked_on, False, ex.exchange_serial))
-            # A hook that hangs is cut off like an upstream that does not answer.
-            conn.deadline = _now + ex.read_timeout
-            return HOOK_STEP_SUSPENDED
-        elif kind == STEP_RATE_LIMIT:
-            outcome = chain_rate_check(conn, ex, <RateLimiter>payload, i)
-            if outcome != HOOK_STEP_DONE:
-                return outcome
-        elif kind == STEP_CONCURRENCY:
-            outcome = chain_concurrency_check(conn, ex, <ConcurrencyLimiter>payload, i)
-            if outcome != HOOK_STEP_DONE:
-                return outcome
-        elif kind == STEP_RESPOND:
-            chain_answer_prebuilt(conn, ex, payload)
-            return HOOK_STEP_ANSWERED
-        else:
-            chain_answer_redirect(conn, ex, (<dict>payload)[ex.match.pattern_id])
-            return HOOK_STEP_ANSWERED
+        outcome = (<CoreStep>steps[i]).run(conn, ex, i)
+        if outcome != HOOK_STEP_DONE:
+            return outcome
     return HOOK_STEP_DONE
 
 
-cdef void chain_hook_done(ClientProtocol conn, Exchange ex, object exc, object result, bint response,
-                       uint64_t serial) noexcept:
+cdef void chain_hook_done(ClientProtocol conn, Exchange ex, object exc, object result,
+                          bint response, uint64_t serial) noexcept:
     """An async hook that had to wait is finished: carry on where the chain stopped."""
     cdef int outcome
     if conn.closed or conn.state != CS_EXCHANGE or serial != ex.exchange_serial:
@@ -182,27 +136,6 @@ cdef void chain_answer_policy(ClientProtocol conn, Exchange ex, object response)
     relay_finish_local(conn, ex, <bytes>body, status)
 
 
-cdef void chain_answer_prebuilt(ClientProtocol conn, Exchange ex, tuple payload) except *:
-    """direct_response: status line and fields were serialised at plan time."""
-    relay_start_local(conn, ex)
-    _head_buffer.put_bytes(<bytes>payload[0])
-    relay_finish_local(conn, ex, <bytes>payload[1], payload[2])
-
-
-cdef void chain_answer_redirect(ClientProtocol conn, Exchange ex, tuple payload) except *:
-    cdef HeadBuffer b = _head_buffer
-    cdef RequestParser p = conn.parser
-    relay_start_local(conn, ex)
-    b.put_bytes(<bytes>payload[0])
-    b.put_bytes(b"location: ")
-    forward_put_template(conn, ex, <tuple>payload[1], True)
-    if payload[2] is not None and p.has_query:
-        b.put_bytes(<bytes>payload[2])
-        b.put(p.head + p.query_off, p.query_len)
-    b.put_bytes(_CRLF)
-    relay_finish_local(conn, ex, b"", payload[3])
-
-
 cdef bint chain_response_hooks(ClientProtocol conn, Exchange ex, Py_ssize_t start) except *:
     """Run response hooks from `start`; False when one suspended or failed."""
     cdef tuple hooks = ex.chain.response_hooks
@@ -210,13 +143,14 @@ cdef bint chain_response_hooks(ClientProtocol conn, Exchange ex, Py_ssize_t star
     cdef bint finished = False
     if ex.preq is None:
         ex.preq = _new_policy_request(conn)
+    cdef ResponseHook hook
     for i in range(start, len(hooks)):
-        hook, is_async = hooks[i]
+        hook = <ResponseHook>hooks[i]
         try:
-            if not is_async:
-                hook(ex.preq, ex.rview)
+            if not hook.is_async:
+                hook.hook(ex.preq, ex.rview)
                 continue
-            coro = hook(ex.preq, ex.rview)
+            coro = hook.hook(ex.preq, ex.rview)
             blocked_on = _coroutine_step(coro, &finished)
             if finished:
                 continue
@@ -246,83 +180,6 @@ cdef int chain_build_key(ClientProtocol conn, Exchange ex, tuple key_kinds, int 
         if not chain_put_key(conn, ex, kb, kind, arg):
             chain_put_key(conn, ex, kb, fallback, None)
     return 0
-
-
-cdef int chain_rate_check(ClientProtocol conn, Exchange ex, RateLimiter limiter, Py_ssize_t step) except -1:
-    """A `rate_limit` step: decide, remember the fields every response of this exchange
-    carries; answer 429 when a limit says no, or wait when its `delay` allows."""
-    cdef RateDecision d
-    chain_build_key(conn, ex, limiter.key_kinds, limiter.fallback)
-    limiter.decide(_key_buffer.data, _key_buffer.length, ex.t_start, limiter.cost, &d)
-    ex.rl_result = RL_ALLOWED if d.allowed else RL_LIMITED
-    if limiter.headers != RL_HEADERS_NONE or not d.allowed:
-        fields = _rate_limit_fields(limiter.headers, &d)
-        ex.extra_head = fields if ex.extra_head is None else ex.extra_head + fields
-    if not d.allowed:
-        relay_local_error(conn, ex, E_RATE_LIMITED, 0)
-        return HOOK_STEP_ANSWERED
-    if d.wait_ns > 0:
-        ex.hook_index = step + 1
-        ex.park_handle = conn.engine.loop.call_later(
-            d.wait_ns / 1e9, conn._wake, ex.exchange_serial)
-        conn.deadline = _now + d.wait_ns / 1e9 + ex.read_timeout
-        return HOOK_STEP_SUSPENDED
-    return HOOK_STEP_DONE
-
-
-cdef bint chain_lease_check(ClientProtocol conn, Exchange ex, LeaseStep step) except *:
-    """Batched Redis limiting, the common case: spend a leased token without Python (a
-    refill starts when half the lease is gone). False: the policy must decide."""
-    cdef Lease lease
-    cdef RateDecision d
-    cdef double now = ex.t_start / 1e9     # CLOCK_MONOTONIC, as time.monotonic()
-    chain_build_key(conn, ex, step.key_kinds, step.fallback)
-    key = _key_buffer.take()
-    found = step.leases.get(key)
-    if found is None:
-        return False
-    lease = <Lease>found
-    if lease.tokens < step.cost or now >= lease.expires:
-        return False
-    lease.tokens -= step.cost
-    if lease.tokens * 2 < lease.want and lease.fetch is None:
-        step.refill(key, lease)
-    ex.rl_result = RL_ALLOWED
-    if step.headers != RL_HEADERS_NONE:
-        d.allowed = True
-        d.limit = lease.limit
-        d.remaining = lease.remaining + lease.tokens
-        d.reset_s = _ceil_s(<int64_t>((lease.reset_at - now) * 1e9))
-        d.retry_after_s = 0
-        d.wait_ns = 0
-        fields = _rate_limit_fields(step.headers, &d)
-        ex.extra_head = fields if ex.extra_head is None else ex.extra_head + fields
-    return True
-
-
-cdef int chain_concurrency_check(ClientProtocol conn, Exchange ex, ConcurrencyLimiter limiter, Py_ssize_t step) except -1:
-    """A `concurrency_limit` step: take a place, queue for one, or answer 503/429."""
-    chain_build_key(conn, ex, limiter.key_kinds, limiter.fallback)
-    key = _key_buffer.take()
-    count = limiter.counts.get(key, 0)
-    if count < limiter.max_inflight:
-        limiter.counts[key] = count + 1
-        if ex.held is None:
-            ex.held = []
-        ex.held.append((limiter, key))
-        return HOOK_STEP_DONE
-    queue = limiter.queues.get(key)
-    if limiter.queue_max and (queue is None or len(queue) < limiter.queue_max):
-        if queue is None:
-            queue = limiter.queues[key] = _deque()
-        queue.append((conn, ex.exchange_serial))
-        ex.waiting_on = limiter
-        ex.waiting_key = key
-        ex.hook_index = step + 1
-        conn.deadline = _now + limiter.queue_timeout
-        return HOOK_STEP_SUSPENDED
-    relay_local_error(conn, ex, limiter.code, 0)
-    return HOOK_STEP_ANSWERED
 
 
 cdef void chain_leave_queue(ClientProtocol conn, Exchange ex) noexcept:
@@ -378,7 +235,8 @@ cdef void chain_release_held(ClientProtocol conn, Exchange ex) noexcept:
         _internal_error(W_CHAIN, exc, ex.request_id)
 
 
-cdef bint chain_put_key(ClientProtocol conn, Exchange ex, HeadBuffer kb, int kind, object arg) except *:
+cdef bint chain_put_key(ClientProtocol conn, Exchange ex, HeadBuffer kb, int kind,
+                        object arg) except *:
     """Append one key source's bytes; False when the request does not have it."""
     cdef RequestParser p = conn.parser
     cdef Py_ssize_t i, n

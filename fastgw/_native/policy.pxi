@@ -1,9 +1,10 @@
 # policy.pxi: what a route's policy chain compiles to, and the objects Python hooks see.
 #
-# plan.py turns the provisioned chain into a CoreChain: compiled header operations per path
-# pattern (applied while heads are serialised, no Python involved), terminal answers built
-# once (direct responses, redirects), and the Python hooks with their sync/async nature
-# decided at plan time. A route without policies has no CoreChain at all.
+# Each provisioned policy compiles itself (its compile_core, fastgw/policy/) into what a
+# CoreChain holds: request steps (steps.pxi: compiled built-ins and Python hooks, their
+# sync/async nature decided at plan time), header operations per path pattern (HeaderOps,
+# applied while heads are serialised, no Python involved) and response hooks. plan.py
+# collects them; a route without policies has no CoreChain at all.
 
 from cpython.ref cimport PyObject, Py_XDECREF
 
@@ -32,13 +33,6 @@ cdef inline object _coroutine_step(object coroutine, bint* finished):
 _policy_log = _logging.getLogger("fastgw.policy")
 
 cdef enum:
-    STEP_PY_SYNC = 1
-    STEP_PY_ASYNC = 2
-    STEP_RESPOND = 3
-    STEP_REDIRECT = 4
-    STEP_RATE_LIMIT = 5
-    STEP_CONCURRENCY = 6
-    STEP_LEASE = 7              # a batched Redis limit: tokens leased, spent in the core
     OP_SET = 1
     OP_ADD = 2
     OP_REMOVE = 3
@@ -52,16 +46,13 @@ cdef enum:
     VAR_ROUTE = -6
     HOOK_STEP_DONE = 1            # every step ran: go upstream
     HOOK_STEP_ANSWERED = 2        # a step answered (or failed); the exchange is local now
-    HOOK_STEP_SUSPENDED = 3       # an async hook is waiting; a task will resume the chain
+    HOOK_STEP_SUSPENDED = 3       # a step waits (a hook, a delay, a queue), then resumes it
 
 TEMPLATE_VARIABLES = {
     "client_ip": VAR_CLIENT_IP, "request_id": VAR_REQUEST_ID, "host": VAR_HOST,
     "method": VAR_METHOD, "path": VAR_PATH, "route": VAR_ROUTE,
 }
-HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RENAME}
-CHAIN_STEPS = {"sync": STEP_PY_SYNC, "async": STEP_PY_ASYNC, "respond": STEP_RESPOND,
-               "redirect": STEP_REDIRECT, "rate_limit": STEP_RATE_LIMIT,
-               "concurrency_limit": STEP_CONCURRENCY, "lease": STEP_LEASE}
+cdef dict _HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RENAME}
 
 # Fields the gateway itself manages: no policy may set, remove or rename them. The one list:
 # request_headers checks its config against it too (fastgw/policy/builtins.py).
@@ -93,7 +84,11 @@ cdef struct _FieldOp:
 
 
 cdef class HeaderOps:
-    """Header operations for one path pattern, in C arrays (built once per Plan)."""
+    """Header operations for one path pattern, in C arrays (built once per Plan).
+
+    `ops` are objects with `op` ("set", "add", "remove" or "rename"), `name` (lowercase
+    bytes), `template` (for set and add: bytes, capture indexes and TEMPLATE_VARIABLES codes,
+    resolved for this pattern) and `new_name` (for rename), applied in order."""
 
     cdef _FieldOp* field_ops
     cdef int n_field_ops
@@ -105,27 +100,35 @@ cdef class HeaderOps:
 
     def __cinit__(self, ops):
         cdef int k = 0
+        cdef int code
+        cdef bytes name, new_name
+        cdef tuple template
+        ops = tuple(ops)
         self.keep = []
         self.field_ops = <_FieldOp*>malloc(max(1, len(ops)) * sizeof(_FieldOp))
         if self.field_ops == NULL:
             raise MemoryError()
         static, dynamic, emits = [], [], []
-        for op, name, template, new_name in ops:
+        for operation in ops:
+            code = _HEADER_OPS[operation.op]
+            name = operation.name
             self.keep.append(name)
-            if op != OP_ADD:
-                self.field_ops[k].op = op
+            if code != OP_ADD:
+                self.field_ops[k].op = code
                 self.field_ops[k].name = PyBytes_AS_STRING(name)
                 self.field_ops[k].name_len = PyBytes_GET_SIZE(name)
                 self.field_ops[k].new_name = NULL
                 self.field_ops[k].new_name_len = 0
-                if new_name is not None:
+                if code == OP_RENAME:
+                    new_name = operation.new_name
                     self.keep.append(new_name)
                     self.field_ops[k].new_name = PyBytes_AS_STRING(new_name)
                     self.field_ops[k].new_name_len = PyBytes_GET_SIZE(new_name)
                 self.name_lengths |= (<uint64_t>1) << (PyBytes_GET_SIZE(name) & 63)
                 k += 1
-            if op == OP_SET or op == OP_ADD:
-                emits.append((op, name, template))
+            if code == OP_SET or code == OP_ADD:
+                template = tuple(operation.template)
+                emits.append((code, name, template))
                 if all(type(part) is bytes for part in template):
                     static.append(name + b": " + b"".join(template) + b"\r\n")
                 else:
@@ -149,15 +152,14 @@ cdef class HeaderOps:
         return NULL
 
 
-cdef object _ops_by_pattern(dict ops):
-    """One HeaderOps when every pattern has the same operations (no {param} that differs),
-    else a dict by pattern id; None without operations."""
-    if not ops:
-        return None
-    variants = set(ops.values())
-    if len(variants) == 1:
-        return HeaderOps(variants.pop())
-    return {pid: HeaderOps(pattern_ops) for pid, pattern_ops in ops.items()}
+cdef object _checked_ops(object ops):
+    """A chain's operations of one side: None, one HeaderOps for every pattern, or
+    {pattern_id: HeaderOps}."""
+    if ops is None or type(ops) is HeaderOps:
+        return ops
+    if type(ops) is not dict or not all(type(value) is HeaderOps for value in ops.values()):
+        raise TypeError("header operations are a HeaderOps, {pattern_id: HeaderOps} or None")
+    return ops
 
 
 cdef inline HeaderOps _ops_for(object ops, int pattern_id):
@@ -169,26 +171,32 @@ cdef inline HeaderOps _ops_for(object ops, int pattern_id):
 
 
 cdef class CoreChain:
-    """A route's compiled policy chain."""
+    """A route's compiled policy chain: what its policies' compile_core gave, in order."""
 
     cdef readonly bint disabled
-    cdef tuple steps                 # ((kind, payload), ...) in chain order
-    cdef object request_ops          # HeaderOps for every pattern, or {pattern_id: HeaderOps}
-    cdef object response_ops
-    cdef tuple response_hooks        # ((callable, is_async), ...)
-    cdef readonly bint python_hooks  # a request hook written in Python is on the chain
+    cdef readonly tuple steps        # (CoreStep, ...) in chain order
+    cdef readonly object request_ops   # HeaderOps for every pattern, {pattern_id: HeaderOps}
+    cdef readonly object response_ops  # or None
+    cdef readonly tuple response_hooks   # (ResponseHook, ...) in chain order
+    cdef readonly bint python_hooks  # a request step runs Python that reads the request
     cdef readonly int64_t body_limit  # read this much of the body before the steps; 0: stream
 
-    def __init__(self, bint disabled, steps, request_ops, response_ops, response_hooks,
-                 int64_t body_limit=0):
+    def __init__(self, bint disabled, steps=(), request_ops=None, response_ops=None,
+                 response_hooks=(), int64_t body_limit=0):
         self.disabled = disabled
         self.body_limit = body_limit
         self.steps = tuple(steps)
-        self.request_ops = _ops_by_pattern(request_ops)
-        self.response_ops = _ops_by_pattern(response_ops)
+        for step in self.steps:
+            if not isinstance(step, CoreStep):
+                raise TypeError(f"a chain step is one of the core's CoreStep kinds, got {step!r}")
+            if (<CoreStep>step).reads_request:
+                self.python_hooks = True
+        self.request_ops = _checked_ops(request_ops)
+        self.response_ops = _checked_ops(response_ops)
         self.response_hooks = tuple(response_hooks)
-        self.python_hooks = any(kind in (STEP_PY_SYNC, STEP_PY_ASYNC, STEP_LEASE)
-                                for kind, _ in self.steps)
+        for hook in self.response_hooks:
+            if type(hook) is not ResponseHook:
+                raise TypeError(f"a response hook is a ResponseHook, got {hook!r}")
 
 
 cdef class Headers:

@@ -4,6 +4,8 @@ A policy is a class. fastgw decodes its `Config` from the route's chain entry, t
 `__init__(config, context)` once per route that uses it ("provisioning": compile, load keys,
 validate; raise PolicyConfigError to refuse). At request time the core calls `on_request` and
 `on_response` (plain or `async def`); `close()` runs when the plan holding it is retired.
+What the core runs for a policy is what its `compile_core` returns: the hooks, unless a
+built-in compiles itself into the core's own steps (fastgw.policy.compiled).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import inspect
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from fastgw.config.redaction import redacted_repr
+
+if TYPE_CHECKING:
+    from fastgw.policy.compiled import CompileContext, CoreParts
 
 __all__ = [
     "HOOK_ABSENT",
@@ -206,9 +211,6 @@ class Policy:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[msgspec.Struct]] = PolicyConfig
-    # "python": fastgw calls the hooks. Built-ins the core runs itself name their kind and
-    # give the core its data through compiled().
-    kind: ClassVar[str] = "python"
     # Bytes of the request body to read before on_request runs (request.body); 0: none.
     # Bodies are streamed, never buffered, unless a policy of the chain asks; a larger
     # body is answered with 413 body_too_large.
@@ -228,9 +230,11 @@ class Policy:
     def close(self) -> None:
         """Release what provisioning acquired; called once when the plan is retired."""
 
-    def compiled(self) -> tuple[Any, ...]:
-        """The data the core runs for a built-in (kind != "python")."""
-        raise NotImplementedError(f"{type(self).__name__} runs in Python: it has no core data")
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        """What the core runs for this policy on one route; asked once per route when the
+        plan is built. Here: the hooks the class defines, each `def` or `async def` decided
+        now. A built-in returns compiled steps instead (fastgw.policy.compiled)."""
+        return context.hook_parts(self)
 
 
 def hook_kind(policy: Policy) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """The built-in policies the compiled core runs itself, and their value templates.
 
-Each built-in validates its config at provisioning and hands the core plain tuples through
-`compiled()`; no Python runs for them per request.
+Each built-in validates its config at provisioning and compiles itself, in `compile_core`,
+into the core's typed steps or header operations (fastgw.policy.compiled); no Python runs
+for them per request.
 
 Templates ("x-user: {id} via $client_ip") compile to tuples of parts: `bytes` (literal),
 `("var", NAME)` for a request variable, `("param", NAME)` for a path capture. "$$" is a
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta
 
-from fastgw._core import MANAGED_FIELDS
+from fastgw import _core
+from fastgw._core import MANAGED_FIELDS, REDIRECT_STATUSES
 from fastgw.policy.base import (
     Policy,
     PolicyConfig,
@@ -27,6 +29,7 @@ from fastgw.policy.base import (
     check_header_name,
     check_header_value,
 )
+from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 
 __all__ = [
@@ -185,10 +188,7 @@ class _HeadersPolicy(Policy):
 
     def __init__(self, config: HeadersConfig, context: ProvisionContext) -> None:
         super().__init__(config, context)
-        self._ops = self._compile(config, context.route_params)
-
-    def compiled(self) -> tuple[Any, ...]:
-        return ("headers", self._ops)
+        self.ops = self._compile(config, context.route_params)
 
     def _name(self, name: str, at: At) -> str:
         try:
@@ -209,17 +209,16 @@ class _HeadersPolicy(Policy):
             )
         return parse_template(value, params, at, _header_value_literal)
 
-    def _compile(self, config: HeadersConfig, params: Sequence[str]) -> tuple[Any, ...]:
+    def _compile(self, config: HeadersConfig, params: Sequence[str]) -> tuple[HeaderOp, ...]:
         removed: dict[str, int] = {}
         for index, name in enumerate(config.remove):
             lowered = self._name(name, ("remove", index))
             if lowered in removed:
                 raise PolicyConfigError(f"header {lowered!r} is removed twice", ("remove", index))
             removed[lowered] = index
-        ops: list[tuple[str, bytes, Template | None, bytes | None]] = [
-            ("remove", name.encode(), None, None) for name in removed
-        ]
-        for operation in ("rename", "set", "add"):
+        ops = [HeaderOp("remove", name.encode()) for name in removed]
+        operations: tuple[Literal["rename", "set", "add"], ...] = ("rename", "set", "add")
+        for operation in operations:
             mapping: dict[str, str] = getattr(config, operation)
             seen: dict[str, str] = {}
             for name, value in mapping.items():
@@ -240,10 +239,10 @@ class _HeadersPolicy(Policy):
                     target = self._name(value, at)
                     if target == lowered:
                         raise PolicyConfigError(f"header {lowered!r} is renamed to itself", at)
-                    ops.append(("rename", lowered.encode(), None, target.encode()))
+                    ops.append(HeaderOp("rename", lowered.encode(), new_name=target.encode()))
                 else:
                     template = self._template(value, params, at)
-                    ops.append((operation, lowered.encode(), template, None))
+                    ops.append(HeaderOp(operation, lowered.encode(), template))
         return tuple(ops)
 
 
@@ -251,18 +250,22 @@ class RequestHeaders(_HeadersPolicy):
     """Change the headers sent to the upstream."""
 
     name = "request_headers"
-    kind = "request_headers"
     _managed = frozenset(_REQUEST_MANAGED)
     _side = "request"
+
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        return CoreParts(request_ops=self.ops)
 
 
 class ResponseHeaders(_HeadersPolicy):
     """Change the headers sent back to the client."""
 
     name = "response_headers"
-    kind = "response_headers"
     _managed = frozenset(_RESPONSE_MANAGED)
     _side = "response"
+
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        return CoreParts(response_ops=self.ops)
 
 
 # --- direct_response ---------------------------------------------------------------------
@@ -282,7 +285,6 @@ class DirectResponse(Policy):
     """Answer with a fixed status, headers and body."""
 
     name = "direct_response"
-    kind = "respond"
     Config = DirectResponseConfig
 
     def __init__(self, config: DirectResponseConfig, context: ProvisionContext) -> None:
@@ -312,14 +314,15 @@ class DirectResponse(Policy):
             raise ValueError(f"header {lowered!r} is managed by fastgw")
         check_header_value(value)
 
-    def compiled(self) -> tuple[Any, ...]:
+    def compile_core(self, context: CompileContext) -> CoreParts:
         response = self.response
-        return ("respond", response.status, response.headers, response.body)
+        return CoreParts(
+            steps=(_core.RespondStep(response.status, response.headers, response.body),)
+        )
 
 
 # --- redirect ----------------------------------------------------------------------------
 
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # RFC 3986 2: unreserved, reserved and "%" (checked as "%HH" below).
 _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -347,7 +350,6 @@ class Redirect(Policy):
     """Answer with a 3xx redirect; substituted values are percent-encoded by the core."""
 
     name = "redirect"
-    kind = "redirect"
     Config = RedirectConfig
 
     def __init__(self, config: RedirectConfig, context: ProvisionContext) -> None:
@@ -382,8 +384,10 @@ class Redirect(Policy):
             )
         self.template = template
 
-    def compiled(self) -> tuple[Any, ...]:
-        return ("redirect", self.config.status, self.template, self.config.keep_query)
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        config = self.config
+        locations = context.templates(self.template)
+        return CoreParts(steps=(_core.RedirectStep(config.status, locations, config.keep_query),))
 
 
 # --- path_rewrite ------------------------------------------------------------------------

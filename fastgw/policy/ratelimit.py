@@ -15,12 +15,14 @@ key); `policy: redis` keeps them in Redis for several gateways (fastgw.policy.ra
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Literal
 
 from msgspec import Meta
 
+from fastgw import _core
 from fastgw.config.schema import Duration
 from fastgw.policy.base import Policy, PolicyConfig, PolicyConfigError, ProvisionContext
+from fastgw.policy.compiled import CompileContext, CoreParts
 from fastgw.policy.ratelimit_spec import (
     KEY_KINDS,
     BaseRateLimit,
@@ -47,7 +49,6 @@ class RateLimit(BaseRateLimit):
     `policy: redis` it provisions a fastgw.policy.ratelimit_redis.RedisRateLimit instead."""
 
     name = "rate_limit"
-    kind: ClassVar[str] = "rate_limit"
     Config = RateLimitConfig
 
     def __new__(cls, config: RateLimitConfig, context: ProvisionContext) -> BaseRateLimit:
@@ -62,17 +63,19 @@ class RateLimit(BaseRateLimit):
             return RedisRateLimit(config, context)
         return super().__new__(cls)
 
-    def compiled(self) -> tuple[Any, ...]:
-        return (
-            "rate_limit",
+    def compile_core(self, context: CompileContext) -> CoreParts:
+        config = self.config
+        limiter = _core.RateLimiter(
             self.limiter_id,
-            self.keys,
-            self.fallback,
-            self.limit_table(),
-            self.config.cost,
-            self.config.headers,
-            round((self.config.delay or 0.0) * 1e9),
+            context.key_sources(self.keys),
+            self.fallback[0],
+            [(interval, burst) for interval, burst, _rate, _per in self.limit_table()],
+            config.cost,
+            config.headers,
+            None,
+            round((config.delay or 0.0) * 1e9),
         )
+        return CoreParts(steps=(_core.RateLimitStep(limiter),))
 
 
 class ConcurrencyLimitConfig(PolicyConfig, kw_only=True):
@@ -92,7 +95,6 @@ class ConcurrencyLimit(Policy):
     """Limit the requests in flight (their upstream exchange included) per key."""
 
     name = "concurrency_limit"
-    kind: ClassVar[str] = "concurrency_limit"
     Config = ConcurrencyLimitConfig
 
     def __init__(self, config: ConcurrencyLimitConfig, context: ProvisionContext) -> None:
@@ -109,14 +111,14 @@ class ConcurrencyLimit(Policy):
                 "the fallback key must always be there: client_ip or route", ("fallback",)
             )
 
-    def compiled(self) -> tuple[Any, ...]:
+    def compile_core(self, context: CompileContext) -> CoreParts:
         config = self.config
-        return (
-            "concurrency_limit",
-            self.keys,
-            self.fallback,
+        limiter = _core.ConcurrencyLimiter(
+            context.key_sources(self.keys),
+            self.fallback[0],
             config.max,
             config.queue,
             float(config.queue_timeout),
             config.status,
         )
+        return CoreParts(steps=(_core.ConcurrencyLimitStep(limiter),))

@@ -58,8 +58,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
-from fastgw._core import Lease
+from fastgw._core import Lease, LeaseLimitStep, LeaseStep
 from fastgw.policy.base import PolicyConfigError, ProvisionContext, Response
+from fastgw.policy.compiled import CompileContext, CoreParts
 from fastgw.policy.ratelimit_spec import BaseRateLimit, RateLimitConfig
 
 __all__ = ["GCRA_SCRIPT", "RedisRateLimit"]
@@ -127,8 +128,6 @@ _SWEEP_EVERY = 4096
 class RedisRateLimit(BaseRateLimit):
     """`rate_limit` with `policy: redis`; see the module docstring."""
 
-    kind = "python"
-
     def __init__(self, config: RateLimitConfig, context: ProvisionContext) -> None:
         super().__init__(config, context)
         settings = config.redis
@@ -152,8 +151,6 @@ class RedisRateLimit(BaseRateLimit):
         # Batched mode: the core spends these leases' tokens itself (LeaseStep); keys are the
         # bytes the core builds, so both find the same Lease.
         self._leases: dict[bytes, Lease] = {}
-        if self._batched:
-            self.kind = "lease"
         self._lease_inserts = 0
         self._closing: set[asyncio.Task[Any]] = set()
         self._queued: list[tuple[list[Any], asyncio.Future[list[int]]]] = []
@@ -390,19 +387,21 @@ class RedisRateLimit(BaseRateLimit):
                 lease.want = min(lease.want * 2, self._batch * _MAX_LEASE_GROWTH)
         return self._unavailable(request)
 
-    def compiled(self) -> tuple[Any, ...]:
+    def compile_core(self, context: CompileContext) -> CoreParts:
         """Batched mode as the core runs it: leases, keys, cost, fields, and the hooks for
-        what it cannot decide alone."""
-        return (
-            "lease",
+        what it cannot decide alone. Otherwise every request awaits on_request."""
+        if not self._batched:
+            return super().compile_core(context)
+        lease = LeaseStep(
             self._leases,
-            self.keys,
-            self.fallback,
+            context.key_sources(self.keys),
+            self.fallback[0],
             self._cost,
             self._headers,
             self.on_request,
             self._refill,
         )
+        return CoreParts(steps=(LeaseLimitStep(lease),))
 
     def _refill(self, key: bytes, lease: Lease) -> None:
         """The core spent half a lease: fetch the next one, unless Redis is backing off."""

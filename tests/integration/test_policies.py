@@ -250,6 +250,17 @@ def test_redirect(status: int, keep_query: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("target", "location"),
+    [("/old/7?a=1", "/new?from=7&a=1"), ("/old/7", "/new?from=7")],
+    ids=["query-joined-with-ampersand", "no-query-to-keep"],
+)
+def test_redirect_keeps_the_query_after_its_own(target: str, location: str) -> None:
+    entry = {"redirect": {"location": "/new?from={id}"}}
+    result = run_policy_sync(entry, "GET", target, paths=("/old/{id}",))
+    assert (result.status, result.headers.getall("location")) == (302, [location])
+
+
+@pytest.mark.parametrize(
     ("raw", "encoded"),
     [
         ("a%20b%0D%0Ax-injected:%201", "a%20b%0D%0Ax-injected:%201"),  # stays encoded

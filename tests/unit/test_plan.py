@@ -1,14 +1,20 @@
-"""Config -> Plan: errors only the compiled router can find, rewrites, describe and explain."""
+"""Config -> Plan: errors only the compiled router can find, rewrites, chains, describe and
+explain."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fastgw import _core
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
-from fastgw.plan import build_plan
+from fastgw.plan import Plan, build_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+P = "tests.policies_for_tests:"
 
 
 def config(*routes: dict[str, Any]) -> dict[str, Any]:
@@ -216,3 +222,88 @@ def test_core_config_objects_have_no_defaults(cls: str, missing: str) -> None:
     del full[missing]
     with pytest.raises(TypeError, match=missing):
         getattr(_core, cls)(*args, **full)
+
+
+# --- chains: each policy's compiled parts, joined in chain order ----------------------------
+
+
+@pytest.fixture
+def test_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+def chain_of(plan: Plan, route_id: int = 0) -> Any:
+    return plan.core.actions[route_id].chain
+
+
+def test_chain_joins_each_policys_parts_in_order(test_policies: None) -> None:
+    policies = [
+        {"request_headers": {"set": {"x-id": "{id}"}}},
+        {P + "Mark": {"tag": "m"}},
+        {"rate_limit": {"limits": [{"rate": 5, "per": "1s"}]}},
+        {"response_headers": {"set": {"x-r": "1"}}},
+        {"concurrency_limit": {"max": 3}},
+        {"direct_response": {"status": 204}},
+    ]
+    plan = build_plan(parse_config(config(route("a", ["/a/{id}"], policies=policies))))
+    chain = chain_of(plan)
+    assert [type(step) for step in chain.steps] == [
+        _core.SyncHookStep,
+        _core.RateLimitStep,
+        _core.ConcurrencyLimitStep,
+        _core.RespondStep,
+    ]
+    assert plan.chains is not None
+    mark = plan.chains[0].policies[1].policy
+    assert chain.steps[0].hook == mark.on_request
+    assert [(hook.hook, hook.is_async) for hook in chain.response_hooks] == [
+        (mark.on_response, False)
+    ]
+    assert chain.steps[1].limiter.limiter_id.endswith("$.routes[0].policies[2]")
+    assert (chain.steps[2].limiter.max_inflight, chain.steps[3].status) == (3, 204)
+    assert type(chain.request_ops) is _core.HeaderOps
+    assert type(chain.response_ops) is _core.HeaderOps
+    assert chain.python_hooks and not chain.disabled and chain.body_limit == 0
+
+
+def test_compiled_builtins_alone_need_no_policy_request() -> None:
+    policies = [
+        {"rate_limit": {"limits": [{"rate": 5, "per": "1s"}]}},
+        {"redirect": {"location": "/b"}},
+    ]
+    chain = chain_of(build_plan(parse_config(config(route("a", ["/a"], policies=policies)))))
+    assert [type(step) for step in chain.steps] == [_core.RateLimitStep, _core.RedirectStep]
+    assert not chain.python_hooks
+    assert chain.request_ops is None and chain.response_ops is None and chain.response_hooks == ()
+
+
+def test_header_ops_differ_by_pattern_only_where_captures_do() -> None:
+    set_id = [{"request_headers": {"set": {"x-id": "{id}"}}}]
+    plan = build_plan(
+        parse_config(
+            config(
+                route("same", ["/a/{id}", "/b/{id}"], policies=set_id),
+                route("moved", ["/c/{id}", "/d/{group}/{id}"], policies=set_id),
+            )
+        )
+    )
+    assert type(chain_of(plan, 0).request_ops) is _core.HeaderOps
+    moved = chain_of(plan, 1).request_ops
+    assert sorted(moved) == [info.pattern_id for info in plan.routes if info.route_id == 1]
+    assert all(type(ops) is _core.HeaderOps for ops in moved.values())
+
+
+def test_a_policy_that_fails_to_compile_disables_only_its_route(test_policies: None) -> None:
+    parsed = parse_config(
+        config(route("bad", ["/bad"], policies=[{P + "CompileJunk": {}}]), route("ok", ["/ok"]))
+    )
+    with pytest.raises(ConfigError) as caught:
+        build_plan(parsed, "gw.yaml")
+    assert caught.value.path == "$.routes[0].policies[0]"
+    assert caught.value.file == "gw.yaml"
+    assert "'tests.policies_for_tests:CompileJunk' failed to compile" in caught.value.message
+    assert "not a step the core runs" in caught.value.message
+    plan = build_plan(parsed, "gw.yaml", strict=False)
+    assert chain_of(plan, 0).disabled and plan.routes[0].disabled
+    assert chain_of(plan, 1) is None and not plan.routes[1].disabled
+    plan.close()

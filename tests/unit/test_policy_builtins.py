@@ -1,4 +1,5 @@
-"""Built-in policies: templates, every config they accept (and its core data) or refuse."""
+"""Built-in policies: templates, every config they accept (and what they compile to in the
+core) or refuse."""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ from typing import Any
 
 import pytest
 
+from fastgw import _core
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
 from fastgw.policy import PolicyConfigError, Response, build_route_chains
 from fastgw.policy.builtins import VARIABLES, parse_template
+from fastgw.policy.compiled import CompileContext, HeaderOp
 
 BASE: dict[str, Any] = {"upstreams": {"u": {"targets": [{"url": "http://127.0.0.1:9001"}]}}}
 ROUTE_PATH = "$.routes[0].policies[0]"
 
 
 def provision(entry: dict[str, Any], params: tuple[str, ...] = ("id",)) -> Any:
-    """Provision one chain entry on a route capturing `params`; return its core data."""
+    """Provision one chain entry on a route capturing `params`; return the policy."""
     config = parse_config(
         {
             **BASE,
@@ -28,7 +31,33 @@ def provision(entry: dict[str, Any], params: tuple[str, ...] = ("id",)) -> Any:
     chains = build_route_chains(config, [params], file="gw.yaml")
     if chains.errors:
         raise chains.errors[0]
-    return chains[0].policies[0].policy.compiled()
+    return chains[0].policies[0].policy
+
+
+def compiled(entry: dict[str, Any]) -> dict[str, Any]:
+    """What one chain entry compiles to for the route's one pattern (id 7, capturing "id"):
+    its non-empty parts, steps shown by their kind and typed fields."""
+    parts = provision(entry).compile_core(CompileContext((7,), {7: ("id",)}, None))
+    shown: dict[str, Any] = {}
+    if parts.steps:
+        shown["steps"] = [step_fields(step) for step in parts.steps]
+    if parts.request_ops:
+        shown["request_ops"] = parts.request_ops
+    if parts.response_ops:
+        shown["response_ops"] = parts.response_ops
+    if parts.response_hooks:
+        shown["response_hooks"] = parts.response_hooks
+    return shown
+
+
+def step_fields(step: Any) -> tuple[Any, ...]:
+    if isinstance(step, _core.RespondStep):
+        return ("respond", step.status, step.head, step.body)
+    assert isinstance(step, _core.RedirectStep)
+    return ("redirect", step.status, step.locations, step.keep_query)
+
+
+VAR = _core.TEMPLATE_VARIABLES
 
 
 # --- templates ----------------------------------------------------------------------------
@@ -98,8 +127,8 @@ def test_template_param_when_route_captures_nothing() -> None:
 # --- valid configs and the core data they compile to --------------------------------------
 
 VALID = [
-    ("request-empty", {"request_headers": {}}, ("headers", ())),
-    ("request-null", {"request_headers": None}, ("headers", ())),
+    ("request-empty", {"request_headers": {}}, {}),
+    ("request-null", {"request_headers": None}, {}),
     (
         "request-all-operations-in-order",
         {
@@ -110,42 +139,40 @@ VALID = [
                 "remove": ["X-Debug"],
             }
         },
-        (
-            "headers",
-            (
-                ("remove", b"x-debug", None, None),
-                ("rename", b"x-old", None, b"x-new"),
-                ("set", b"x-client-ip", (("var", "client_ip"),), None),
-                ("set", b"x-user-id", (("param", "id"),), None),
-                ("add", b"x-trace", (b"on",), None),
-            ),
-        ),
+        {
+            "request_ops": (
+                HeaderOp("remove", b"x-debug"),
+                HeaderOp("rename", b"x-old", new_name=b"x-new"),
+                HeaderOp("set", b"x-client-ip", (("var", "client_ip"),)),
+                HeaderOp("set", b"x-user-id", (("param", "id"),)),
+                HeaderOp("add", b"x-trace", (b"on",)),
+            )
+        },
     ),
     (
         "request-tab-inside-value",
         {"request_headers": {"set": {"x-a": "a\tb"}}},
-        ("headers", (("set", b"x-a", (b"a\tb",), None),)),
+        {"request_ops": (HeaderOp("set", b"x-a", (b"a\tb",)),)},
     ),
     (
         "request-empty-value",
         {"request_headers": {"set": {"x-a": ""}}},
-        ("headers", (("set", b"x-a", (), None),)),
+        {"request_ops": (HeaderOp("set", b"x-a", ()),)},
     ),
     (
         "response-set-server",
         {"response_headers": {"set": {"server": "fastgw", "x-req": "$request_id"}}},
-        (
-            "headers",
-            (
-                ("set", b"server", (b"fastgw",), None),
-                ("set", b"x-req", (("var", "request_id"),), None),
-            ),
-        ),
+        {
+            "response_ops": (
+                HeaderOp("set", b"server", (b"fastgw",)),
+                HeaderOp("set", b"x-req", (("var", "request_id"),)),
+            )
+        },
     ),
     (
         "direct-defaults",
         {"direct_response": {}},
-        ("respond", 200, (), b""),
+        {"steps": [("respond", 200, b"HTTP/1.1 200 OK\r\n", b"")]},
     ),
     (
         "direct-text",
@@ -156,50 +183,63 @@ VALID = [
                 "headers": {"Retry-After": "60"},
             }
         },
-        (
-            "respond",
-            503,
-            ((b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"60")),
-            b"maintenance",
-        ),
+        {
+            "steps": [
+                (
+                    "respond",
+                    503,
+                    b"HTTP/1.1 503 Service Unavailable\r\n"
+                    b"content-type: text/plain; charset=utf-8\r\nretry-after: 60\r\n",
+                    b"maintenance",
+                )
+            ]
+        },
     ),
     (
         "direct-content-type",
         {"direct_response": {"body": "{}", "content_type": "application/json"}},
-        ("respond", 200, ((b"content-type", b"application/json"),), b"{}"),
+        {
+            "steps": [
+                ("respond", 200, b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n", b"{}")
+            ]
+        },
     ),
     (
         "direct-content-type-in-headers",
         {"direct_response": {"body": "<p>", "headers": {"Content-Type": "text/html"}}},
-        ("respond", 200, ((b"content-type", b"text/html"),), b"<p>"),
+        {"steps": [("respond", 200, b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\n", b"<p>")]},
     ),
     (
         "redirect-defaults",
         {"redirect": {"location": "https://new.example.com/users/{id}"}},
-        ("redirect", 302, (b"https://new.example.com/users/", ("param", "id")), True),
+        {"steps": [("redirect", 302, {7: (b"https://new.example.com/users/", 0)}, True)]},
     ),
     (
         "redirect-to-same-host-https",
         {"redirect": {"status": 308, "location": "https://$host$path", "keep_query": True}},
-        ("redirect", 308, (b"https://", ("var", "host"), ("var", "path")), True),
+        {"steps": [("redirect", 308, {7: (b"https://", VAR["host"], VAR["path"])}, True)]},
     ),
     (
         "redirect-path",
         {"redirect": {"status": 301, "location": "/v2/items/{id}?x=%20", "keep_query": False}},
-        ("redirect", 301, (b"/v2/items/", ("param", "id"), b"?x=%20"), False),
+        {"steps": [("redirect", 301, {7: (b"/v2/items/", 0, b"?x=%20")}, False)]},
     ),
-    ("redirect-root", {"redirect": {"location": "/"}}, ("redirect", 302, (b"/",), True)),
+    (
+        "redirect-root",
+        {"redirect": {"location": "/"}},
+        {"steps": [("redirect", 302, {7: (b"/",)}, True)]},
+    ),
     (
         "redirect-fragment-without-query",
         {"redirect": {"location": "/docs#top", "keep_query": False}},
-        ("redirect", 302, (b"/docs#top",), False),
+        {"steps": [("redirect", 302, {7: (b"/docs#top",)}, False)]},
     ),
 ]
 
 
-@pytest.mark.parametrize(("entry", "compiled"), [v[1:] for v in VALID], ids=[v[0] for v in VALID])
-def test_valid_configs(entry: dict[str, Any], compiled: tuple[Any, ...]) -> None:
-    assert provision(entry) == compiled
+@pytest.mark.parametrize(("entry", "parts"), [v[1:] for v in VALID], ids=[v[0] for v in VALID])
+def test_valid_configs(entry: dict[str, Any], parts: dict[str, Any]) -> None:
+    assert compiled(entry) == parts
 
 
 # --- invalid configs: exact $.path and the message -----------------------------------------

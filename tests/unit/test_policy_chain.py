@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
+from fastgw import _core
 from fastgw.config import parse_config
 from fastgw.config.schema import Duration
 from fastgw.errors import ConfigError
@@ -23,7 +24,8 @@ from fastgw.policy import (
     build_route_chains,
     hook_kind,
 )
-from fastgw.policy.builtins import BUILTIN_POLICIES
+from fastgw.policy.builtins import BUILTIN_POLICIES, DirectResponse
+from fastgw.policy.compiled import CompileContext
 
 UPSTREAMS = {"u": {"targets": [{"url": "http://127.0.0.1:9001"}]}}
 GUARD = "examples.custom_policy:TenantGuard"
@@ -309,7 +311,7 @@ def test_default_registry_is_used() -> None:
         {"upstreams": UPSTREAMS, "routes": [route("a", policies=[{"direct_response": {}}])]}
     )
     (chain,) = build_route_chains(config, [()])
-    assert chain.policies[0].policy.compiled() == ("respond", 200, (), b"")
+    assert type(chain.policies[0].policy) is DirectResponse
 
 
 class SyncBoth(Policy):
@@ -364,7 +366,11 @@ def test_tenant_guard_provisions() -> None:
     guard = chains[0].policies[0].policy
     assert (guard.allowed, guard.header) == (frozenset({"acme", "globex"}), "x-org")
     assert hook_kind(guard) == (HOOK_SYNC, HOOK_ABSENT)
-    assert guard.kind == "python"
+    # A Python policy compiles to its hooks: here one sync request step, no response hook.
+    parts = guard.compile_core(CompileContext((0,), {0: ()}, None))
+    assert [type(step) for step in parts.steps] == [_core.SyncHookStep]
+    assert parts.steps[0].hook == guard.on_request
+    assert (parts.request_ops, parts.response_ops, parts.response_hooks) == ((), (), ())
 
 
 GUARD_PATH = "$.routes[0].policies[0]['examples.custom_policy:TenantGuard']"

@@ -12,7 +12,14 @@ import pytest
 
 from fastgw.errors import ConfigError
 from fastgw.policy import ENTRY_POINT_GROUP, Policy, PolicyConfig, PolicyRegistry
-from fastgw.policy.builtins import DirectResponse, Redirect, RequestHeaders, ResponseHeaders
+from fastgw.policy.builtins import (
+    DirectResponse,
+    PathRewrite,
+    Redirect,
+    RequestHeaders,
+    ResponseHeaders,
+)
+from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 from fastgw.policy.registry import load_reference
 
 BUILTIN_NAMES = ["direct_response", "redirect", "request_headers", "response_headers"]
@@ -37,12 +44,11 @@ def test_default_registry_has_the_builtins() -> None:
     assert registry.resolve("response_headers") is ResponseHeaders
     assert registry.resolve("direct_response") is DirectResponse
     assert registry.resolve("redirect") is Redirect
-    assert [RequestHeaders.kind, ResponseHeaders.kind, DirectResponse.kind, Redirect.kind] == [
-        "request_headers",
-        "response_headers",
-        "respond",
-        "redirect",
-    ]
+    # The built-ins the core runs compile themselves; path_rewrite runs as a Python hook.
+    compiled = (RequestHeaders, ResponseHeaders, DirectResponse, Redirect, RateLimit)
+    for builtin in (*compiled, ConcurrencyLimit):
+        assert builtin.compile_core is not Policy.compile_core, builtin
+    assert PathRewrite.compile_core is Policy.compile_core
 
 
 def test_register_and_resolve() -> None:

@@ -1,0 +1,317 @@
+# steps.pxi: the compiled request steps of a chain, one class per kind.
+#
+# A policy's compile_core (fastgw/policy/) makes these objects at plan time; a CoreChain holds
+# them in chain order and chain_run calls each one's run(), a C vtable call: the chain has no
+# kind codes to dispatch on. run() returns HOOK_STEP_DONE to let the next step run,
+# HOOK_STEP_ANSWERED when the exchange was answered here (or failed: a policy's failure is
+# answered as policy_error), HOOK_STEP_SUSPENDED when it waits; then it has set
+# ex.hook_index to the next step and arranged for chain_hook_done (or ClientProtocol._wake)
+# to carry on from there. A new kind of compiled step is one subclass here, and the policy
+# class whose compile_core makes it.
+
+
+cdef class CoreStep:
+    """One compiled request step of a route's chain; the core's subclasses below are the
+    kinds there are."""
+
+    cdef readonly bint reads_request   # runs Python that reads the PolicyRequest
+
+    def __cinit__(self, *args, **kwargs):
+        # Only the core's own subclasses have a run(): a class made in Python has none.
+        if type(self) is CoreStep or type(self).__module__ != __name__:
+            raise TypeError("a kind of CoreStep is a subclass in the core (fastgw/_native/"
+                            "steps.pxi); a Python policy compiles to SyncHookStep or "
+                            "AsyncHookStep")
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        raise NotImplementedError
+
+
+@cython.final
+cdef class SyncHookStep(CoreStep):
+    """A Python policy's `def on_request`, called in place."""
+
+    cdef readonly object hook
+
+    def __init__(self, hook):
+        if not callable(hook):
+            raise TypeError(f"a hook is callable, got {hook!r}")
+        self.hook = hook
+        self.reads_request = True
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        try:
+            result = self.hook(ex.preq)
+        except BaseException as exc:
+            chain_failed(conn, ex, exc)
+            return HOOK_STEP_ANSWERED
+        if result is not None:
+            chain_answer_policy(conn, ex, result)
+            return HOOK_STEP_ANSWERED
+        return HOOK_STEP_DONE
+
+
+@cython.final
+cdef class AsyncHookStep(CoreStep):
+    """A Python policy's `async def on_request`: a Task only if it really waits."""
+
+    cdef readonly object hook
+
+    def __init__(self, hook):
+        if not callable(hook):
+            raise TypeError(f"a hook is callable, got {hook!r}")
+        self.hook = hook
+        self.reads_request = True
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        return step_await_hook(conn, ex, self.hook, index)
+
+
+cdef int step_await_hook(ClientProtocol conn, Exchange ex, object hook, Py_ssize_t index) except -1:
+    """Run `async def hook(request)` as the step at `index`."""
+    cdef bint finished = False
+    # PERF: drive the coroutine ourselves; a hook that never really waits finishes here
+    # without an asyncio Task.
+    try:
+        coro = hook(ex.preq)
+        blocked_on = _coroutine_step(coro, &finished)
+    except BaseException as exc:
+        chain_failed(conn, ex, exc)
+        return HOOK_STEP_ANSWERED
+    if finished:
+        if blocked_on is not None:
+            chain_answer_policy(conn, ex, blocked_on)
+            return HOOK_STEP_ANSWERED
+        return HOOK_STEP_DONE
+    ex.hook_index = index + 1
+    ex.hook_task = conn.engine.loop.create_task(
+        _resume_hook(conn, coro, blocked_on, False, ex.exchange_serial))
+    # A hook that hangs is cut off like an upstream that does not answer.
+    conn.deadline = _now + ex.read_timeout
+    return HOOK_STEP_SUSPENDED
+
+
+@cython.final
+cdef class RespondStep(CoreStep):
+    """direct_response: a fixed answer, its status line and fields serialised once."""
+
+    cdef readonly int status
+    cdef readonly bytes head             # status line and fields, each ending in CRLF
+    cdef readonly bytes body
+
+    def __init__(self, int status, headers, bytes body not None):
+        """`headers`: (lowercase name, value) bytes pairs, as fastgw.policy.Response holds
+        them; the core adds content-length and x-request-id."""
+        if not 200 <= status <= 599:
+            raise ValueError(f"an answer's status is 200-599, got {status}")
+        lines = [status_line(status)]
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes:
+                raise TypeError("an answer's headers are (bytes, bytes) pairs")
+            # These bytes go to the wire as they are: no CR, LF or other CTL may slip in.
+            if (not _TOKEN.match(name.decode("latin-1"))
+                    or not _FIELD_VALUE.match(value.decode("latin-1"))):
+                raise ValueError(f"invalid header field {name!r}: {value!r}")
+            lines.append(name + b": " + value + b"\r\n")
+        self.status = status
+        self.head = b"".join(lines)
+        self.body = body
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        relay_start_local(conn, ex)
+        _head_buffer.put_bytes(self.head)
+        relay_finish_local(conn, ex, self.body, self.status)
+        return HOOK_STEP_ANSWERED
+
+
+@cython.final
+cdef class _RedirectLocation:
+    """Where one path pattern of the route redirects to."""
+
+    cdef tuple template        # bytes, capture indexes of this pattern, variable codes
+    cdef bytes query_join      # b"?" or b"&" before the kept query; None: the query is dropped
+
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+@cython.final
+cdef class RedirectStep(CoreStep):
+    """redirect: a 3xx whose Location is a template; substituted values are
+    percent-encoded, so no CR, LF or space can enter it."""
+
+    cdef readonly int status
+    cdef readonly bint keep_query
+    cdef bytes head                      # the status line
+    cdef dict by_pattern                 # pattern id -> _RedirectLocation
+
+    def __init__(self, int status, locations, bint keep_query):
+        """`locations`: {pattern id: template} (bytes, capture indexes, TEMPLATE_VARIABLES
+        codes), the route's location resolved for each of its path patterns."""
+        cdef _RedirectLocation location
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"a redirect status is one of {REDIRECT_STATUSES}, got {status}")
+        self.status = status
+        self.keep_query = keep_query
+        self.head = status_line(status)
+        self.by_pattern = {}
+        for pattern_id, template in dict(locations).items():
+            location = _RedirectLocation()
+            location.template = tuple(template)
+            if not all(type(part) is bytes or type(part) is int for part in location.template):
+                raise TypeError("a location template holds bytes and int parts")
+            if keep_query:
+                # The kept query joins one the location already has with "&".
+                location.query_join = (
+                    b"&" if any(type(part) is bytes and b"?" in part
+                                for part in location.template) else b"?")
+            self.by_pattern[<int>pattern_id] = location
+
+    @property
+    def locations(self):
+        """{pattern id: template}, as given."""
+        return {pattern_id: (<_RedirectLocation>location).template
+                for pattern_id, location in self.by_pattern.items()}
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        cdef _RedirectLocation location = <_RedirectLocation>self.by_pattern[ex.match.pattern_id]
+        cdef HeadBuffer b = _head_buffer
+        cdef RequestParser p = conn.parser
+        relay_start_local(conn, ex)
+        b.put_bytes(self.head)
+        b.put_bytes(b"location: ")
+        forward_put_template(conn, ex, location.template, True)
+        if location.query_join is not None and p.has_query:
+            b.put_bytes(location.query_join)
+            b.put(p.head + p.query_off, p.query_len)
+        b.put_bytes(_CRLF)
+        relay_finish_local(conn, ex, b"", self.status)
+        return HOOK_STEP_ANSWERED
+
+
+@cython.final
+cdef class RateLimitStep(CoreStep):
+    """rate_limit (policy: local): a decision in the GCRA table, without Python."""
+
+    cdef readonly RateLimiter limiter
+
+    def __init__(self, RateLimiter limiter not None):
+        self.limiter = limiter
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        """Decide, remember the fields every response of this exchange carries; answer 429
+        when a limit says no, or wait when its `delay` allows."""
+        cdef RateLimiter limiter = self.limiter
+        cdef RateDecision d
+        chain_build_key(conn, ex, limiter.key_kinds, limiter.fallback)
+        limiter.decide(_key_buffer.data, _key_buffer.length, ex.t_start, limiter.cost, &d)
+        ex.rl_result = RL_ALLOWED if d.allowed else RL_LIMITED
+        if limiter.headers != RL_HEADERS_NONE or not d.allowed:
+            fields = _rate_limit_fields(limiter.headers, &d)
+            ex.extra_head = fields if ex.extra_head is None else ex.extra_head + fields
+        if not d.allowed:
+            relay_local_error(conn, ex, E_RATE_LIMITED, 0)
+            return HOOK_STEP_ANSWERED
+        if d.wait_ns > 0:
+            ex.hook_index = index + 1
+            ex.park_handle = conn.engine.loop.call_later(
+                d.wait_ns / 1e9, conn._wake, ex.exchange_serial)
+            conn.deadline = _now + d.wait_ns / 1e9 + ex.read_timeout
+            return HOOK_STEP_SUSPENDED
+        return HOOK_STEP_DONE
+
+
+@cython.final
+cdef class LeaseLimitStep(CoreStep):
+    """rate_limit (policy: redis, mode: batched): spend a token leased from Redis without
+    Python (a refill starts when half the lease is gone); without one, the policy's own
+    async check decides, as an AsyncHookStep would run it."""
+
+    cdef readonly LeaseStep lease
+
+    def __init__(self, LeaseStep lease not None):
+        self.lease = lease
+        self.reads_request = True        # the slow path is a Python hook
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        if self.spend(conn, ex):
+            return HOOK_STEP_DONE
+        return step_await_hook(conn, ex, self.lease.slow, index)
+
+    cdef bint spend(self, ClientProtocol conn, Exchange ex) except *:
+        cdef LeaseStep step = self.lease
+        cdef Lease lease
+        cdef RateDecision d
+        cdef double now = ex.t_start / 1e9     # CLOCK_MONOTONIC, as time.monotonic()
+        chain_build_key(conn, ex, step.key_kinds, step.fallback)
+        key = _key_buffer.take()
+        found = step.leases.get(key)
+        if found is None:
+            return False
+        lease = <Lease>found
+        if lease.tokens < step.cost or now >= lease.expires:
+            return False
+        lease.tokens -= step.cost
+        if lease.tokens * 2 < lease.want and lease.fetch is None:
+            step.refill(key, lease)
+        ex.rl_result = RL_ALLOWED
+        if step.headers != RL_HEADERS_NONE:
+            d.allowed = True
+            d.limit = lease.limit
+            d.remaining = lease.remaining + lease.tokens
+            d.reset_s = _ceil_s(<int64_t>((lease.reset_at - now) * 1e9))
+            d.retry_after_s = 0
+            d.wait_ns = 0
+            fields = _rate_limit_fields(step.headers, &d)
+            ex.extra_head = fields if ex.extra_head is None else ex.extra_head + fields
+        return True
+
+
+@cython.final
+cdef class ConcurrencyLimitStep(CoreStep):
+    """concurrency_limit: take a place, queue for one, or answer 503/429. The place is held
+    until the exchange ends (chain_release_held)."""
+
+    cdef readonly ConcurrencyLimiter limiter
+
+    def __init__(self, ConcurrencyLimiter limiter not None):
+        self.limiter = limiter
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        cdef ConcurrencyLimiter limiter = self.limiter
+        chain_build_key(conn, ex, limiter.key_kinds, limiter.fallback)
+        key = _key_buffer.take()
+        count = limiter.counts.get(key, 0)
+        if count < limiter.max_inflight:
+            limiter.counts[key] = count + 1
+            if ex.held is None:
+                ex.held = []
+            ex.held.append((limiter, key))
+            return HOOK_STEP_DONE
+        queue = limiter.queues.get(key)
+        if limiter.queue_max and (queue is None or len(queue) < limiter.queue_max):
+            if queue is None:
+                queue = limiter.queues[key] = _deque()
+            queue.append((conn, ex.exchange_serial))
+            ex.waiting_on = limiter
+            ex.waiting_key = key
+            ex.hook_index = index + 1
+            conn.deadline = _now + limiter.queue_timeout
+            return HOOK_STEP_SUSPENDED
+        relay_local_error(conn, ex, limiter.code, 0)
+        return HOOK_STEP_ANSWERED
+
+
+@cython.final
+cdef class ResponseHook:
+    """A Python policy's on_response, and whether it is `async def` (decided at plan time);
+    chain_response_hooks runs them in chain order."""
+
+    cdef readonly object hook
+    cdef readonly bint is_async
+
+    def __init__(self, hook, bint is_async):
+        if not callable(hook):
+            raise TypeError(f"a hook is callable, got {hook!r}")
+        self.hook = hook
+        self.is_async = is_async
