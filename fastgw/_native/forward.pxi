@@ -19,7 +19,8 @@ cdef void forward_request(ClientProtocol conn, Exchange ex) except *:
     forward_attach(conn, ex)
 
 
-cdef void forward_put_template(ClientProtocol conn, Exchange ex, tuple parts, bint for_url) except *:
+cdef void forward_put_template(ClientProtocol conn, Exchange ex, tuple parts,
+                               bint for_url) except *:
     cdef HeadBuffer b = _head_buffer
     cdef RequestParser p = conn.parser
     cdef int index
@@ -49,8 +50,8 @@ cdef void forward_put_template(ClientProtocol conn, Exchange ex, tuple parts, bi
         b.put_bytes(value)
 
 
-cdef void forward_put_fields(ClientProtocol conn, Exchange ex, Http1Parser parser, HeaderOps ops, HeaderChanges changes,
-                     bint request) except *:
+cdef void forward_put_fields(ClientProtocol conn, Exchange ex, Http1Parser parser,
+                             HeaderOps ops, HeaderChanges changes, bint request) except *:
     """Forwarded fields of `parser` with the chain's operations, then hook changes."""
     cdef HeadBuffer b = _head_buffer
     cdef const char* head = parser.head

@@ -75,15 +75,15 @@ cdef void record_finish(ClientProtocol conn, Exchange ex) noexcept:
                 engine.metrics.count(route_slot, _METHOD_RATELIMIT, ex.rl_result)
         if engine.access_log is not None and engine.access_log.wants(status):
             record_access_line(conn, ex, engine.access_log, status, end - ex.t_start, up_ns,
-                                   out_bytes)
+                               out_bytes)
     except BaseException as exc:
         # The answer itself is whole: it still goes out, then the connection closes.
         _internal_error(W_RECORD, exc, ex.request_id)
         ex.keep_alive = False
 
 
-cdef int record_access_line(ClientProtocol conn, Exchange ex, AccessLog log, int status, int64_t duration_ns,
-                           int64_t up_ns, int64_t out_bytes) except -1:
+cdef int record_access_line(ClientProtocol conn, Exchange ex, AccessLog log, int status,
+                            int64_t duration_ns, int64_t up_ns, int64_t out_bytes) except -1:
     cdef HeadBuffer b = log.buf
     cdef uint32_t f = log.fields
     cdef RequestParser p = conn.parser
@@ -217,7 +217,8 @@ cdef int record_debug_fields(ClientProtocol conn, Exchange ex, HeadBuffer b, uin
     return 0
 
 
-cdef int record_request_field(ClientProtocol conn, Exchange ex, HeadBuffer b, bytes lower_name) except -1:
+cdef int record_request_field(ClientProtocol conn, Exchange ex, HeadBuffer b,
+                              bytes lower_name) except -1:
     """The first request field of that name as a JSON string, or null."""
     cdef RequestParser p = conn.parser
     cdef Py_ssize_t n = PyBytes_GET_SIZE(lower_name)

@@ -451,7 +451,8 @@ cdef class UpstreamConnection:
         if ev == EV_DONE:
             relay_done(client, client.ex)
         else:
-            forward_error(client, client.ex, E_UPSTREAM_TRUNCATED if ev == EV_ERROR else E_UPSTREAM_RESET)
+            forward_error(client, client.ex,
+                          E_UPSTREAM_TRUNCATED if ev == EV_ERROR else E_UPSTREAM_RESET)
         client.flush()
 
     def pause_writing(self):
