@@ -26,8 +26,25 @@ include "_native/errors.pxd"
 # Rate and concurrency limits.
 include "_native/ratelimit.pxd"
 
-# --- the other fragments -------------------------------------------------------------------
-# Their declarations go here, one `include "_native/<name>.pxd"` line each, in this order:
-# plan, upstream, policy, exchange, engine, protocol, then the stages a request passes
-# through: request, route, chain, pick, forward, relay, record. Until a fragment has its
-# .pxd, its classes are declared in its .pxi as before.
+# The compiled plan: what each route does, the typed limits and timeouts.
+include "_native/plan.pxd"
+# Upstream targets, their pools and selectors, the upstream protocol.
+include "_native/upstream.pxd"
+# The compiled chain and what Python policies see of a request and a response.
+include "_native/policy.pxd"
+# The state of one request and its answer.
+include "_native/exchange.pxd"
+# Connections, the clock tick, timeouts.
+include "_native/engine.pxd"
+# One client connection.
+include "_native/protocol.pxd"
+# The stages an exchange runs through, in order.
+include "_native/request.pxd"
+include "_native/route.pxd"
+include "_native/chain.pxd"
+include "_native/steps.pxd"
+include "_native/pick.pxd"
+include "_native/forward.pxd"
+include "_native/relay.pxd"
+include "_native/body.pxd"
+include "_native/record.pxd"

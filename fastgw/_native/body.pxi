@@ -41,11 +41,6 @@ cdef class BodyStage:
 cdef class BodyFilter:
     """One response body going through one stage."""
 
-    cdef BodyFilter next           # where emit() sends bytes: the next filter; None: the client
-    cdef bint transforms           # the output differs from the input: set before start returns
-    cdef bytes head_fields         # "name: value\r\n" lines added to the response head, or None
-    cdef bint used                 # started once: a filter serves one response
-
     cdef int data(self, ClientProtocol conn, Exchange ex, const char* p, Py_ssize_t n) except -1:
         """`n` body bytes at `p`, valid during this call only. An observer looks at them and
         passes them on; a transform passes on what it makes of them, now or later."""
@@ -185,8 +180,6 @@ cdef class PythonBodyFilter(BodyFilter):
     and the response loses its length; otherwise they only observe, their results are
     ignored and the body goes on as it came. `fields` are (name, value) pairs added to the
     head, `remove` names of the upstream's fields the client does not get."""
-
-    cdef tuple remove               # lowercase names (bytes) to drop from the head
 
     def __init__(self, *, bint transforms=False, fields=(), remove=()):
         lines = []

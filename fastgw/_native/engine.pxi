@@ -9,25 +9,6 @@ cdef double _now = 0.0          # monotonic seconds, refreshed once per engine t
 cdef class Engine:
     """Owns the live Plan, the client connections, the clock tick and upstream targets."""
 
-    cdef public object loop
-    cdef public CorePlan plan
-    cdef set connections
-    cdef dict targets
-    cdef readonly bint draining
-    cdef object tick_handle
-    cdef double tick_interval
-    cdef bytes request_id_prefix
-    cdef uint64_t request_counter
-    cdef readonly int64_t requests_total
-    cdef readonly CoreMetrics metrics
-    cdef public bint metrics_on
-    cdef public AccessLog access_log      # None: no access log
-    cdef public int trace_mode            # TRACE_OFF, TRACE_PROPAGATE or TRACE_START
-    cdef public bint server_timing        # Server-Timing on proxied responses
-    cdef readonly uint64_t proxy_refused  # PROXY headers from untrusted peers
-    cdef readonly uint64_t proxy_invalid  # malformed, oversized or late PROXY headers
-    cdef double proxy_logged_at           # the last PROXY protocol warning (rate limit)
-
     def __init__(self, loop, double tick_interval=0.1):
         global _now
         self.loop = loop

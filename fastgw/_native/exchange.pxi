@@ -17,60 +17,7 @@
 cdef class Exchange:
     """One request on a client connection, and what is known of its answer."""
 
-    cdef RouteAction action
-    cdef double read_timeout       # the route's upstream read and send timeouts
-    cdef double send_timeout
-    cdef UpstreamTarget target
-    cdef UpstreamConnection up
-    cdef bytes up_head
-    cdef bytes request_id
-    cdef int method_id
-    cdef int request_framing
-    cdef int client_minor
-    cdef bint keep_alive
-    cdef bint upgrade
-    cdef bint request_complete
-    cdef bint response_started
-    cdef int out_framing
-    cdef int retries
-    cdef bint local_response       # answered locally; the rest of this request is skipped
-    cdef RouteMatch match
-    cdef CoreChain chain
-    cdef PolicyRequest preq        # the request as Python hooks see it (None without hooks)
-    cdef ResponseView rview
-    cdef Py_ssize_t hook_index     # where a suspended chain resumes
-    cdef object hook_task
-    cdef uint64_t exchange_serial  # a finished hook of an earlier exchange must not act
-    cdef bint continue_sent
-    cdef bint response_hold        # an async response hook holds the response head
-    cdef bint in_chain             # inside run_request_steps: an exception is the chain's
-    cdef bytes client_ip_value
-    cdef bytearray body_buffer     # the request body, read whole for a policy (needs_body)
-    cdef bint ex_open              # an exchange is counted once, when it ends
-    cdef bint head_ok              # the parser holds this exchange's request head
-    cdef int status                # the final status sent (0: none yet)
-    cdef UpstreamPool pool_used
-    cdef int64_t t_start           # monotonic ns: head parsed
-    cdef int64_t t_up_start        # request head handed to the upstream connection
-    cdef int64_t t_up_end          # upstream response complete
-    cdef int64_t ex_in             # request head + body bytes
-    cdef int trace_len             # 55 when `trace` holds the traceparent sent upstream
-    cdef bint trace_restarted      # a malformed traceparent was replaced: drop tracestate
-    cdef char trace[56]
-    cdef bytes extra_head          # fields every response of this exchange carries (limits)
-    cdef int rl_result             # RL_ALLOWED / RL_LIMITED, 0 without a rate limit
-    cdef object park_handle        # a rate limit `delay`: the timer that resumes the chain
-    cdef ConcurrencyLimiter waiting_on   # queued for a place of this concurrency limit
-    cdef bytes waiting_key
-    cdef list held                 # [(ConcurrencyLimiter, key)] places this exchange holds
-    cdef int local_code            # error code of the JSON error this exchange got (0: none)
-    cdef int64_t up_sent           # bytes handed to the upstream in this exchange
-    cdef Py_ssize_t up_path_len    # the path in up_head, after "METHOD "
-    cdef list up_out               # pending writes to the upstream, flushed once per read
     # The first of this response's body filters (body.pxi), None without any. None again
-    # once they heard end(): relay_done, forward_error or connection_lost sees to it.
-    cdef BodyFilter body_filter
-    cdef bint target_held          # counted in target.in_flight until pick_release (record)
 
     cdef inline void begin(self, RequestParser p, bint may_keep_alive) noexcept:
         """A new request whose head is whole: everything of the one before is forgotten."""

@@ -2,9 +2,6 @@
 # connection to the picked target (pooled or new), the request body, and what goes wrong
 # on the way (connect failures, resets, back-pressure).
 
-cdef enum:
-    CONNECT_DEADLINE_SLACK = 1   # s past a connect timeout before the deadline backs it up
-
 
 cdef void forward_request(ClientProtocol conn, Exchange ex) except *:
     """Every request step passed: pick the target, serialise the head, go."""

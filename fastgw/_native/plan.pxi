@@ -10,24 +10,7 @@ import ipaddress as _ipaddress
 cdef class RouteAction:
     """What to do with a request once its route is known (built once per Plan)."""
 
-    cdef readonly str name
-    cdef readonly int route_id
-    cdef readonly UpstreamPool pool
-    cdef bytes strip_prefix               # None when the route does not strip
-    cdef dict rewrites                    # pattern_id -> tuple of bytes / int parts, or None
-    cdef bint preserve_host
-    cdef readonly CoreChain chain         # None when the route has no policies
-    cdef bytes name_bytes
-    cdef bytes log_field                  # ',"route":"NAME"' for the access log
-    cdef int metric_slot                  # this route in the engine's CoreMetrics
-    # Effective limits, the route's own or the global ones (resolved in plan.py).
-    cdef readonly double connect_timeout
-    cdef readonly double read_timeout
-    cdef readonly double send_timeout
-    cdef readonly int64_t max_body_bytes
     # The route's response body stages (body.pxi) in order, the first sees the upstream's
-    # bytes; None when it has none (the relay tests this one pointer).
-    cdef readonly tuple body_stages
 
     def __init__(self, str name, int route_id, UpstreamPool pool, strip_prefix,
                  rewrites, bint preserve_host, CoreChain chain, *, double connect_timeout,
@@ -67,12 +50,6 @@ cdef class CoreLimits:
     """The gateway's request limits as the core applies them. Every value is required:
     their defaults are the config schema's (fastgw/config/schema.py), filled in plan.py."""
 
-    cdef readonly Py_ssize_t max_header_bytes
-    cdef readonly Py_ssize_t max_headers
-    cdef readonly Py_ssize_t max_target_bytes
-    cdef readonly int64_t max_body_bytes       # the largest any route allows (plan.py)
-    cdef readonly str headers_with_underscores
-
     def __init__(self, *, Py_ssize_t max_header_bytes, Py_ssize_t max_headers,
                  Py_ssize_t max_target_bytes, int64_t max_body_bytes,
                  str headers_with_underscores):
@@ -90,13 +67,6 @@ cdef class CoreTimeouts:
     """The gateway's client and upstream timeouts in seconds, all required (see
     CoreLimits); a route's own upstream timeouts are on its RouteAction."""
 
-    cdef readonly double client_header
-    cdef readonly double client_body_idle
-    cdef readonly double keepalive_idle
-    cdef readonly double upstream_read
-    cdef readonly double upstream_send
-    cdef readonly double client_send
-
     def __init__(self, *, double client_header, double client_body_idle,
                  double keepalive_idle, double upstream_read, double upstream_send,
                  double client_send):
@@ -110,25 +80,6 @@ cdef class CoreTimeouts:
 
 cdef class CorePlan:
     """The executable part of a Plan: router, route actions, limits and timeouts."""
-
-    cdef readonly Router router
-    cdef readonly list actions            # RouteAction per route id
-    cdef Py_ssize_t max_header_bytes
-    cdef Py_ssize_t max_headers
-    cdef Py_ssize_t max_target_bytes
-    # The largest body any route accepts: the parser's limit until the route is known.
-    cdef int64_t max_body_bytes
-    cdef int underscores                  # UNDERSCORES_* for request field names
-    cdef double client_header
-    cdef double client_body_idle
-    cdef double keepalive_idle
-    cdef double upstream_read
-    cdef double upstream_send
-    cdef double client_send
-    cdef tuple trusted_networks
-    cdef dict pools                       # upstream name -> UpstreamPool (for set_upstream)
-    cdef readonly CoreLimits limits
-    cdef readonly CoreTimeouts timeouts
 
     def __init__(self, Router router, list actions, CoreLimits limits not None,
                  CoreTimeouts timeouts not None, trusted_networks, dict pools not None):

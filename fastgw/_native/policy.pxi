@@ -32,21 +32,6 @@ cdef inline object _coroutine_step(object coroutine, bint* finished):
 
 _policy_log = _logging.getLogger("fastgw.policy")
 
-cdef enum:
-    OP_SET = 1
-    OP_ADD = 2
-    OP_REMOVE = 3
-    OP_RENAME = 4
-    # template variables are stored as negative ints; params as their capture index (>= 0)
-    VAR_CLIENT_IP = -1
-    VAR_REQUEST_ID = -2
-    VAR_HOST = -3
-    VAR_METHOD = -4
-    VAR_PATH = -5
-    VAR_ROUTE = -6
-    HOOK_STEP_DONE = 1            # every step ran: go upstream
-    HOOK_STEP_ANSWERED = 2        # a step answered (or failed); the exchange is local now
-    HOOK_STEP_SUSPENDED = 3       # a step waits (a hook, a delay, a queue), then resumes it
 
 TEMPLATE_VARIABLES = {
     "client_ip": VAR_CLIENT_IP, "request_id": VAR_REQUEST_ID, "host": VAR_HOST,
@@ -75,28 +60,12 @@ def check_field(str name, str value=None):
         raise ValueError(f"invalid header value for {name!r}: control characters or CR/LF")
 
 
-cdef struct _FieldOp:
-    int op                    # OP_REMOVE, OP_RENAME or OP_SET (they hide received fields)
-    const char* name          # lowercase
-    Py_ssize_t name_len
-    const char* new_name      # OP_RENAME
-    Py_ssize_t new_name_len
-
-
 cdef class HeaderOps:
     """Header operations for one path pattern, in C arrays (built once per Plan).
 
     `ops` are objects with `op` ("set", "add", "remove" or "rename"), `name` (lowercase
     bytes), `template` (for set and add: bytes, capture indexes and TEMPLATE_VARIABLES codes,
     resolved for this pattern) and `new_name` (for rename), applied in order."""
-
-    cdef _FieldOp* field_ops
-    cdef int n_field_ops
-    cdef uint64_t name_lengths     # bit (length & 63) of every name above: a quick miss
-    cdef bytes static_lines        # "name: value\r\n" of set/add with a literal value
-    cdef tuple dynamic             # ((name, template), ...) set/add with variables
-    cdef tuple emits               # ((op, name, template), ...) every set/add, in order
-    cdef list keep                 # the bytes the C pointers point into
 
     def __cinit__(self, ops):
         cdef int k = 0
@@ -173,14 +142,6 @@ cdef inline HeaderOps _ops_for(object ops, int pattern_id):
 cdef class CoreChain:
     """A route's compiled policy chain: what its policies' compile_core gave, in order."""
 
-    cdef readonly bint disabled
-    cdef readonly tuple steps        # (CoreStep, ...) in chain order
-    cdef readonly object request_ops   # HeaderOps for every pattern, {pattern_id: HeaderOps}
-    cdef readonly object response_ops  # or None
-    cdef readonly tuple response_hooks   # (ResponseHook, ...) in chain order
-    cdef readonly bint python_hooks  # a request step runs Python that reads the request
-    cdef readonly int64_t body_limit  # read this much of the body before the steps; 0: stream
-
     def __init__(self, bint disabled, steps=(), request_ops=None, response_ops=None,
                  response_hooks=(), int64_t body_limit=0):
         self.disabled = disabled
@@ -201,8 +162,6 @@ cdef class CoreChain:
 
 cdef class Headers:
     """Case-insensitive, read-only view of header fields: get, getall, `in`, iteration."""
-
-    cdef list fields                 # [(name, value)] as received
 
     def __init__(self, fields):
         self.fields = list(fields)
@@ -261,8 +220,6 @@ cdef list _field_list(Http1Parser parser, bint forwarded_only):
 cdef class HeaderChanges:
     """set/add/remove requested by Python hooks, applied after the compiled operations."""
 
-    cdef list changes                # [(op, lowercase name bytes, name bytes, value bytes)]
-
     def __cinit__(self):
         self.changes = []
 
@@ -306,19 +263,6 @@ cdef inline bint _name_is_raw(const char* name, Py_ssize_t n, const char* other)
 @cython.freelist(32)
 cdef class PolicyRequest:
     """The request as a Python policy sees it (see the policy contract in the README)."""
-
-    cdef ClientProtocol conn          # None once the exchange is over
-    cdef readonly str route
-    cdef bytes request_id_bytes
-    cdef str _request_id
-    cdef public object consumer       # who the client is, set by an authentication policy
-    cdef public object claims         # a dict of what it proved (a token's claims), or None
-    cdef dict _scratch
-    cdef HeaderChanges upstream_changes  # made on the first change (PERF: most hooks make none)
-    cdef bytes new_path
-    cdef UpstreamPool new_pool
-    cdef object _method, _path, _query, _params, _headers, _client_ip
-    cdef readonly bytes body          # the request body when the chain asked for it
 
     def __init__(self):
         raise TypeError("PolicyRequest objects are made by the gateway")
@@ -455,11 +399,6 @@ cdef PolicyRequest _new_policy_request(ClientProtocol conn):
 
 cdef class ResponseView:
     """The upstream's response as a response hook sees it: status, headers, changes."""
-
-    cdef readonly int status
-    cdef ResponseParser parser       # None once the response head went out
-    cdef Headers _headers
-    cdef HeaderChanges changes       # made on the first change
 
     def __init__(self):
         raise TypeError("ResponseView objects are made by the gateway")

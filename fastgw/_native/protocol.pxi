@@ -12,17 +12,6 @@ from collections import deque as _deque
 
 import orjson as _orjson
 
-cdef enum ConnState:
-    CS_IDLE = 0                 # between requests (keep-alive)
-    CS_HEAD = 1                 # receiving a request head
-    CS_EXCHANGE = 2             # request routed; exchange with the upstream running
-    CS_TUNNEL = 3               # after 101: bytes both ways
-    CS_PROXY = 4                # a proxy_protocol listener: the PROXY header comes first
-
-cdef enum:
-    BLOCK_UPSTREAM_FULL = 1     # the upstream's write buffer is above its high-water mark
-    BLOCK_PENDING = 2           # unconsumed client bytes wait for the current exchange
-    WAITING_READ_BYTES = 65536   # read ahead of a queued or parked request, at most
 
 cdef bytes _CRLF = b"\r\n"
 cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
@@ -33,29 +22,6 @@ cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef class ClientProtocol:
     """asyncio protocol for one client connection: the connection's state machine, its
     buffers, flow control and timeouts. The request on it is its Exchange."""
-
-    cdef Engine engine
-    cdef CorePlan plan             # the plan of the current exchange (read at its head)
-    cdef object transport
-    cdef RequestParser parser
-    cdef Exchange ex               # None until the first request begins; then reused
-    cdef bytes buf                 # client bytes not yet consumed by the parser
-    cdef Py_ssize_t buf_off
-    cdef str peer_ip
-    cdef bytes peer_ip_bytes
-    cdef bint peer_trusted
-    cdef bint proxy_listener       # a PROXY header may (trusted peer: must) come first
-    cdef int state
-    cdef double deadline
-    cdef bint closed
-    cdef bint client_eof
-    cdef int read_blocks
-    cdef bint writing_paused
-    cdef double write_paused_at
-    cdef list out                  # pending writes to the client, flushed in one writelines
-    cdef bint head_pending         # a response head (+ small body) is still in _head_buffer
-    cdef int64_t sent              # bytes handed to the transport, connection lifetime
-    cdef int64_t sent_mark         # `sent` (plus pending) when the last exchange ended
 
     def __init__(self, Engine engine):
         self.engine = engine

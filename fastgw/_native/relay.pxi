@@ -2,13 +2,6 @@
 # client (framing, fields, the 101 tunnel), and the gateway's own answers (JSON errors,
 # policy responses).
 
-cdef enum:
-    OUT_NONE = 0
-    OUT_LENGTH = 1
-    OUT_CHUNKED = 2
-    OUT_CLOSE = 3
-    COALESCE_BODY_BYTES = 16384  # response bodies up to this size share the head's write
-
 
 cdef inline bint _has_field(Http1Parser parser, int header_id) noexcept:
     cdef int i

@@ -14,8 +14,6 @@ cdef class CoreStep:
     """One compiled request step of a route's chain; the core's subclasses below are the
     kinds there are."""
 
-    cdef readonly bint reads_request   # runs Python that reads the PolicyRequest
-
     def __cinit__(self, *args, **kwargs):
         # Only the core's own subclasses have a run(): a class made in Python has none.
         if type(self) is CoreStep or type(self).__module__ != __name__:
@@ -30,8 +28,6 @@ cdef class CoreStep:
 @cython.final
 cdef class SyncHookStep(CoreStep):
     """A Python policy's `def on_request`, called in place."""
-
-    cdef readonly object hook
 
     def __init__(self, hook):
         if not callable(hook):
@@ -54,8 +50,6 @@ cdef class SyncHookStep(CoreStep):
 @cython.final
 cdef class AsyncHookStep(CoreStep):
     """A Python policy's `async def on_request`: a Task only if it really waits."""
-
-    cdef readonly object hook
 
     def __init__(self, hook):
         if not callable(hook):
@@ -95,10 +89,6 @@ cdef int step_await_hook(ClientProtocol conn, Exchange ex, object hook, Py_ssize
 cdef class RespondStep(CoreStep):
     """direct_response: a fixed answer, its status line and fields serialised once."""
 
-    cdef readonly int status
-    cdef readonly bytes head             # status line and fields, each ending in CRLF
-    cdef readonly bytes body
-
     def __init__(self, int status, headers, bytes body not None):
         """`headers`: (lowercase name, value) bytes pairs, as fastgw.policy.Response holds
         them; the core adds content-length and x-request-id."""
@@ -128,9 +118,6 @@ cdef class RespondStep(CoreStep):
 cdef class _RedirectLocation:
     """Where one path pattern of the route redirects to."""
 
-    cdef tuple template        # bytes, capture indexes of this pattern, variable codes
-    cdef bytes query_join      # b"?" or b"&" before the kept query; None: the query is dropped
-
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
@@ -139,11 +126,6 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 cdef class RedirectStep(CoreStep):
     """redirect: a 3xx whose Location is a template; substituted values are
     percent-encoded, so no CR, LF or space can enter it."""
-
-    cdef readonly int status
-    cdef readonly bint keep_query
-    cdef bytes head                      # the status line
-    cdef dict by_pattern                 # pattern id -> _RedirectLocation
 
     def __init__(self, int status, locations, bint keep_query):
         """`locations`: {pattern id: template} (bytes, capture indexes, TEMPLATE_VARIABLES
@@ -193,8 +175,6 @@ cdef class RedirectStep(CoreStep):
 cdef class RateLimitStep(CoreStep):
     """rate_limit (policy: local): a decision in the GCRA table, without Python."""
 
-    cdef readonly RateLimiter limiter
-
     def __init__(self, RateLimiter limiter not None):
         self.limiter = limiter
 
@@ -226,8 +206,6 @@ cdef class LeaseLimitStep(CoreStep):
     """rate_limit (policy: redis, mode: batched): spend a token leased from Redis without
     Python (a refill starts when half the lease is gone); without one, the policy's own
     async check decides, as an AsyncHookStep would run it."""
-
-    cdef readonly LeaseStep lease
 
     def __init__(self, LeaseStep lease not None):
         self.lease = lease
@@ -272,8 +250,6 @@ cdef class ConcurrencyLimitStep(CoreStep):
     """concurrency_limit: take a place, queue for one, or answer 503/429. The place is held
     until the exchange ends (chain_release_held)."""
 
-    cdef readonly ConcurrencyLimiter limiter
-
     def __init__(self, ConcurrencyLimiter limiter not None):
         self.limiter = limiter
 
@@ -306,9 +282,6 @@ cdef class ConcurrencyLimitStep(CoreStep):
 cdef class ResponseHook:
     """A Python policy's on_response, and whether it is `async def` (decided at plan time);
     chain_response_hooks runs them in chain order."""
-
-    cdef readonly object hook
-    cdef readonly bint is_async
 
     def __init__(self, hook, bint is_async):
         if not callable(hook):

@@ -12,20 +12,6 @@ import asyncio as _asyncio
 cdef class UpstreamTarget:
     """One host:port with a LIFO pool of idle keep-alive connections."""
 
-    cdef readonly str host
-    cdef readonly int port
-    cdef readonly bytes host_header      # Host sent upstream unless the route preserves it
-    cdef list idle                       # UpstreamConnection, most recently used last
-    cdef public int max_idle
-    cdef public double idle_timeout
-    cdef readonly int open_connections
-    cdef readonly int64_t connects       # connections ever opened (tests count reuse)
-    cdef readonly int failures           # connection attempts failed in a row (passive health)
-    cdef readonly bint healthy           # False: selectors pass it over (set_healthy)
-    cdef readonly int in_flight          # exchanges given this target and not yet ended
-    cdef readonly bytes label            # "host:port" for logs and metrics
-    cdef bytes log_field                 # ',"target":"host:port"' for the access log
-
     def __init__(self, str host, int port):
         self.host = host
         self.port = port
@@ -135,8 +121,6 @@ cdef class TargetSelector:
     the pool's targets. Passing over targets that are down is the selector's job.
     """
 
-    cdef bint bound                      # serves a pool (set_selector)
-
     cdef UpstreamTarget pick(self, UpstreamPool pool, ClientProtocol conn, Exchange ex):
         cdef SelectionRequest request = SelectionRequest.__new__(SelectionRequest)
         request.conn = conn
@@ -166,8 +150,6 @@ cdef class SmoothWeightedRoundRobin(TargetSelector):
     were up: failing open sends the request somewhere that may answer, rather than failing
     it in the gateway (Envoy's panic mode does so; nginx fails that one request with 502
     and marks every peer live again)."""
-
-    cdef int[64] current                 # each target's current weight, by pool index
 
     cdef UpstreamTarget pick(self, UpstreamPool pool, ClientProtocol conn, Exchange ex):
         cdef int best
@@ -203,9 +185,6 @@ cdef class SmoothWeightedRoundRobin(TargetSelector):
 cdef class SelectionRequest:
     """The request a selector written in Python chooses a target for: read-only, and only
     during that select() call."""
-
-    cdef ClientProtocol conn             # None outside the select() call
-    cdef Exchange ex
 
     def __init__(self):
         raise TypeError("SelectionRequest objects are made by the gateway")
@@ -248,14 +227,6 @@ cdef class SelectionRequest:
 cdef class UpstreamPool:
     """The targets of one named upstream, and the selector that chooses among them."""
 
-    cdef readonly str name
-    cdef readonly tuple targets
-    cdef readonly TargetSelector selector
-    cdef int metric_slot                 # this upstream in the engine's CoreMetrics
-    cdef bytes log_field                 # ',"upstream":"NAME"' for the access log
-    cdef int[64] weights
-    cdef int count
-
     def __init__(self, str name, list targets, list weights):
         if not targets or len(targets) > 64:
             raise ValueError("an upstream needs 1 to 64 targets")
@@ -283,21 +254,6 @@ cdef class UpstreamPool:
 
 cdef class UpstreamConnection:
     """asyncio protocol for one upstream connection; serves one exchange at a time."""
-
-    cdef UpstreamTarget target
-    cdef object transport
-    cdef ResponseParser parser
-    cdef ClientProtocol client
-    cdef bint alive
-    cdef bint reused
-    cdef bint got_bytes          # any response byte for the current exchange
-    cdef bint tunnel
-    cdef bint reading_paused
-    cdef bint held                 # an async response hook holds the response head
-    cdef bytes held_data           # bytes of that read not yet parsed
-    cdef Py_ssize_t held_off
-    cdef bint lost_while_held
-    cdef double idle_since
 
     def __init__(self, UpstreamTarget target):
         self.target = target

@@ -1,0 +1,67 @@
+# steps.pxd: the compiled request steps a chain runs, one class per kind (CoreStep.run through the
+# vtable). (code: steps.pxi)
+
+cdef class CoreStep:
+    cdef readonly bint reads_request   # runs Python that reads the PolicyRequest
+
+    # <- this fragment, chain
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1
+
+
+@cython.final
+cdef class SyncHookStep(CoreStep):
+    cdef readonly object hook
+
+
+@cython.final
+cdef class AsyncHookStep(CoreStep):
+    cdef readonly object hook
+
+
+# <- this fragment: run `async def hook(request)` as the step at `index`
+cdef int step_await_hook(ClientProtocol conn, Exchange ex, object hook, Py_ssize_t index) except -1
+
+
+@cython.final
+cdef class RespondStep(CoreStep):
+    cdef readonly int status
+    cdef readonly bytes head             # status line and fields, each ending in CRLF
+    cdef readonly bytes body
+
+
+@cython.final
+cdef class _RedirectLocation:
+    cdef tuple template        # bytes, capture indexes of this pattern, variable codes
+    cdef bytes query_join      # b"?" or b"&" before the kept query; None: the query is dropped
+
+
+@cython.final
+cdef class RedirectStep(CoreStep):
+    cdef readonly int status
+    cdef readonly bint keep_query
+    cdef bytes head                      # the status line
+    cdef dict by_pattern                 # pattern id -> _RedirectLocation
+
+
+@cython.final
+cdef class RateLimitStep(CoreStep):
+    cdef readonly RateLimiter limiter
+
+
+@cython.final
+cdef class LeaseLimitStep(CoreStep):
+    cdef readonly LeaseStep lease
+
+    # <- this fragment
+    cdef bint spend(self, ClientProtocol conn, Exchange ex) except *
+
+
+@cython.final
+cdef class ConcurrencyLimitStep(CoreStep):
+    cdef readonly ConcurrencyLimiter limiter
+
+
+@cython.final
+cdef class ResponseHook:
+    cdef readonly object hook
+    cdef readonly bint is_async
