@@ -1,4 +1,5 @@
-# chain.pxd: stage chain: a route's request steps run in order, their answers, hooks. (code: chain.pxi)
+# chain.pxd: stage chain: a route's request steps run in order, their answers, hooks. (code:
+# chain.pxi)
 
 # <- request: the route has a chain: run its request steps now, or once the body a policy reads is
 #    whole

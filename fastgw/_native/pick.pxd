@@ -1,4 +1,5 @@
-# pick.pxd: stage pick: the upstream and its selector's target; the in-flight count. (code: pick.pxi)
+# pick.pxd: stage pick: the upstream and its selector's target; the in-flight count. (code:
+# pick.pxi)
 
 # <- forward
 cdef void pick_target(ClientProtocol conn, Exchange ex) except *

@@ -1,5 +1,5 @@
-# plan.pxd: what plan.py compiles once per configuration and the request path only reads: each route's
-# action, the typed limits and timeouts, the router and pools of one plan. (code: plan.pxi)
+# plan.pxd: what plan.py compiles once per configuration and the request path only reads: each
+# route's action, the typed limits and timeouts, the router and pools of one plan. (code: plan.pxi)
 
 cdef class RouteAction:
     cdef readonly str name

@@ -1,4 +1,5 @@
-# record.pxd: stage record: metrics, the access log line, trace context, Server-Timing. (code: record.pxi)
+# record.pxd: stage record: metrics, the access log line, trace context, Server-Timing. (code:
+# record.pxi)
 
 # <- this fragment (inline in record.pxi)
 cdef bint _is_lower_hex(const char* p, Py_ssize_t n) noexcept
