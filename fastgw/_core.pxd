@@ -17,6 +17,10 @@ include "_native/proxyproto.pxd"
 include "_native/http1.pxd"
 # Host + path + method -> route.
 include "_native/router.pxd"
+# Router.compile(): the C tables match() walks.
+include "_native/router_build.pxd"
+# The router for people and tools: lookup, describe, explain, shadowed.
+include "_native/router_explain.pxd"
 # The buffer every outgoing head is written into.
 include "_native/serialize.pxd"
 # Metrics, the access log, the clock.

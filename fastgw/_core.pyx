@@ -13,6 +13,8 @@ include "_native/consts.pxi"        # error codes, header and method ids, the er
 include "_native/proxyproto.pxi"    # the PROXY header that may open a connection
 include "_native/http1.pxi"         # the HTTP/1.1 request and response parsers
 include "_native/router.pxi"        # host, path and method -> route
+include "_native/router_build.pxi"  # compile(): the router's C tables
+include "_native/router_explain.pxi"  # lookup, explain, shadowed: the router for tools
 include "_native/serialize.pxi"     # the shared head buffer, status lines
 include "_native/observe.pxi"       # metrics counters and the access log writer
 include "_native/errors.pxi"        # the one reporter of internal errors

@@ -84,17 +84,15 @@ cdef class Http1Parser:
 
     # The head, in the order a message meets the scanner. The subclasses' execute() calls
     # _head_phase until EV_HEAD, then _body_phase; _scan_start_line, _finish_head and
-    # _execute are overridden by both subclasses.
+    # _execute are overridden by both subclasses. The field lines and the chunked body's
+    # control lines are scanned by module functions in http1.pxi (_h1_scan_fields,
+    # _h1_scan_chunk_control), which the phases call directly.
     # <- execute (both subclasses): copy head bytes in and scan them, until EV_HEAD
     cdef int _head_phase(self, const char* data, Py_ssize_t n, Py_ssize_t* consumed) noexcept
     # <- _head_phase: room for the head, up to max_header_bytes
     cdef bint _grow(self, Py_ssize_t need) noexcept
     # <- _head_phase: the request line / status line (each subclass has its own)
     cdef int _scan_start_line(self) noexcept
-    # <- _head_phase: the field lines and the empty line that ends the head
-    cdef int _scan_fields(self) noexcept
-    # <- _scan_fields: classify one field line, the rules that need no other field
-    cdef inline int _on_field(self, int i) noexcept
     # <- _head_phase: the rules over the whole head, then the framing (each subclass)
     cdef int _finish_head(self) noexcept
     # <- _finish_head (both subclasses): Connection options and the fields they nominate
@@ -111,9 +109,6 @@ cdef class Http1Parser:
     # The body.
     # <- execute (both subclasses): body bytes in place (EV_BODY), then EV_DONE
     cdef int _body_phase(self, const char* data, Py_ssize_t n, Py_ssize_t* consumed) noexcept
-    # <- _body_phase: chunk-size lines, chunk terminators and trailers
-    cdef int _scan_chunk_control(self, const unsigned char* d, Py_ssize_t* pos,
-                                 Py_ssize_t n) noexcept
     # <- _body_phase, ResponseParser.feed_eof: the message is complete
     cdef void _message_done(self) noexcept
 

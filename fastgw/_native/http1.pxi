@@ -440,6 +440,376 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
     return E_OK
 
 
+# --- the scanners of Http1Parser's phases --------------------------------------------------
+# Module functions on the parser, called from _head_phase and _body_phase; between calls
+# their state is the parser's (state, scan_pos and the scanner context fields).
+# PERF: as module functions they are direct C calls (a method of the non-final Http1Parser
+# goes through its vtable), which the C compiler may inline into the phase.
+
+cdef inline int _h1_on_field(Http1Parser parser, int i) noexcept:
+    # Classify field i and apply the per-field rules that need no other field.
+    cdef const char* name = parser.head + parser.hdr_name_off[i]
+    cdef int hid = _h1_header_id(name, parser.hdr_name_len[i])
+    cdef uint8_t flags = 0
+    parser.hdr_id[i] = <uint8_t>hid
+    if hid == H_HOST:
+        parser.host_count += 1
+        if parser.host_count > 1:
+            # RFC 9112 3.2: more than one Host field line -> 400
+            return parser._fail(E_DUPLICATE_HOST)
+        parser.host_idx = i
+        flags = HF_DROP
+    elif hid == H_CONTENT_LENGTH:
+        parser.cl_count += 1
+        flags = HF_DROP
+    elif hid == H_TRANSFER_ENCODING:
+        parser.te_count += 1
+        flags = HF_DROP
+    elif hid == H_CONNECTION:
+        parser.conn_count += 1
+        flags = HF_DROP
+    elif (hid == H_KEEP_ALIVE or hid == H_TE or hid == H_TRAILER
+          or hid == H_PROXY_CONNECTION or hid == H_UPGRADE):
+        # hop-by-hop (RFC 9110 7.6.1)
+        flags = HF_DROP
+    elif hid == H_EXPECT and parser.is_request:
+        flags = HF_DROP
+    elif (hid == H_OTHER and parser.underscores
+          and memchr(name, b"_", parser.hdr_name_len[i]) != NULL):
+        # X_Forwarded_For reaches a CGI backend as X-Forwarded-For, past the checks
+        # made on the real one: nginx drops such fields by default.
+        if parser.underscores == UNDERSCORES_REJECT:
+            return parser._fail(E_UNDERSCORE_IN_HEADER_NAME)
+        flags = HF_DROP
+    parser.hdr_flags[i] = flags
+    return H1_SCAN_MORE
+
+
+cdef int _h1_scan_fields(Http1Parser parser) noexcept:
+    # Field lines and the empty line ending the head (RFC 9112 2.1, 5).
+    # PERF: the states follow each other in the order of a field line, so a line that is
+    # all in the buffer runs through the blocks below without going back to the loop.
+    cdef const unsigned char* buf = <const unsigned char*>parser.head
+    cdef Py_ssize_t p = parser.scan_pos
+    cdef Py_ssize_t end = parser.head_len
+    cdef Py_ssize_t v_end, tok
+    cdef unsigned char c
+    cdef int st = parser.state
+    cdef int i
+    cdef uint64_t w
+    while p < end:
+        if st == H1_FIELD_START:
+            c = buf[p]
+            if c == 13:
+                st = H1_HEAD_END_LF
+                p += 1
+                continue
+            if c == 10:
+                return parser._fail(E_BARE_LF)
+            if c == 32 or c == 9:
+                if parser.n_headers == 0:
+                    # RFC 9112 2.2: whitespace between start-line and first field
+                    return parser._fail(E_LEADING_WHITESPACE)
+                # RFC 9112 5.2: obs-fold is rejected
+                return parser._fail(E_OBS_FOLD)
+            if parser.n_headers >= parser.max_headers:
+                return parser._fail(E_TOO_MANY_HEADERS)
+            parser.tok_off = p
+            st = H1_NAME
+        if st == H1_NAME:
+            # PERF: four bytes per test; the byte loop finds the end
+            while p + 4 <= end and (fastgw_http1_cc[buf[p]] & fastgw_http1_cc[buf[p + 1]]
+                                    & fastgw_http1_cc[buf[p + 2]]
+                                    & fastgw_http1_cc[buf[p + 3]] & FASTGW_CC_TCHAR):
+                p += 4
+            while p < end and (fastgw_http1_cc[buf[p]] & FASTGW_CC_TCHAR):
+                p += 1
+            if p == end:
+                break
+            c = buf[p]
+            if c != b":":
+                if c == 32 or c == 9:
+                    # RFC 9112 5.1: no whitespace between field name and colon -> 400
+                    return parser._fail(E_HEADER_NAME_WHITESPACE)
+                if c == 10:
+                    return parser._fail(E_BARE_LF)
+                return parser._fail(E_BAD_HEADER_NAME)
+            if p == parser.tok_off:
+                return parser._fail(E_BAD_HEADER_NAME)
+            parser.name_off = parser.tok_off
+            parser.name_len = p - parser.tok_off
+            p += 1
+            st = H1_VALUE_OWS
+        if st == H1_VALUE_OWS:
+            while p < end and (buf[p] == 32 or buf[p] == 9):
+                p += 1
+            if p == end:
+                break
+            parser.tok_off = p
+            st = H1_VALUE
+        if st == H1_VALUE:
+            # PERF: the hot loop: value bytes until CR
+            while p + 8 <= end:
+                memcpy(&w, buf + p, 8)
+                w = _h1_value_word_stops(w)
+                if w:
+                    p += fastgw_first_flagged_byte(w)
+                    break
+                p += 8
+            while p < end and (fastgw_http1_cc[buf[p]] & FASTGW_CC_VALUE):
+                p += 1
+            if p == end:
+                break
+            c = buf[p]
+            if c != 13:
+                if c == 10:
+                    return parser._fail(E_BARE_LF)
+                # RFC 9110 5.5: CR, LF, NUL and other CTLs are invalid in field values
+                return parser._fail(E_BAD_HEADER_VALUE)
+            parser.cr_pos = p
+            p += 1
+            st = H1_VALUE_LF
+            if p == end:
+                break
+        if st == H1_VALUE_LF:
+            if buf[p] != 10:
+                # RFC 9112 2.2: a CR not followed by LF is invalid
+                return parser._fail(E_BARE_CR)
+            p += 1
+            i = parser.n_headers
+            tok = parser.tok_off
+            v_end = parser.cr_pos
+            while v_end > tok and (buf[v_end - 1] == 32 or buf[v_end - 1] == 9):
+                v_end -= 1
+            parser.hdr_name_off[i] = parser.name_off
+            parser.hdr_name_len[i] = parser.name_len
+            parser.hdr_value_off[i] = tok
+            parser.hdr_value_len[i] = v_end - tok
+            parser.n_headers = i + 1
+            if _h1_on_field(parser, i) == H1_SCAN_ERROR:
+                return H1_SCAN_ERROR
+            st = H1_FIELD_START
+            continue
+        if st == H1_HEAD_END_LF:
+            if buf[p] != 10:
+                return parser._fail(E_BARE_CR)
+            p += 1
+            parser.scan_pos = p
+            parser.state = st
+            return H1_SCAN_END
+        return parser._fail(E_INTERNAL)
+    parser.scan_pos = p
+    parser.state = st
+    return H1_SCAN_MORE
+
+
+cdef int _h1_scan_chunk_control(Http1Parser parser, const unsigned char* d, Py_ssize_t* pos,
+                                Py_ssize_t n) noexcept:
+    # Chunk-size lines, chunk-data terminators and the trailer section (RFC 9112 7.1).
+    # Consumes bytes in place from d[pos[0]:n]; returns H1_SCAN_DATA when chunk data
+    # follows, H1_SCAN_END after the last CRLF, H1_SCAN_MORE or H1_SCAN_ERROR.
+    cdef Py_ssize_t p = pos[0]
+    cdef int st = parser.state
+    cdef unsigned char c
+    cdef int hv
+    cdef int r = H1_SCAN_MORE
+    while p < n:
+        c = d[p]
+        if st == H1_CHUNK_SIZE:
+            hv = _h1_hexval(c)
+            if hv >= 0:
+                if parser.chunk_digits == MAX_CHUNK_SIZE_DIGITS or \
+                        parser.chunk_size > (INT64_MAX >> 4):
+                    r = parser._fail(E_BAD_CHUNK_SIZE)
+                    break
+                parser.chunk_size = parser.chunk_size * 16 + hv
+                parser.chunk_digits += 1
+                if parser.chunk_size > parser.max_body_bytes - parser.body_total:
+                    # RFC 9110 15.5.14: the body will exceed the limit -> 413
+                    r = parser._fail(E_BODY_TOO_LARGE)
+                    break
+                p += 1
+                continue
+            if parser.chunk_digits == 0:
+                # chunk-size = 1*HEXDIG: no sign, no leading whitespace
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+            if c == 13:
+                st = H1_CHUNK_LINE_LF
+            elif c == b";":
+                st = H1_EXT_NAME_START
+            elif c == 32 or c == 9:
+                st = H1_EXT_BWS
+            elif c == 10:
+                r = parser._fail(E_BARE_LF)
+                break
+            else:
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+            if st != H1_CHUNK_LINE_LF:
+                parser.ext_bytes += 1
+            p += 1
+            continue
+        if st == H1_CHUNK_LINE_LF:
+            if c != 10:
+                r = parser._fail(E_BARE_CR)
+                break
+            p += 1
+            if parser.chunk_size == 0:
+                st = H1_TRAILER_START
+                continue
+            parser.remaining = parser.chunk_size
+            parser.body_total += parser.chunk_size
+            parser.chunk_size = 0
+            parser.chunk_digits = 0
+            st = H1_CHUNK_DATA
+            r = H1_SCAN_DATA
+            break
+        if st == H1_CHUNK_DATA_CR:
+            if c != 13:
+                r = parser._fail(E_BAD_CHUNK_TERMINATOR)
+                break
+            st = H1_CHUNK_DATA_LF
+            p += 1
+            continue
+        if st == H1_CHUNK_DATA_LF:
+            if c != 10:
+                r = parser._fail(E_BAD_CHUNK_TERMINATOR)
+                break
+            st = H1_CHUNK_SIZE
+            p += 1
+            continue
+        if st >= H1_TRAILER_START:
+            # trailer section: field lines validated like the head, then dropped
+            parser.trailer_bytes += 1
+            if parser.trailer_bytes > MAX_TRAILER_BYTES:
+                r = parser._fail(E_BAD_TRAILER)
+                break
+            if st == H1_TRAILER_VALUE:
+                if fastgw_http1_cc[c] & FASTGW_CC_VALUE:
+                    p += 1
+                    continue
+                if c == 13:
+                    st = H1_TRAILER_VALUE_LF
+                elif c == 10:
+                    r = parser._fail(E_BARE_LF)
+                    break
+                else:
+                    r = parser._fail(E_BAD_TRAILER)
+                    break
+            elif st == H1_TRAILER_NAME:
+                if c == b":":
+                    st = H1_TRAILER_VALUE
+                elif c == 10:
+                    r = parser._fail(E_BARE_LF)
+                    break
+                elif not (fastgw_http1_cc[c] & FASTGW_CC_TCHAR):
+                    r = parser._fail(E_BAD_TRAILER)
+                    break
+            elif st == H1_TRAILER_START:
+                if c == 13:
+                    st = H1_TRAILER_END_LF
+                elif c == 10:
+                    r = parser._fail(E_BARE_LF)
+                    break
+                elif fastgw_http1_cc[c] & FASTGW_CC_TCHAR:
+                    st = H1_TRAILER_NAME
+                else:
+                    r = parser._fail(E_BAD_TRAILER)
+                    break
+            elif st == H1_TRAILER_VALUE_LF:
+                if c != 10:
+                    r = parser._fail(E_BARE_CR)
+                    break
+                st = H1_TRAILER_START
+            else:
+                # H1_TRAILER_END_LF
+                if c != 10:
+                    r = parser._fail(E_BARE_CR)
+                    break
+                p += 1
+                r = H1_SCAN_END
+                break
+            p += 1
+            continue
+        # chunk extensions (RFC 9112 7.1.1), bounded per message
+        parser.ext_bytes += 1
+        if parser.ext_bytes > MAX_CHUNK_EXT_BYTES:
+            r = parser._fail(E_CHUNK_EXTENSION_TOO_LONG)
+            break
+        if c == 10:
+            r = parser._fail(E_BARE_LF)
+            break
+        if st == H1_EXT_BWS:
+            if c == b";":
+                st = H1_EXT_NAME_START
+            elif c != 32 and c != 9:
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+        elif st == H1_EXT_NAME_START:
+            if fastgw_http1_cc[c] & FASTGW_CC_TCHAR:
+                st = H1_EXT_NAME
+            elif c != 32 and c != 9:
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+        elif st == H1_EXT_NAME or st == H1_EXT_AFTER_NAME:
+            if st == H1_EXT_NAME and (fastgw_http1_cc[c] & FASTGW_CC_TCHAR):
+                pass
+            elif c == 32 or c == 9:
+                st = H1_EXT_AFTER_NAME
+            elif c == b"=":
+                st = H1_EXT_VAL_START
+            elif c == b";":
+                st = H1_EXT_NAME_START
+            elif c == 13 and st == H1_EXT_NAME:
+                st = H1_CHUNK_LINE_LF
+            else:
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+        elif st == H1_EXT_VAL_START:
+            if c == b'"':
+                st = H1_EXT_QUOTED
+            elif fastgw_http1_cc[c] & FASTGW_CC_TCHAR:
+                st = H1_EXT_VAL_TOKEN
+            elif c != 32 and c != 9:
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+        elif st == H1_EXT_VAL_TOKEN or st == H1_EXT_AFTER_QUOTED:
+            if st == H1_EXT_VAL_TOKEN and (fastgw_http1_cc[c] & FASTGW_CC_TCHAR):
+                pass
+            elif c == 13:
+                st = H1_CHUNK_LINE_LF
+            elif c == b";":
+                st = H1_EXT_NAME_START
+            elif c == 32 or c == 9:
+                st = H1_EXT_BWS
+            else:
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+        elif st == H1_EXT_QUOTED:
+            if c == b'"':
+                st = H1_EXT_AFTER_QUOTED
+            elif c == b"\\":
+                st = H1_EXT_QUOTED_ESC
+            elif not (fastgw_http1_cc[c] & FASTGW_CC_QDTEXT):
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+        elif st == H1_EXT_QUOTED_ESC:
+            # quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+            if not (fastgw_http1_cc[c] & FASTGW_CC_VALUE):
+                r = parser._fail(E_BAD_CHUNK_SIZE)
+                break
+            st = H1_EXT_QUOTED
+        else:
+            r = parser._fail(E_INTERNAL)
+            break
+        p += 1
+    pos[0] = p
+    if r != H1_SCAN_ERROR:
+        parser.state = st
+    return r
+
+
 # --- shared machinery ----------------------------------------------------------------------
 cdef class Http1Parser:
     """Head buffer, field-line scanner and body framing shared by both parsers."""
@@ -561,161 +931,6 @@ cdef class Http1Parser:
     cdef int _finish_head(self) noexcept:
         return self._fail(E_INTERNAL)
 
-    cdef inline int _on_field(self, int i) noexcept:
-        # Classify field i and apply the per-field rules that need no other field.
-        cdef const char* name = self.head + self.hdr_name_off[i]
-        cdef int hid = _h1_header_id(name, self.hdr_name_len[i])
-        cdef uint8_t flags = 0
-        self.hdr_id[i] = <uint8_t>hid
-        if hid == H_HOST:
-            self.host_count += 1
-            if self.host_count > 1:
-                # RFC 9112 3.2: more than one Host field line -> 400
-                return self._fail(E_DUPLICATE_HOST)
-            self.host_idx = i
-            flags = HF_DROP
-        elif hid == H_CONTENT_LENGTH:
-            self.cl_count += 1
-            flags = HF_DROP
-        elif hid == H_TRANSFER_ENCODING:
-            self.te_count += 1
-            flags = HF_DROP
-        elif hid == H_CONNECTION:
-            self.conn_count += 1
-            flags = HF_DROP
-        elif (hid == H_KEEP_ALIVE or hid == H_TE or hid == H_TRAILER
-              or hid == H_PROXY_CONNECTION or hid == H_UPGRADE):
-            # hop-by-hop (RFC 9110 7.6.1)
-            flags = HF_DROP
-        elif hid == H_EXPECT and self.is_request:
-            flags = HF_DROP
-        elif (hid == H_OTHER and self.underscores
-              and memchr(name, b"_", self.hdr_name_len[i]) != NULL):
-            # X_Forwarded_For reaches a CGI backend as X-Forwarded-For, past the checks
-            # made on the real one: nginx drops such fields by default.
-            if self.underscores == UNDERSCORES_REJECT:
-                return self._fail(E_UNDERSCORE_IN_HEADER_NAME)
-            flags = HF_DROP
-        self.hdr_flags[i] = flags
-        return H1_SCAN_MORE
-
-    cdef int _scan_fields(self) noexcept:
-        # Field lines and the empty line ending the head (RFC 9112 2.1, 5).
-        # PERF: the states follow each other in the order of a field line, so a line that is
-        # all in the buffer runs through the blocks below without going back to the loop.
-        cdef const unsigned char* buf = <const unsigned char*>self.head
-        cdef Py_ssize_t p = self.scan_pos
-        cdef Py_ssize_t end = self.head_len
-        cdef Py_ssize_t v_end, tok
-        cdef unsigned char c
-        cdef int st = self.state
-        cdef int i
-        cdef uint64_t w
-        while p < end:
-            if st == H1_FIELD_START:
-                c = buf[p]
-                if c == 13:
-                    st = H1_HEAD_END_LF
-                    p += 1
-                    continue
-                if c == 10:
-                    return self._fail(E_BARE_LF)
-                if c == 32 or c == 9:
-                    if self.n_headers == 0:
-                        # RFC 9112 2.2: whitespace between start-line and first field
-                        return self._fail(E_LEADING_WHITESPACE)
-                    # RFC 9112 5.2: obs-fold is rejected
-                    return self._fail(E_OBS_FOLD)
-                if self.n_headers >= self.max_headers:
-                    return self._fail(E_TOO_MANY_HEADERS)
-                self.tok_off = p
-                st = H1_NAME
-            if st == H1_NAME:
-                # PERF: four bytes per test; the byte loop finds the end
-                while p + 4 <= end and (fastgw_http1_cc[buf[p]] & fastgw_http1_cc[buf[p + 1]]
-                                        & fastgw_http1_cc[buf[p + 2]]
-                                        & fastgw_http1_cc[buf[p + 3]] & FASTGW_CC_TCHAR):
-                    p += 4
-                while p < end and (fastgw_http1_cc[buf[p]] & FASTGW_CC_TCHAR):
-                    p += 1
-                if p == end:
-                    break
-                c = buf[p]
-                if c != b":":
-                    if c == 32 or c == 9:
-                        # RFC 9112 5.1: no whitespace between field name and colon -> 400
-                        return self._fail(E_HEADER_NAME_WHITESPACE)
-                    if c == 10:
-                        return self._fail(E_BARE_LF)
-                    return self._fail(E_BAD_HEADER_NAME)
-                if p == self.tok_off:
-                    return self._fail(E_BAD_HEADER_NAME)
-                self.name_off = self.tok_off
-                self.name_len = p - self.tok_off
-                p += 1
-                st = H1_VALUE_OWS
-            if st == H1_VALUE_OWS:
-                while p < end and (buf[p] == 32 or buf[p] == 9):
-                    p += 1
-                if p == end:
-                    break
-                self.tok_off = p
-                st = H1_VALUE
-            if st == H1_VALUE:
-                # PERF: the hot loop: value bytes until CR
-                while p + 8 <= end:
-                    memcpy(&w, buf + p, 8)
-                    w = _h1_value_word_stops(w)
-                    if w:
-                        p += fastgw_first_flagged_byte(w)
-                        break
-                    p += 8
-                while p < end and (fastgw_http1_cc[buf[p]] & FASTGW_CC_VALUE):
-                    p += 1
-                if p == end:
-                    break
-                c = buf[p]
-                if c != 13:
-                    if c == 10:
-                        return self._fail(E_BARE_LF)
-                    # RFC 9110 5.5: CR, LF, NUL and other CTLs are invalid in field values
-                    return self._fail(E_BAD_HEADER_VALUE)
-                self.cr_pos = p
-                p += 1
-                st = H1_VALUE_LF
-                if p == end:
-                    break
-            if st == H1_VALUE_LF:
-                if buf[p] != 10:
-                    # RFC 9112 2.2: a CR not followed by LF is invalid
-                    return self._fail(E_BARE_CR)
-                p += 1
-                i = self.n_headers
-                tok = self.tok_off
-                v_end = self.cr_pos
-                while v_end > tok and (buf[v_end - 1] == 32 or buf[v_end - 1] == 9):
-                    v_end -= 1
-                self.hdr_name_off[i] = self.name_off
-                self.hdr_name_len[i] = self.name_len
-                self.hdr_value_off[i] = tok
-                self.hdr_value_len[i] = v_end - tok
-                self.n_headers = i + 1
-                if self._on_field(i) == H1_SCAN_ERROR:
-                    return H1_SCAN_ERROR
-                st = H1_FIELD_START
-                continue
-            if st == H1_HEAD_END_LF:
-                if buf[p] != 10:
-                    return self._fail(E_BARE_CR)
-                p += 1
-                self.scan_pos = p
-                self.state = st
-                return H1_SCAN_END
-            return self._fail(E_INTERNAL)
-        self.scan_pos = p
-        self.state = st
-        return H1_SCAN_MORE
-
     cdef int _head_phase(self, const char* data, Py_ssize_t n, Py_ssize_t* consumed) noexcept:
         cdef Py_ssize_t i = 0, take, extra
         cdef int r
@@ -747,7 +962,7 @@ cdef class Http1Parser:
                     return EV_ERROR
                 if r == H1_SCAN_MORE:
                     continue
-            r = self._scan_fields()
+            r = _h1_scan_fields(self)
             if r == H1_SCAN_ERROR:
                 consumed[0] = i
                 return EV_ERROR
@@ -853,212 +1068,6 @@ cdef class Http1Parser:
 
     # --- bodies ------------------------------------------------------------------------
 
-    cdef int _scan_chunk_control(self, const unsigned char* d, Py_ssize_t* pos,
-                                 Py_ssize_t n) noexcept:
-        # Chunk-size lines, chunk-data terminators and the trailer section (RFC 9112 7.1).
-        # Consumes bytes in place from d[pos[0]:n]; returns H1_SCAN_DATA when chunk data
-        # follows, H1_SCAN_END after the last CRLF, H1_SCAN_MORE or H1_SCAN_ERROR.
-        cdef Py_ssize_t p = pos[0]
-        cdef int st = self.state
-        cdef unsigned char c
-        cdef int hv
-        cdef int r = H1_SCAN_MORE
-        while p < n:
-            c = d[p]
-            if st == H1_CHUNK_SIZE:
-                hv = _h1_hexval(c)
-                if hv >= 0:
-                    if self.chunk_digits == MAX_CHUNK_SIZE_DIGITS or \
-                            self.chunk_size > (INT64_MAX >> 4):
-                        r = self._fail(E_BAD_CHUNK_SIZE)
-                        break
-                    self.chunk_size = self.chunk_size * 16 + hv
-                    self.chunk_digits += 1
-                    if self.chunk_size > self.max_body_bytes - self.body_total:
-                        # RFC 9110 15.5.14: the body will exceed the limit -> 413
-                        r = self._fail(E_BODY_TOO_LARGE)
-                        break
-                    p += 1
-                    continue
-                if self.chunk_digits == 0:
-                    # chunk-size = 1*HEXDIG: no sign, no leading whitespace
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-                if c == 13:
-                    st = H1_CHUNK_LINE_LF
-                elif c == b";":
-                    st = H1_EXT_NAME_START
-                elif c == 32 or c == 9:
-                    st = H1_EXT_BWS
-                elif c == 10:
-                    r = self._fail(E_BARE_LF)
-                    break
-                else:
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-                if st != H1_CHUNK_LINE_LF:
-                    self.ext_bytes += 1
-                p += 1
-                continue
-            if st == H1_CHUNK_LINE_LF:
-                if c != 10:
-                    r = self._fail(E_BARE_CR)
-                    break
-                p += 1
-                if self.chunk_size == 0:
-                    st = H1_TRAILER_START
-                    continue
-                self.remaining = self.chunk_size
-                self.body_total += self.chunk_size
-                self.chunk_size = 0
-                self.chunk_digits = 0
-                st = H1_CHUNK_DATA
-                r = H1_SCAN_DATA
-                break
-            if st == H1_CHUNK_DATA_CR:
-                if c != 13:
-                    r = self._fail(E_BAD_CHUNK_TERMINATOR)
-                    break
-                st = H1_CHUNK_DATA_LF
-                p += 1
-                continue
-            if st == H1_CHUNK_DATA_LF:
-                if c != 10:
-                    r = self._fail(E_BAD_CHUNK_TERMINATOR)
-                    break
-                st = H1_CHUNK_SIZE
-                p += 1
-                continue
-            if st >= H1_TRAILER_START:
-                # trailer section: field lines validated like the head, then dropped
-                self.trailer_bytes += 1
-                if self.trailer_bytes > MAX_TRAILER_BYTES:
-                    r = self._fail(E_BAD_TRAILER)
-                    break
-                if st == H1_TRAILER_VALUE:
-                    if fastgw_http1_cc[c] & FASTGW_CC_VALUE:
-                        p += 1
-                        continue
-                    if c == 13:
-                        st = H1_TRAILER_VALUE_LF
-                    elif c == 10:
-                        r = self._fail(E_BARE_LF)
-                        break
-                    else:
-                        r = self._fail(E_BAD_TRAILER)
-                        break
-                elif st == H1_TRAILER_NAME:
-                    if c == b":":
-                        st = H1_TRAILER_VALUE
-                    elif c == 10:
-                        r = self._fail(E_BARE_LF)
-                        break
-                    elif not (fastgw_http1_cc[c] & FASTGW_CC_TCHAR):
-                        r = self._fail(E_BAD_TRAILER)
-                        break
-                elif st == H1_TRAILER_START:
-                    if c == 13:
-                        st = H1_TRAILER_END_LF
-                    elif c == 10:
-                        r = self._fail(E_BARE_LF)
-                        break
-                    elif fastgw_http1_cc[c] & FASTGW_CC_TCHAR:
-                        st = H1_TRAILER_NAME
-                    else:
-                        r = self._fail(E_BAD_TRAILER)
-                        break
-                elif st == H1_TRAILER_VALUE_LF:
-                    if c != 10:
-                        r = self._fail(E_BARE_CR)
-                        break
-                    st = H1_TRAILER_START
-                else:
-                    # H1_TRAILER_END_LF
-                    if c != 10:
-                        r = self._fail(E_BARE_CR)
-                        break
-                    p += 1
-                    r = H1_SCAN_END
-                    break
-                p += 1
-                continue
-            # chunk extensions (RFC 9112 7.1.1), bounded per message
-            self.ext_bytes += 1
-            if self.ext_bytes > MAX_CHUNK_EXT_BYTES:
-                r = self._fail(E_CHUNK_EXTENSION_TOO_LONG)
-                break
-            if c == 10:
-                r = self._fail(E_BARE_LF)
-                break
-            if st == H1_EXT_BWS:
-                if c == b";":
-                    st = H1_EXT_NAME_START
-                elif c != 32 and c != 9:
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-            elif st == H1_EXT_NAME_START:
-                if fastgw_http1_cc[c] & FASTGW_CC_TCHAR:
-                    st = H1_EXT_NAME
-                elif c != 32 and c != 9:
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-            elif st == H1_EXT_NAME or st == H1_EXT_AFTER_NAME:
-                if st == H1_EXT_NAME and (fastgw_http1_cc[c] & FASTGW_CC_TCHAR):
-                    pass
-                elif c == 32 or c == 9:
-                    st = H1_EXT_AFTER_NAME
-                elif c == b"=":
-                    st = H1_EXT_VAL_START
-                elif c == b";":
-                    st = H1_EXT_NAME_START
-                elif c == 13 and st == H1_EXT_NAME:
-                    st = H1_CHUNK_LINE_LF
-                else:
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-            elif st == H1_EXT_VAL_START:
-                if c == b'"':
-                    st = H1_EXT_QUOTED
-                elif fastgw_http1_cc[c] & FASTGW_CC_TCHAR:
-                    st = H1_EXT_VAL_TOKEN
-                elif c != 32 and c != 9:
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-            elif st == H1_EXT_VAL_TOKEN or st == H1_EXT_AFTER_QUOTED:
-                if st == H1_EXT_VAL_TOKEN and (fastgw_http1_cc[c] & FASTGW_CC_TCHAR):
-                    pass
-                elif c == 13:
-                    st = H1_CHUNK_LINE_LF
-                elif c == b";":
-                    st = H1_EXT_NAME_START
-                elif c == 32 or c == 9:
-                    st = H1_EXT_BWS
-                else:
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-            elif st == H1_EXT_QUOTED:
-                if c == b'"':
-                    st = H1_EXT_AFTER_QUOTED
-                elif c == b"\\":
-                    st = H1_EXT_QUOTED_ESC
-                elif not (fastgw_http1_cc[c] & FASTGW_CC_QDTEXT):
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-            elif st == H1_EXT_QUOTED_ESC:
-                # quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
-                if not (fastgw_http1_cc[c] & FASTGW_CC_VALUE):
-                    r = self._fail(E_BAD_CHUNK_SIZE)
-                    break
-                st = H1_EXT_QUOTED
-            else:
-                r = self._fail(E_INTERNAL)
-                break
-            p += 1
-        pos[0] = p
-        if r != H1_SCAN_ERROR:
-            self.state = st
-        return r
-
     cdef int _body_phase(self, const char* data, Py_ssize_t n, Py_ssize_t* consumed) noexcept:
         cdef Py_ssize_t i = 0
         cdef int64_t take
@@ -1091,7 +1100,7 @@ cdef class Http1Parser:
                 self.body_ptr = data + i
                 self.body_len = n - i
                 return EV_BODY
-            r = self._scan_chunk_control(<const unsigned char*>data, &i, n)
+            r = _h1_scan_chunk_control(self, <const unsigned char*>data, &i, n)
             if r == H1_SCAN_ERROR:
                 consumed[0] = i
                 return EV_ERROR

@@ -4,7 +4,8 @@
 # A request meets Router.method_bit() and Router.match_fields(), both called from
 # ClientProtocol.on_request_head (protocol) on the RequestParser's fields, then the
 # RouteMatch it filled. Everything else runs before the first request: plan.py adds the
-# routes, compiles them, and asks shadowed(); `fastgw routes` explains and describes them.
+# routes, compiles them (router_build), and asks shadowed(); `fastgw routes` explains and
+# describes them (router_explain).
 
 from libc.stdint cimport int32_t
 
@@ -28,8 +29,8 @@ cdef enum MatchResult:
     MATCH_METHOD_NOT_ALLOWED = 2
 
 
-# <- filled by ClientProtocol.on_request_head (protocol) and Router.lookup from a
-#    RequestParser's field arrays
+# <- filled by ClientProtocol.on_request_head (protocol) from a RequestParser's field arrays,
+#    and by _router_lookup (router_explain) from Python's
 cdef struct RequestFields:
     # What conditions look at, borrowed from the request parser for one match() call.
     const char* head
@@ -42,7 +43,7 @@ cdef struct RequestFields:
     Py_ssize_t query_len
 
 
-# The tables compile() builds and match() walks (router.pxi only).
+# The tables compile() builds (router_build) and match() walks.
 cdef struct _RouterEdge:
     uint32_t hash
     int32_t length
@@ -103,8 +104,16 @@ cdef struct _RouterTables:
     int32_t n_tiers
 
 
-# Build-time records (router.pxi only): what add() keeps, compile() sorts and shadowed()
-# walks.
+# <- _router_child (router), _router_compile (router_build): FNV-1a of a literal segment
+#    (inline in router.pxi)
+cdef uint32_t _router_fnv1a(const char* data, Py_ssize_t length) noexcept nogil
+# <- _router_walk (router), _router_cover_walk and _router_path_matches (router_explain): a
+#    node's static child for one segment, or -1 (inline in router.pxi)
+cdef int32_t _router_child(_RouterTables* t, _RouterNode* node, const char* seg,
+                           Py_ssize_t length) noexcept nogil
+
+
+# What add() records (router.pxi) and compile() (router_build) builds from.
 cdef struct _RouterVec:
     # A growable int32 array: add() records routes, patterns and segments in these, so that
     # compile() builds the tables from C data.
@@ -113,23 +122,11 @@ cdef struct _RouterVec:
     Py_ssize_t cap
 
 
-cdef struct _RouterBuildCand:
-    int32_t node
-    int32_t kind          # 0: the pattern ends at node; 1: its {*rest} starts after node
-    int32_t unconditional
-    int32_t route_id
-    int32_t pattern_id
-    int32_t order         # index of its (pattern, host level) pair
-    uint32_t methods
-
-
-cdef struct _RouterCover:
-    # shadowed(): the best route found so far that always wins over one (pattern, host level)
-    _RouterTables* t
-    const int32_t* pats
-    const int32_t* segs
-    uint32_t mask       # the methods it must cover
-    int32_t best        # route index (the earliest added wins), -1: none yet
+# <- Router.add, Router._add_pattern (router), _router_compile (router_build): append one
+#    value, growing the array
+cdef int _router_vec_push(_RouterVec* v, int32_t value) except -1
+# <- Router.__dealloc__ (router), _router_compile (router_build)
+cdef void _router_vec_free(_RouterVec* v) noexcept
 
 
 # Final: protocol's calls to match_fields() are direct C calls.
@@ -164,7 +161,8 @@ cdef class Router:
     # <- ClientProtocol.on_request_head (protocol): the method's bit, PURGE and such included
     cdef int method_bit(self, int method_id, const char* method,
                         Py_ssize_t method_len) noexcept
-    # <- ClientProtocol.on_request_head (protocol), lookup: match() with conditions' fields
+    # <- ClientProtocol.on_request_head (protocol), _router_lookup (router_explain): match()
+    #    with conditions' fields
     cdef int match_fields(self, const char* host, Py_ssize_t host_len, const char* path,
                           Py_ssize_t path_len, int method_id, const RequestFields* fields,
                           RouteMatch* out) noexcept
@@ -172,25 +170,16 @@ cdef class Router:
     cdef int match(self, const char* host, Py_ssize_t host_len, const char* path,
                    Py_ssize_t path_len, int method_id, RouteMatch* out) noexcept
 
-    # Plan time (plan.py calls add(), compile(), shadowed()) and the tools.
+    # Plan time (plan.py calls add(), compile(), shadowed()) and the tools; compile() and
+    # the tools are module functions on the router (router_build, router_explain).
     # <- add: a method list's mask and names, parsed once per distinct list
     cdef tuple _methods(self, methods)
     # <- add: a pattern's segments into _segs and _pool, or None if refused
     cdef object _add_pattern(self, object pattern, int32_t route_index)
-    # <- compile: the conditional routes' conditions into the tables
-    cdef dict _compile_conditions(self, bytearray data)
-    # <- compile: the host hash table and the roots of every (tier, host level)
-    cdef _compile_hosts(self, bytearray data, dict roots)
-    # <- compile, __dealloc__
+    # <- _router_compile (router_build), __dealloc__
     cdef void _free_tables(self) noexcept
-    # <- shadowed: the route that always wins over one pattern on one host level
-    cdef int32_t _shadower(self, Py_ssize_t r, Py_ssize_t p, Py_ssize_t pair,
-                           int32_t level) except -2
-    # <- lookup, explain, _bench_match (bench): a method name's id, the router's own included
+    # <- _router_lookup, _router_explain (router_explain), _bench_match (bench): a method
+    #    name's id, the router's own included
     cdef int _method_id(self, str method)
     # <- pattern_params, common_params, pattern_text: refuse an unknown pattern id
     cdef _check_pattern_id(self, int pattern_id)
-    # <- _why (explain): a pattern's segments as _parse_route_pattern splits them
-    cdef tuple _segments(self, int pattern_id)
-    # <- _why (explain): the route a pattern belongs to
-    cdef int _route_id_of(self, int pattern_id)

@@ -1,4 +1,6 @@
 # router.pxi: host + path + method -> route, decided by C tables built once in compile().
+# Router.compile() builds them in router_build.pxi; what the tools ask (lookup, describe,
+# explain, shadowed) is answered in router_explain.pxi.
 #
 # Search order of Router.match (the precedence contract, tested in tests/unit/test_router.py):
 #
@@ -27,8 +29,8 @@
 
 cimport cython
 from libc.stdint cimport int32_t
-from libc.stdlib cimport free, malloc, qsort, realloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.stdlib cimport free, realloc
+from libc.string cimport memchr, memcmp, memset
 
 
 cdef enum:
@@ -63,17 +65,6 @@ cdef inline uint32_t _router_fnv1a(const char* data, Py_ssize_t length) noexcept
     cdef uint32_t h = 2166136261u
     cdef Py_ssize_t i
     for i in range(length):
-        h = (h ^ <unsigned char>data[i]) * 16777619u
-    return h
-
-
-cdef inline uint32_t _router_fnv1a_reversed(const char* data, Py_ssize_t length) noexcept nogil:
-    # Host keys hash from the last byte to the first, so one pass over a request host yields
-    # the hash of every suffix (see Router.match).
-    cdef uint32_t h = 2166136261u
-    cdef Py_ssize_t i = length
-    while i > 0:
-        i -= 1
         h = (h ^ <unsigned char>data[i]) * 16777619u
     return h
 
@@ -428,13 +419,6 @@ def _router_pattern_error(pattern):
     raise AssertionError(f"path pattern {pattern!r}: the scanner refused what the parser takes")
 
 
-def _router_host_label(key):
-    if key is None:
-        return "any host"
-    text = key.decode("ascii")
-    return f"wildcard '*{text}'" if text.startswith(".") else f"exact '{text}'"
-
-
 class RoutePatternError(ValueError):
     """Router.add() refused path patterns; `errors` is [(index in `patterns`, message)]."""
 
@@ -506,73 +490,6 @@ cdef enum:
     _PAIR_RUN_FIRST = 1
     _PAIR_RUN_COUNT = 2
     _PAIR_STRIDE = 3
-
-
-cdef int _router_build_cand_cmp(const void* pa, const void* pb) noexcept nogil:
-    # Candidate runs: by node, ends before {*rest}, conditional routes first, then route id
-    # and pattern id (the precedence of routes on one trie node).
-    cdef const _RouterBuildCand* a = <const _RouterBuildCand*>pa
-    cdef const _RouterBuildCand* b = <const _RouterBuildCand*>pb
-    if a.node != b.node:
-        return -1 if a.node < b.node else 1
-    if a.kind != b.kind:
-        return -1 if a.kind < b.kind else 1
-    if a.unconditional != b.unconditional:
-        return -1 if a.unconditional < b.unconditional else 1
-    if a.route_id != b.route_id:
-        return -1 if a.route_id < b.route_id else 1
-    if a.pattern_id != b.pattern_id:
-        return -1 if a.pattern_id < b.pattern_id else 1
-    return 0
-
-
-cdef inline void _router_node_init(_RouterNode* node) noexcept nogil:
-    node.edge_first = 0
-    node.edge_count = 0
-    node.slot_first = -1
-    node.slot_mask = 0
-    node.param_child = -1
-    node.cand_first = 0
-    node.cand_count = 0
-    node.catchall_first = 0
-    node.catchall_count = 0
-
-
-cdef inline void _router_cover_run(_RouterCover* c, int32_t first, int32_t count) noexcept:
-    cdef int32_t i, route_index
-    cdef _RouterCandidate* cand
-    for i in range(first, first + count):
-        cand = &c.t.cands[i]
-        if cand.cond_count == 0 and c.mask & cand.methods == c.mask:
-            route_index = c.pats[cand.pattern_id * _PAT_STRIDE + _PAT_ROUTE]
-            if c.best < 0 or route_index < c.best:
-                c.best = route_index
-
-
-cdef void _router_cover_walk(_RouterCover* c, int32_t index, int32_t seg,
-                             int32_t seg_end) noexcept:
-    # Every pattern under trie node `index` that matches every path the segments
-    # [seg, seg_end) of the covered pattern match: a literal is covered by the same literal or
-    # (when not empty) a {param}, a {param} by a {param}, anything by a {*rest}.
-    cdef _RouterNode* node = &c.t.nodes[index]
-    cdef const int32_t* s
-    cdef int32_t child
-    if node.catchall_count:
-        _router_cover_run(c, node.catchall_first, node.catchall_count)
-    if seg == seg_end:
-        if node.cand_count:
-            _router_cover_run(c, node.cand_first, node.cand_count)
-        return
-    s = c.segs + seg * _SEG_STRIDE
-    if s[_SEG_KIND] == _ROUTER_SEG_LITERAL:
-        if node.edge_count:
-            child = _router_child(c.t, node, c.t.bytes + s[_SEG_OFFSET], s[_SEG_LENGTH])
-            if child >= 0:
-                _router_cover_walk(c, child, seg + 1, seg_end)
-        if s[_SEG_LENGTH] > 0 and node.param_child >= 0:
-            _router_cover_walk(c, node.param_child, seg + 1, seg_end)
-    elif s[_SEG_KIND] == _ROUTER_SEG_PARAM and node.param_child >= 0:
-        _router_cover_walk(c, node.param_child, seg + 1, seg_end)
 
 
 @cython.final
@@ -820,297 +737,7 @@ cdef class Router:
 
     def compile(self):
         """Build the C tables; the route set is frozen afterwards."""
-        cdef _RouterTables* t = &self._t
-        cdef Py_ssize_t n_routes = self._rts.n // _RT_STRIDE
-        cdef Py_ssize_t n_patterns = self._pats.n // _PAT_STRIDE
-        cdef Py_ssize_t n_levels, n_pairs = 0, node_cap, edge_cap, n_nodes = 0, n_edges = 0
-        cdef Py_ssize_t p, r, li, si, i, k, n_slots
-        cdef int32_t node, child, level, seg_first, seg_end, kind_end, length, run_first
-        cdef uint32_t h, j, table_mask, size
-        cdef int32_t* rts = self._rts.data
-        cdef int32_t* pats = self._pats.data
-        cdef int32_t* segs = self._segs.data
-        cdef int32_t* levels_of = NULL
-        cdef int32_t* level_root = NULL
-        cdef int32_t* edge_parent = NULL
-        cdef int32_t* edge_table = NULL
-        cdef _RouterEdge* build_edges = NULL
-        cdef _RouterBuildCand* build_cands = NULL
-        cdef _RouterBuildCand* bc
-        cdef _RouterEdge* edge
-        cdef _RouterNode* nodes
-        cdef const char* pool
-        if self._compiled:
-            return
-        self._free_tables()  # a compile() that failed half-way may have left tables
-        _router_vec_free(&self._route_levels)
-        _router_vec_free(&self._pairs)
-        # Host levels: one trie per (priority, host key or None); each route's level ids.
-        level_ids = {}
-        self._level_keys = level_keys = []
-        for r in range(n_routes):
-            _router_vec_push(&self._route_levels, 0)
-        _router_vec_push(&self._route_levels, 0)
-        for r in range(n_routes):
-            self._route_levels.data[r] = <int32_t>(self._route_levels.n)
-            priority = rts[r * _RT_STRIDE + _RT_PRIORITY]
-            for key in self._route_hosts[r][0] or (None,):
-                level_key = (priority, key)
-                level = level_ids.get(level_key, -1)
-                if level < 0:
-                    level = level_ids[level_key] = len(level_keys)
-                    level_keys.append(level_key)
-                _router_vec_push(&self._route_levels, level)
-        self._route_levels.data[n_routes] = <int32_t>self._route_levels.n
-        levels_of = self._route_levels.data
-        n_levels = len(level_keys)
-        # Each segment of each (pattern, level) pair adds at most one node and one edge.
-        edge_cap = 0
-        for p in range(n_patterns):
-            r = pats[p * _PAT_STRIDE + _PAT_ROUTE]
-            k = levels_of[r + 1] - levels_of[r]
-            n_pairs += k
-            edge_cap += k * pats[p * _PAT_STRIDE + _PAT_SEG_COUNT]
-        node_cap = n_levels + edge_cap
-        size = 1
-        while size < 2 * edge_cap + 2:
-            size *= 2
-        table_mask = size - 1
-        try:
-            t.nodes = nodes = <_RouterNode*>malloc(max(1, node_cap) * sizeof(_RouterNode))
-            t.cands = <_RouterCandidate*>malloc(max(1, n_pairs) * sizeof(_RouterCandidate))
-            t.edges = <_RouterEdge*>malloc(max(1, edge_cap) * sizeof(_RouterEdge))
-            level_root = <int32_t*>malloc(max(1, n_levels) * sizeof(int32_t))
-            edge_parent = <int32_t*>malloc(max(1, edge_cap) * sizeof(int32_t))
-            edge_table = <int32_t*>malloc(size * sizeof(int32_t))
-            build_edges = <_RouterEdge*>malloc(max(1, edge_cap) * sizeof(_RouterEdge))
-            build_cands = <_RouterBuildCand*>malloc(
-                max(1, n_pairs) * sizeof(_RouterBuildCand))
-            if (nodes == NULL or t.cands == NULL or t.edges == NULL or level_root == NULL
-                    or edge_parent == NULL or edge_table == NULL or build_edges == NULL
-                    or build_cands == NULL):
-                raise MemoryError()
-            for i in range(n_levels):
-                level_root[i] = -1
-            for i in range(size):
-                edge_table[i] = -1
-            pool = self._pool
-            # PERF: the tries are built straight into C arrays; static children are found
-            # through one hash table keyed by (parent node, segment bytes).
-            k = 0
-            for p in range(n_patterns):
-                r = pats[p * _PAT_STRIDE + _PAT_ROUTE]
-                seg_first = pats[p * _PAT_STRIDE + _PAT_SEG_FIRST]
-                seg_end = seg_first + pats[p * _PAT_STRIDE + _PAT_SEG_COUNT]
-                for li in range(levels_of[r], levels_of[r + 1]):
-                    level = levels_of[li]
-                    node = level_root[level]
-                    if node < 0:
-                        node = level_root[level] = <int32_t>n_nodes
-                        _router_node_init(&nodes[n_nodes])
-                        n_nodes += 1
-                    kind_end = 0
-                    for si in range(seg_first, seg_end):
-                        if segs[si * _SEG_STRIDE + _SEG_KIND] == _ROUTER_SEG_CATCHALL:
-                            kind_end = 1
-                            break
-                        if segs[si * _SEG_STRIDE + _SEG_KIND] == _ROUTER_SEG_PARAM:
-                            if nodes[node].param_child < 0:
-                                nodes[node].param_child = <int32_t>n_nodes
-                                _router_node_init(&nodes[n_nodes])
-                                n_nodes += 1
-                            node = nodes[node].param_child
-                            continue
-                        length = segs[si * _SEG_STRIDE + _SEG_LENGTH]
-                        run_first = segs[si * _SEG_STRIDE + _SEG_OFFSET]
-                        h = _router_fnv1a(pool + run_first, length)
-                        j = (h ^ (<uint32_t>node * 2654435761u)) & table_mask
-                        while True:
-                            i = edge_table[j]
-                            if i < 0:
-                                child = <int32_t>n_nodes
-                                _router_node_init(&nodes[n_nodes])
-                                n_nodes += 1
-                                edge = &build_edges[n_edges]
-                                edge.hash = h
-                                edge.length = length
-                                edge.offset = run_first
-                                edge.child = child
-                                edge_parent[n_edges] = node
-                                edge_table[j] = <int32_t>n_edges
-                                nodes[node].edge_count += 1
-                                n_edges += 1
-                                break
-                            edge = &build_edges[i]
-                            if (edge_parent[i] == node and edge.hash == h
-                                    and edge.length == length
-                                    and memcmp(pool + edge.offset, pool + run_first,
-                                               length) == 0):
-                                child = edge.child
-                                break
-                            j = (j + 1) & table_mask
-                        node = child
-                    bc = &build_cands[k]
-                    bc.node = node
-                    bc.kind = kind_end
-                    bc.unconditional = 1 - rts[r * _RT_STRIDE + _RT_COND]
-                    bc.route_id = rts[r * _RT_STRIDE + _RT_ID]
-                    bc.pattern_id = <int32_t>p
-                    bc.order = <int32_t>k
-                    bc.methods = <uint32_t>rts[r * _RT_STRIDE + _RT_MASK]
-                    k += 1
-            # Static children of a node are contiguous in t.edges.
-            i = 0
-            for node in range(n_nodes):
-                nodes[node].edge_first = <int32_t>i
-                i += nodes[node].edge_count
-                nodes[node].edge_count = 0
-            for i in range(n_edges):
-                node = edge_parent[i]
-                t.edges[nodes[node].edge_first + nodes[node].edge_count] = build_edges[i]
-                nodes[node].edge_count += 1
-            n_slots = 0
-            for node in range(n_nodes):
-                if nodes[node].edge_count > _ROUTER_LINEAR_EDGES:
-                    size = 1
-                    while size < 2 * <uint32_t>nodes[node].edge_count:
-                        size *= 2
-                    nodes[node].slot_first = <int32_t>n_slots
-                    nodes[node].slot_mask = size - 1
-                    n_slots += size
-            t.slots = <int32_t*>malloc(max(1, n_slots) * sizeof(int32_t))
-            if t.slots == NULL:
-                raise MemoryError()
-            for i in range(n_slots):
-                t.slots[i] = -1
-            for node in range(n_nodes):
-                if nodes[node].slot_first >= 0:
-                    for i in range(nodes[node].edge_first,
-                                   nodes[node].edge_first + nodes[node].edge_count):
-                        j = t.edges[i].hash & nodes[node].slot_mask
-                        while t.slots[nodes[node].slot_first + j] >= 0:
-                            j = (j + 1) & nodes[node].slot_mask
-                        t.slots[nodes[node].slot_first + j] = <int32_t>i
-            # Candidates: sorted into one run per (node, kind), in precedence order.
-            qsort(build_cands, n_pairs, sizeof(_RouterBuildCand), _router_build_cand_cmp)
-            data = bytearray(self._pool)
-            cond_runs = self._compile_conditions(data)
-            for i in range(n_pairs):
-                _router_vec_push(&self._pairs, 0)
-                _router_vec_push(&self._pairs, 0)
-                _router_vec_push(&self._pairs, 0)
-            i = 0
-            while i < n_pairs:
-                node = build_cands[i].node
-                kind_end = build_cands[i].kind
-                run_first = <int32_t>i
-                while i < n_pairs and build_cands[i].node == node and (
-                        build_cands[i].kind == kind_end):
-                    bc = &build_cands[i]
-                    t.cands[i].route_id = bc.route_id
-                    t.cands[i].pattern_id = bc.pattern_id
-                    t.cands[i].methods = bc.methods
-                    t.cands[i].cond_first = 0
-                    t.cands[i].cond_count = 0
-                    if not bc.unconditional:
-                        r = pats[bc.pattern_id * _PAT_STRIDE + _PAT_ROUTE]
-                        t.cands[i].cond_first, t.cands[i].cond_count = cond_runs[r]
-                    self._pairs.data[bc.order * _PAIR_STRIDE + _PAIR_CAND] = <int32_t>i
-                    i += 1
-                if kind_end:
-                    nodes[node].catchall_first = run_first
-                    nodes[node].catchall_count = <int32_t>i - run_first
-                else:
-                    nodes[node].cand_first = run_first
-                    nodes[node].cand_count = <int32_t>i - run_first
-                for k in range(run_first, i):
-                    self._pairs.data[build_cands[k].order * _PAIR_STRIDE + _PAIR_RUN_FIRST] = (
-                        run_first)
-                    self._pairs.data[build_cands[k].order * _PAIR_STRIDE + _PAIR_RUN_COUNT] = (
-                        <int32_t>i - run_first)
-            roots = {level_keys[i]: level_root[i] for i in range(n_levels)}
-        finally:
-            free(level_root)
-            free(edge_parent)
-            free(edge_table)
-            free(build_edges)
-            free(build_cands)
-        self._compile_hosts(data, roots)
-        self._compiled = True
-
-    cdef dict _compile_conditions(self, bytearray data):
-        # One run per conditional route; names and values go to the byte pool.
-        cdef _RouterCondition* cond
-        cdef Py_ssize_t i = 0, n = 0
-        cond_runs = {}
-        for conditions in self._conditions.values():
-            n += len(conditions)
-        self._t.conds = <_RouterCondition*>malloc(max(1, n) * sizeof(_RouterCondition))
-        if self._t.conds == NULL:
-            raise MemoryError()
-        for route_index, conditions in self._conditions.items():
-            cond_runs[route_index] = (i, len(conditions))
-            for kind, name, value in conditions:
-                cond = &self._t.conds[i]
-                cond.kind = kind
-                cond.name_offset = len(data)
-                cond.name_length = len(name)
-                data += name
-                cond.value_offset = len(data)
-                cond.value_length = -1
-                if value is not None:
-                    cond.value_length = len(value)
-                    data += value
-                i += 1
-        return cond_runs
-
-    cdef _compile_hosts(self, bytearray data, dict roots):
-        # The host hash table, the roots of every (tier, host level) and the byte pool.
-        cdef _RouterTables* t = &self._t
-        cdef Py_ssize_t i, n_tiers, n_hosts
-        cdef uint32_t size = 1
-        cdef uint32_t j
-        self._tiers = sorted({key[0] for key in roots}, reverse=True)
-        self._host_keys = sorted({key[1] for key in roots if key[1] is not None})
-        self._host_index = {key: i for i, key in enumerate(self._host_keys)}
-        n_tiers = len(self._tiers)
-        n_hosts = len(self._host_keys)
-        host_offsets = []
-        for key in self._host_keys:
-            host_offsets.append(len(data))
-            data += key
-        t.bytes = <char*>malloc(max(1, len(data)))
-        t.hosts = <_RouterHost*>malloc(max(1, n_hosts) * sizeof(_RouterHost))
-        while size < 2 * n_hosts + 2:
-            size *= 2
-        t.host_slots = <int32_t*>malloc(size * sizeof(int32_t))
-        t.host_roots = <int32_t*>malloc(max(1, n_hosts * n_tiers) * sizeof(int32_t))
-        t.any_roots = <int32_t*>malloc(max(1, n_tiers) * sizeof(int32_t))
-        if (t.bytes == NULL or t.hosts == NULL or t.host_slots == NULL
-                or t.host_roots == NULL or t.any_roots == NULL):
-            raise MemoryError()
-        if len(data):
-            memcpy(t.bytes, <char*>data, len(data))
-        t.host_slot_mask = size - 1
-        for j in range(size):
-            t.host_slots[j] = -1
-        for i, key in enumerate(self._host_keys):
-            t.hosts[i].hash = _router_fnv1a_reversed(key, len(key))
-            t.host_lengths |= (<uint64_t>1) << (len(key) & 63)
-            t.hosts[i].length = len(key)
-            t.hosts[i].offset = host_offsets[i]
-            j = t.hosts[i].hash & t.host_slot_mask
-            while t.host_slots[j] >= 0:
-                j = (j + 1) & t.host_slot_mask
-            t.host_slots[j] = i
-        for tier, priority in enumerate(self._tiers):
-            t.any_roots[tier] = roots.get((priority, None), -1)
-            for i, key in enumerate(self._host_keys):
-                t.host_roots[i * n_tiers + tier] = roots.get((priority, key), -1)
-        # Set last: until here match() sees no tiers and answers 404.
-        t.n_hosts = n_hosts
-        t.n_wildcards = sum(1 for key in self._host_keys if key.startswith(b"."))
-        t.n_tiers = n_tiers
+        _router_compile(self)
 
     cdef int match(self, const char* host, Py_ssize_t host_len, const char* path,
                    Py_ssize_t path_len, int method_id, RouteMatch* out) noexcept:
@@ -1193,22 +820,6 @@ cdef class Router:
         if not 0 <= pattern_id < len(self._pat_text):
             raise IndexError(f"unknown pattern id {pattern_id}")
 
-    cdef tuple _segments(self, int pattern_id):
-        """((kind, literal bytes), ...) of a pattern, as _parse_route_pattern splits it."""
-        cdef int32_t* pat = self._pats.data + pattern_id * _PAT_STRIDE
-        cdef int32_t* seg
-        cdef Py_ssize_t i
-        segments = []
-        for i in range(pat[_PAT_SEG_FIRST], pat[_PAT_SEG_FIRST] + pat[_PAT_SEG_COUNT]):
-            seg = self._segs.data + i * _SEG_STRIDE
-            segments.append((seg[_SEG_KIND], bytes(
-                self._pool[seg[_SEG_OFFSET]:seg[_SEG_OFFSET] + seg[_SEG_LENGTH]])))
-        return tuple(segments)
-
-    cdef int _route_id_of(self, int pattern_id):
-        return self._rts.data[self._pats.data[pattern_id * _PAT_STRIDE + _PAT_ROUTE]
-                              * _RT_STRIDE + _RT_ID]
-
     def _check_compiled(self):
         if not self._compiled:
             raise RuntimeError("Router.compile() has not been called")
@@ -1223,208 +834,37 @@ cdef class Router:
         self._t.request = NULL
         return result
 
+    # Python's view for plan.py, `fastgw routes` and the tests (router_explain.pxi).
+
     def lookup(self, str method, str host, str path, headers=None, query=None):
         """("found", route_id, pattern_id, {name: value}) | ("not_found",)
         | ("method_not_allowed", [method, ...])
 
         `headers` ([(name, value)]) and `query` (raw, without "?") feed route conditions."""
-        cdef RouteMatch m
-        cdef int result, i
-        cdef RequestFields fields
-        cdef Py_ssize_t name_off[16]
-        cdef Py_ssize_t name_len[16]
-        cdef Py_ssize_t value_off[16]
-        cdef Py_ssize_t value_len[16]
-        headers = list(headers or ())
-        if len(headers) > 16:
-            raise ValueError("lookup() takes at most 16 headers")
-        self._check_compiled()
-        host_bytes = _router_host_bytes(host)
-        path_bytes = path.encode("utf-8")
-        head = b""
-        for i, (name, value) in enumerate(headers):
-            name_b, value_b = name.encode("latin-1"), value.encode("latin-1")
-            name_off[i] = len(head)
-            name_len[i] = len(name_b)
-            value_off[i] = len(head) + len(name_b)
-            value_len[i] = len(value_b)
-            head += name_b + value_b
-        query_bytes = query.encode("latin-1") if query is not None else None
-        fields.head = head
-        fields.n_headers = len(headers)
-        fields.name_off = name_off
-        fields.name_len = name_len
-        fields.value_off = value_off
-        fields.value_len = value_len
-        fields.query = NULL if query_bytes is None else <const char*>query_bytes
-        fields.query_len = 0 if query_bytes is None else len(query_bytes)
-        result = self.match_fields(host_bytes, len(host_bytes), path_bytes, len(path_bytes),
-                                   self._method_id(method), &fields, &m)
-        if result == MATCH_FOUND:
-            names = self._pat_names[m.pattern_id]
-            params = {
-                names[i]: path_bytes[m.param_off[i]:m.param_off[i] + m.param_len[i]].decode(
-                    "utf-8", "surrogateescape")
-                for i in range(m.n_params)
-            }
-            return ("found", m.route_id, m.pattern_id, params)
-        if result == MATCH_METHOD_NOT_ALLOWED:
-            return ("method_not_allowed", self.method_names(m.allowed_methods))
-        return ("not_found",)
+        return _router_lookup(self, method, host, path, headers, query)
 
     def describe(self):
         """One dict per pattern, in pattern id order (for `fastgw routes`)."""
-        cdef Py_ssize_t pattern_id
-        cdef int32_t r
-        rows = []
-        for pattern_id in range(len(self._pat_text)):
-            r = self._pats.data[pattern_id * _PAT_STRIDE + _PAT_ROUTE]
-            method_names = self._route_methods[r]
-            rows.append({
-                "route_id": self._rts.data[r * _RT_STRIDE + _RT_ID],
-                "pattern_id": pattern_id,
-                "hosts": list(self._route_hosts[r][1]),
-                "pattern": self._pat_text[pattern_id],
-                "methods": None if method_names is None else list(method_names),
-                "priority": self._rts.data[r * _RT_STRIDE + _RT_PRIORITY],
-            })
-        return rows
+        return _router_describe(self)
 
     def _levels(self, bytes host):
         """(tier index, priority, host key or None, root) in match() search order."""
-        cdef _RouterTables* t = &self._t
-        keys = []
-        if host and not host.startswith(b"."):
-            keys.append(host)
-        keys.extend(host[i:] for i in range(1, len(host)) if host[i] == 0x2E)
-        index = {key: i for i, key in enumerate(self._host_keys)}
-        levels = []
-        for tier, priority in enumerate(self._tiers):
-            for key in keys:
-                if key in index and t.host_roots[index[key] * t.n_tiers + tier] >= 0:
-                    levels.append((priority, key, t.host_roots[index[key] * t.n_tiers + tier]))
-            if t.any_roots[tier] >= 0:
-                levels.append((priority, None, t.any_roots[tier]))
-        return levels
+        return _router_levels(self, host)
 
     def _path_matches(self, int32_t root, bytes path):
         """Every candidate matching `path` under `root`, in the order match() visits them."""
-        cdef _RouterTables* t = &self._t
-        results = []
-
-        def visit(int32_t index, Py_ssize_t pos, list captures):
-            cdef _RouterNode* node = &t.nodes[index]
-            cdef int32_t child
-            end = len(path)
-            if pos == end:
-                for i in range(node.cand_first, node.cand_first + node.cand_count):
-                    results.append((i, captures))
-                for i in range(node.catchall_first, node.catchall_first + node.catchall_count):
-                    results.append((i, captures + [b""]))
-                return
-            start = pos + 1
-            stop = path.find(b"/", start)
-            if stop < 0:
-                stop = end
-            if node.edge_count:
-                segment = path[start:stop]
-                child = _router_child(t, node, segment, len(segment))
-                if child >= 0:
-                    visit(child, stop, captures)
-            if node.param_child >= 0 and stop > start:
-                visit(node.param_child, stop, captures + [path[start:stop]])
-            for i in range(node.catchall_first, node.catchall_first + node.catchall_count):
-                results.append((i, captures + [path[start:]]))
-
-        if path.startswith(b"/"):
-            visit(root, 0, [])
-        return [(t.cands[i].route_id, t.cands[i].pattern_id, t.cands[i].methods, captures)
-                for i, captures in results]
+        return _router_path_matches(self, root, path)
 
     def _why(self, winner, other, names):
         """Why pattern `winner` ranks before pattern `other` in one trie walk."""
-        a = self._segments(winner)
-        b = self._segments(other)
-        for i in range(max(len(a), len(b))):
-            if i >= len(a) or i >= len(b):
-                return f"it ends at segment {i}, before {{*rest}} would take the empty rest"
-            if a[i][0] != b[i][0]:
-                kinds = ("a literal segment", "{param}", "{*rest}")
-                return (f"{kinds[a[i][0]]} beats {kinds[b[i][0]]} at segment {i + 1}")
-        route_a = self._route_id_of(winner)
-        route_b = self._route_id_of(other)
-        if route_a != route_b:
-            return (f"the same shape; {names(route_a)} comes before {names(route_b)} in the"
-                    " config")
-        return "the same route; its earlier path"
+        return _router_why(self, winner, other, names)
 
     def explain(self, str method, str host, str path, route_names=None):
         """Human-readable trace of the decision for `fastgw routes --explain`.
 
         `route_names` maps a route id to the route's name (the config's), which the lines
         then use instead of route ids."""
-        self._check_compiled()
-        host_bytes = _router_host_bytes(host)
-        path_bytes = path.encode("utf-8")
-        method_id = self._method_id(method)
-        bit = 1 << method_id
-
-        def name(route_id):
-            if route_names is None:
-                return f"route {route_id}"
-            return f"route {route_names[route_id]!r}"
-
-        lines = [f"request: {method} host={host.lower() or '(none)'} path={path}"]
-        levels = self._levels(host_bytes)
-        if not levels:
-            lines.append("no route serves this host")
-        winner = None
-        first_path_level = None
-        for priority, key, root in levels:
-            label = f"priority {priority}, {_router_host_label(key)}"
-            matches = self._path_matches(root, path_bytes)
-            if not matches:
-                lines.append(f"[{label}] no path pattern matches")
-                continue
-            lines.append(f"[{label}] {len(matches)} path pattern(s) match,"
-                         " in precedence order:")
-            if first_path_level is None:
-                first_path_level = (label, matches)
-            for rank, (route_id, pattern_id, mask, _captures) in enumerate(matches):
-                allowed = "any method" if mask == _ROUTER_ANY_METHOD else ",".join(
-                    self.method_names(mask))
-                verdict = "method ok" if mask & bit else f"{method} not allowed"
-                lines.append(f"  {rank + 1}. {name(route_id)} "
-                             f"{self._pat_text[pattern_id]!r} ({allowed}): {verdict}")
-            for rank, (route_id, pattern_id, mask, _captures) in enumerate(matches):
-                if mask & bit:
-                    winner = (label, route_id, pattern_id, matches, rank)
-                    break
-            if winner is not None:
-                break
-        if winner is not None:
-            label, route_id, pattern_id, matches, rank = winner
-            lines.append(f"winner: {name(route_id)} {self._pat_text[pattern_id]!r}"
-                         f" [{label}]")
-            if rank > 0:
-                lines.append(f"  the path patterns before it do not allow {method}")
-            if rank + 1 < len(matches):
-                other = matches[rank + 1]
-                lines.append(f"  over {name(other[0])} {self._pat_text[other[1]]!r}: "
-                             + self._why(pattern_id, other[1], name))
-            if len(self._tiers) > 1:
-                lines.append("  (higher priorities are searched first; within one:"
-                             " the exact host, then wildcards, then routes for any host)")
-        elif first_path_level is not None:
-            label, matches = first_path_level
-            mask = 0
-            for _route_id, _pattern_id, m, _captures in matches:
-                mask |= m
-            lines.append(f"result: 405 method not allowed; Allow from [{label}]: "
-                         + ", ".join(self.method_names(mask)))
-        else:
-            lines.append("result: 404 no route matches")
-        return lines
+        return _router_explain(self, method, host, path, route_names)
 
     def shadowed(self):
         """[(route_id, by_route_id)] for routes that can never be selected (after compile()).
@@ -1443,90 +883,4 @@ cdef class Router:
         candidate run on its trie node, and higher-priority ones are found by walking the
         higher tiers' tries along A's pattern.
         """
-        cdef Py_ssize_t n_routes = self._rts.n // _RT_STRIDE
-        cdef Py_ssize_t n_patterns = self._pats.n // _PAT_STRIDE
-        cdef Py_ssize_t p, r, li, pair
-        cdef int32_t by, shadower
-        cdef int32_t* pair_first
-        cdef bint shadowed
-        self._check_compiled()
-        # Pattern ids of each route, and the first pair of each pattern.
-        route_patterns = [[] for _ in range(n_routes)]
-        starts = [0] * (n_patterns + 1)
-        pair = 0
-        for p in range(n_patterns):
-            r = self._pats.data[p * _PAT_STRIDE + _PAT_ROUTE]
-            route_patterns[r].append(p)
-            starts[p] = pair
-            pair += self._route_levels.data[r + 1] - self._route_levels.data[r]
-        result = []
-        for route_id, r in sorted(self._route_index.items()):
-            shadower = -1
-            shadowed = True
-            for p in route_patterns[r]:
-                pair = starts[p]
-                for li in range(self._route_levels.data[r], self._route_levels.data[r + 1]):
-                    by = self._shadower(r, p, pair, self._route_levels.data[li])
-                    pair += 1
-                    if by < 0:
-                        shadowed = False
-                        break
-                    if shadower < 0:
-                        shadower = by
-                if not shadowed:
-                    break
-            if shadowed and shadower >= 0:
-                result.append((route_id, self._rts.data[shadower * _RT_STRIDE + _RT_ID]))
-        return result
-
-    cdef int32_t _shadower(self, Py_ssize_t r, Py_ssize_t p, Py_ssize_t pair,
-                           int32_t level) except -2:
-        # The route index of the route that always wins over pattern p of route r on one
-        # host level, or -1.
-        cdef _RouterTables* t = &self._t
-        cdef int32_t* rt = self._rts.data + r * _RT_STRIDE
-        cdef int32_t* pr = self._pairs.data + pair * _PAIR_STRIDE
-        cdef int32_t* pat = self._pats.data + p * _PAT_STRIDE
-        cdef uint32_t mask = <uint32_t>rt[_RT_MASK]
-        cdef int32_t i, best = -1, root
-        cdef _RouterCandidate* cand
-        cdef _RouterCover cover
-        cdef Py_ssize_t tier, host
-        if not rt[_RT_COND]:  # conditions decide at request time (conditional routes go first)
-            for i in range(pr[_PAIR_RUN_FIRST], pr[_PAIR_RUN_FIRST] + pr[_PAIR_RUN_COUNT]):
-                cand = &t.cands[i]
-                if (cand.cond_count == 0 and cand.route_id < rt[_RT_ID]
-                        and mask & cand.methods == mask
-                        and (best < 0 or cand.pattern_id < best)):
-                    best = cand.pattern_id
-            if best >= 0:
-                return self._pats.data[best * _PAT_STRIDE + _PAT_ROUTE]
-        if not self._tiers or self._tiers[0] <= rt[_RT_PRIORITY]:
-            return -1
-        cover.t = t
-        cover.pats = self._pats.data
-        cover.segs = self._segs.data
-        cover.mask = mask
-        cover.best = -1
-        key = self._level_keys[level][1]
-        covering = []  # host indexes of the keys whose hosts include every host of `key`
-        if key is not None:
-            if key in self._host_index:
-                covering.append(self._host_index[key])
-            for i in range(1, len(key)):
-                if key[i] == 0x2E and key[i:] in self._host_index:
-                    covering.append(self._host_index[key[i:]])
-        for tier in range(t.n_tiers):
-            if self._tiers[tier] <= rt[_RT_PRIORITY]:
-                break
-            for host in covering:
-                root = t.host_roots[host * t.n_tiers + tier]
-                if root >= 0:
-                    _router_cover_walk(&cover, root, pat[_PAT_SEG_FIRST],
-                                       pat[_PAT_SEG_FIRST] + pat[_PAT_SEG_COUNT])
-            if t.any_roots[tier] >= 0:
-                _router_cover_walk(&cover, t.any_roots[tier], pat[_PAT_SEG_FIRST],
-                                   pat[_PAT_SEG_FIRST] + pat[_PAT_SEG_COUNT])
-            if cover.best >= 0:
-                return cover.best
-        return -1
+        return _router_shadowed(self)
