@@ -113,7 +113,8 @@ cdef class Engine:
                 states["active"] += 1
             elif conn.state == CS_TUNNEL:
                 states["tunnel"] += 1
-            elif conn.state == CS_HEAD or conn.state == CS_PROXY or conn.parser.in_message:
+            elif (conn.state == CS_HEAD or conn.state == CS_PROXY
+                  or (conn.parser is not None and conn.parser.in_message)):
                 states["reading"] += 1
             else:
                 states["idle"] += 1

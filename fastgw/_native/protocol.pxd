@@ -19,7 +19,7 @@ cdef class ClientProtocol:
     cdef Engine engine
     cdef CorePlan plan             # the plan of the current exchange (read at its head)
     cdef object transport
-    cdef RequestParser parser
+    cdef RequestParser parser      # made with the exchange, when the first request begins
     cdef Exchange ex               # None until the first request begins; then reused
     cdef bytes buf                 # client bytes not yet consumed by the parser
     cdef Py_ssize_t buf_off

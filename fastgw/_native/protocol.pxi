@@ -26,9 +26,6 @@ cdef class ClientProtocol:
     def __init__(self, Engine engine):
         self.engine = engine
         self.plan = engine.plan
-        self.parser = RequestParser(self.plan.max_header_bytes, self.plan.max_headers,
-                                    self.plan.max_target_bytes, self.plan.max_body_bytes)
-        self.parser.underscores = self.plan.underscores
         self.out = []
 
     # --- asyncio protocol ---------------------------------------------------------------
@@ -143,7 +140,12 @@ cdef class ClientProtocol:
         cdef int ev
         cdef RequestParser parser = self.parser
         if ex is None:
-            # The first bytes of the first request: only now does the connection need one.
+            # The first bytes of the first request: only now does the connection need a
+            # parser and an exchange (an idle connection costs neither).
+            parser = self.parser = RequestParser(
+                self.plan.max_header_bytes, self.plan.max_headers, self.plan.max_target_bytes,
+                self.plan.max_body_bytes)
+            parser.underscores = self.plan.underscores
             ex = self.ex = _new_exchange(self.plan)
         while self.buf is not None and not self.closed:
             n = PyBytes_GET_SIZE(self.buf) - self.buf_off
@@ -389,7 +391,7 @@ cdef class ClientProtocol:
         if self.closed:
             return 0
         if self.state == CS_IDLE:
-            if self.parser.in_message:
+            if self.parser is not None and self.parser.in_message:
                 request_error(self, ex, E_CLIENT_HEADER_TIMEOUT)
             else:
                 self.close_transport()
