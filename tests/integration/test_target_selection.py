@@ -176,11 +176,16 @@ def in_background(call: Callable[[], Any]) -> Any:
     return future
 
 
-def test_in_flight_is_one_during_a_slow_response_and_zero_after(stack) -> None:
-    target = targets(stack, "normal")[0]
-    response = in_background(lambda: stack.get("/normal/x"))
+@pytest.mark.parametrize(
+    ("upstream", "path", "status"),
+    [("normal", "/normal/x", 200), ("timeout", "/timeout", 504)],
+    ids=["slow-response", "upstream-timeout"],
+)
+def test_in_flight_is_one_during_the_exchange_and_zero_after(stack, upstream, path, status):
+    target = targets(stack, upstream)[0]
+    response = in_background(lambda: stack.get(path))
     until(lambda: target.in_flight == 1, "the exchange holds its target")
-    assert response.result(5).status == 200
+    assert response.result(5).status == status
     assert target.in_flight == 0
 
 
@@ -207,14 +212,6 @@ def test_in_flight_after_connect_refused(stack) -> None:
     response = stack.get("/refused")
     assert (response.status, response.error()["code"]) == (502, "upstream_connect_failed")
     assert target.failures == failures + 1  # the exchange was given it, and tried it
-    assert target.in_flight == 0
-
-
-def test_in_flight_after_an_upstream_timeout(stack) -> None:
-    target = targets(stack, "timeout")[0]
-    response = in_background(lambda: stack.get("/timeout"))
-    until(lambda: target.in_flight == 1, "the exchange holds its target")
-    assert response.result(5).status == 504
     assert target.in_flight == 0
 
 
