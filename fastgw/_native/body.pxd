@@ -4,7 +4,8 @@
 cdef class BodyStage:
     pass
 
-    # <- this fragment, forward: the filter for this response's body, or None to leave it alone
+    # <- this fragment (body_start, from relay_write_head): the filter for this response's body, or
+    #    None to leave it alone
     cdef BodyFilter start(self, ClientProtocol conn, Exchange ex, ResponseParser rp)
 
 
@@ -16,7 +17,7 @@ cdef class BodyFilter:
 
     # <- this fragment: `n` body bytes at `p`, valid during this call only
     cdef int data(self, ClientProtocol conn, Exchange ex, const char* p, Py_ssize_t n) except -1
-    # <- this fragment, exchange: the body is over (see the top of body.pxi)
+    # <- this fragment (body_finish): the body is over (see the top of body.pxi)
     cdef int end(self, ClientProtocol conn, Exchange ex, bint complete) except -1
     # <- this fragment: pass bytes on (only from data() or end()): to the next filter, or to the
     #    client

@@ -64,7 +64,7 @@ cdef class Exchange:
     cdef inline void begin_headless(self) noexcept
     # <- this fragment
     cdef inline void begin_record(self, int64_t bytes_in) noexcept
-    # <- forward, protocol: the exchange is over: let go of what it referenced (the record was
+    # <- protocol (end_exchange): the exchange is over: let go of what it referenced (the record was
     #    written)
     cdef inline void clear(self) noexcept
 

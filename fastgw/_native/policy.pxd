@@ -40,7 +40,7 @@ cdef class HeaderOps:
     cdef tuple emits               # ((op, name, template), ...) every set/add, in order
     cdef list keep                 # the bytes the C pointers point into
 
-    # <- forward, ratelimit, router
+    # <- forward (forward_put_fields): the operation for a received field name, or NULL
     cdef inline _FieldOp* find(self, const char* name, Py_ssize_t n) noexcept
 
 
@@ -74,7 +74,7 @@ cdef list _field_list(Http1Parser parser, bint forwarded_only)
 cdef class HeaderChanges:
     cdef list changes                # [(op, lowercase name bytes, name bytes, value bytes)]
 
-    # <- this fragment, observe, record
+    # <- this fragment (PolicyRequest and ResponseView's set/add/remove_header): note a change
     cdef void record(self, int op, str name, str value) except *
     # <- forward: true when a set or remove by a hook replaces fields of this name
     cdef bint hides(self, const char* name, Py_ssize_t n)
@@ -119,7 +119,7 @@ cdef class ResponseView:
     cdef Headers _headers
     cdef HeaderChanges changes       # made on the first change
 
-    # <- this fragment, observe, record
+    # <- this fragment (set/add/remove_header): the response's changes, made on the first one
     cdef HeaderChanges record(self)
 
 

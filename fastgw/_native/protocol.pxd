@@ -55,7 +55,8 @@ cdef class ClientProtocol:
     cdef inline void count_sent(self, Py_ssize_t n) noexcept
     # <- this fragment, record
     cdef Py_ssize_t pending_out(self) except -1
-    # <- this fragment, chain, engine, forward, observe, relay, request, upstream
+    # <- this fragment, request, chain, forward, relay, upstream: hand the pending writes to the
+    #    transport in one call
     cdef void flush(self) noexcept
     # <- this fragment, body, chain, engine, forward, relay, request, upstream: a bug in the
     #    gateway: report it, fail this one connection, never the process

@@ -16,7 +16,7 @@ cdef class UpstreamTarget:
     cdef readonly bytes label            # "host:port" for logs and metrics
     cdef bytes log_field                 # ',"target":"host:port"' for the access log
 
-    # <- ?
+    # <- forward (forward_attach): an idle pooled connection that is still open, or None
     cdef UpstreamConnection acquire(self)
     # <- this fragment, forward
     cdef void release(self, UpstreamConnection conn) noexcept
@@ -78,9 +78,9 @@ cdef class UpstreamConnection:
     cdef bint lost_while_held
     cdef double idle_since
 
-    # <- body, forward
+    # <- forward (forward_bind): the connection serves this client exchange now
     cdef void start(self, ClientProtocol client, int method_id) noexcept
-    # <- this fragment, policy, protocol
+    # <- this fragment (the pool, an unusable connection), protocol (a tunnel timed out)
     cdef void close(self) noexcept
     # <- this fragment, forward, protocol, request
     cdef void abort(self) noexcept
