@@ -966,6 +966,23 @@ class ConcurrencyLimitStep(CoreStep):
     def limiter(self) -> ConcurrencyLimiter: ...
 
 @final
+class IpRestrictionStep(CoreStep):
+    """An ip_restriction entry: the client address against CIDR tables; deny wins, a
+    non-empty allow refuses the rest (403 ip_forbidden)."""
+
+    def __init__(
+        self, allow: Iterable[tuple[bytes, int]], deny: Iterable[tuple[bytes, int]]
+    ) -> None:
+        """(packed network, prefix length) pairs: 4 bytes for IPv4, 16 for IPv6, host bits
+        zero."""
+    @property
+    def allow(self) -> tuple[tuple[bytes, int], ...]: ...
+    @property
+    def deny(self) -> tuple[tuple[bytes, int], ...]: ...
+    def allows(self, address: bytes) -> bool:
+        """Whether the rules let `address` (text, as the core derives it) pass."""
+
+@final
 class ResponseHook:
     """A Python policy's on_response, and whether it is `async def`."""
 

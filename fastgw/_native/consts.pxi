@@ -125,4 +125,5 @@ ERROR_TABLE = {
     E_CONCURRENCY_LIMITED_429: (429, "concurrency_limited", "too many requests in flight"),
     E_UNDERSCORE_IN_HEADER_NAME: (400, "underscore_in_header_name",
                                   "header field names with '_' are refused here"),
+    E_IP_FORBIDDEN: (403, "ip_forbidden", "the client address is not allowed here"),
 }

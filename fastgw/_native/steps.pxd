@@ -61,6 +61,29 @@ cdef class ConcurrencyLimitStep(CoreStep):
     cdef readonly ConcurrencyLimiter limiter
 
 
+cdef struct IpRule4:
+    uint32_t net                # the network, host order, host bits zero
+    uint32_t mask
+
+
+cdef struct IpRule6:
+    uint64_t net_hi             # the network's first and last 8 bytes, host order
+    uint64_t net_lo
+    uint64_t mask_hi
+    uint64_t mask_lo
+
+
+@cython.final
+cdef class IpRestrictionStep(CoreStep):
+    cdef readonly tuple allow            # (packed network, prefix length), as given
+    cdef readonly tuple deny
+    cdef IpRule4* allow4                 # C tables of the same rules, malloc'd at plan time
+    cdef IpRule4* deny4
+    cdef IpRule6* allow6
+    cdef IpRule6* deny6
+    cdef Py_ssize_t n_allow4, n_deny4, n_allow6, n_deny6
+
+
 @cython.final
 cdef class ResponseHook:
     cdef readonly object hook

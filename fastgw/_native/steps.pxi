@@ -278,6 +278,158 @@ cdef class ConcurrencyLimitStep(CoreStep):
         return HOOK_STEP_ANSWERED
 
 
+cdef inline uint64_t _be64(const unsigned char* b) noexcept:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v = (v << 8) | b[i]
+    return v
+
+
+cdef inline uint32_t _be32(const unsigned char* b) noexcept:
+    return ((<uint32_t>b[0]) << 24) | ((<uint32_t>b[1]) << 16) | ((<uint32_t>b[2]) << 8) | b[3]
+
+
+cdef inline uint64_t _mask64(int bits) noexcept:
+    # The first `bits` (0..64) bits set.
+    if bits <= 0:
+        return 0
+    if bits >= 64:
+        return 0xFFFFFFFFFFFFFFFF
+    return ~((<uint64_t>1 << (64 - bits)) - 1)
+
+
+cdef bint _ip_in4(const IpRule4* rules, Py_ssize_t n, uint32_t a) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if (a & rules[i].mask) == rules[i].net:
+            return True
+    return False
+
+
+cdef bint _ip_in6(const IpRule6* rules, Py_ssize_t n, uint64_t hi, uint64_t lo) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if ((hi & rules[i].mask_hi) == rules[i].net_hi
+                and (lo & rules[i].mask_lo) == rules[i].net_lo):
+            return True
+    return False
+
+
+cdef Py_ssize_t _ip_fill4(tuple rules, IpRule4** out) except -1:
+    cdef Py_ssize_t n = 0
+    cdef const unsigned char* b
+    cdef uint32_t mask
+    cdef int bits
+    wanted = [r for r in rules if len(r[0]) == 4]
+    for net, bits in rules:
+        if len(net) not in (4, 16):
+            raise ValueError(f"a network is 4 or 16 packed bytes, got {len(net)}")
+        if not 0 <= bits <= 8 * len(net):
+            raise ValueError(f"prefix length {bits} out of range")
+    out[0] = <IpRule4*>malloc(sizeof(IpRule4) * max(len(wanted), 1))
+    if out[0] is NULL:
+        raise MemoryError()
+    for net, bits in wanted:
+        b = net
+        mask = <uint32_t>(_mask64(bits) >> 32)
+        if _be32(b) & ~mask:
+            raise ValueError(f"host bits set in {net!r}/{bits}")
+        out[0][n].net = _be32(b)
+        out[0][n].mask = mask
+        n += 1
+    return n
+
+
+cdef Py_ssize_t _ip_fill6(tuple rules, IpRule6** out) except -1:
+    cdef Py_ssize_t n = 0
+    cdef const unsigned char* b
+    cdef int bits
+    wanted = [r for r in rules if len(r[0]) == 16]
+    out[0] = <IpRule6*>malloc(sizeof(IpRule6) * max(len(wanted), 1))
+    if out[0] is NULL:
+        raise MemoryError()
+    for net, bits in wanted:
+        b = net
+        out[0][n].mask_hi = _mask64(bits)
+        out[0][n].mask_lo = _mask64(bits - 64)
+        out[0][n].net_hi = _be64(b)
+        out[0][n].net_lo = _be64(b + 8)
+        if ((out[0][n].net_hi & ~out[0][n].mask_hi)
+                or (out[0][n].net_lo & ~out[0][n].mask_lo)):
+            raise ValueError(f"host bits set in {net!r}/{bits}")
+        n += 1
+    return n
+
+
+cdef bint _ip_decide(IpRestrictionStep self, bytes address) noexcept:
+    """Whether `address` (text) passes the step's rules; one that is no address passes only
+    when there is no allow list."""
+    cdef unsigned char a[16]
+    cdef const char* s = address
+    cdef uint32_t v4
+    cdef int i
+    cdef bint is4 = False
+    if memchr(s, 58, len(address)) is NULL:
+        if inet_pton(AF_INET, s, a) != 1:
+            return self.n_allow4 + self.n_allow6 == 0
+        is4 = True
+    else:
+        if inet_pton(AF_INET6, s, a) != 1:
+            return self.n_allow4 + self.n_allow6 == 0
+        # ::ffff:a.b.c.d is the IPv4 client a.b.c.d: IPv4 rules decide.
+        is4 = a[10] == 0xFF and a[11] == 0xFF
+        for i in range(10):
+            if a[i]:
+                is4 = False
+        if is4:
+            memcpy(a, a + 12, 4)
+    if is4:
+        v4 = _be32(a)
+        if _ip_in4(self.deny4, self.n_deny4, v4):
+            return False
+        return (self.n_allow4 + self.n_allow6 == 0
+                or _ip_in4(self.allow4, self.n_allow4, v4))
+    if _ip_in6(self.deny6, self.n_deny6, _be64(a), _be64(a + 8)):
+        return False
+    return (self.n_allow4 + self.n_allow6 == 0
+            or _ip_in6(self.allow6, self.n_allow6, _be64(a), _be64(a + 8)))
+
+
+@cython.final
+cdef class IpRestrictionStep(CoreStep):
+    """ip_restriction: the client address (through trusted_proxies) against CIDR tables
+    compiled at plan time; deny wins over allow; a non-empty allow refuses the rest."""
+
+    def __init__(self, allow, deny):
+        """`allow`, `deny`: (packed network, prefix length) pairs; 4 bytes for IPv4, 16 for
+        IPv6, host bits zero."""
+        self.allow = tuple((bytes(net), int(bits)) for net, bits in allow)
+        self.deny = tuple((bytes(net), int(bits)) for net, bits in deny)
+        if not self.allow and not self.deny:
+            raise ValueError("ip_restriction needs a rule in allow or deny")
+        self.n_allow4 = _ip_fill4(self.allow, &self.allow4)
+        self.n_deny4 = _ip_fill4(self.deny, &self.deny4)
+        self.n_allow6 = _ip_fill6(self.allow, &self.allow6)
+        self.n_deny6 = _ip_fill6(self.deny, &self.deny6)
+
+    def __dealloc__(self):
+        free(self.allow4)
+        free(self.deny4)
+        free(self.allow6)
+        free(self.deny6)
+
+    def allows(self, bytes address not None):
+        """Whether the rules let `address` (text, as the core derives it) pass."""
+        return _ip_decide(self, address)
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        if _ip_decide(self, request_client_ip(conn, ex)):
+            return HOOK_STEP_DONE
+        relay_local_error(conn, ex, E_IP_FORBIDDEN, 0)
+        return HOOK_STEP_ANSWERED
+
+
 @cython.final
 cdef class ResponseHook:
     """A Python policy's on_response, and whether it is `async def` (decided at plan time);
