@@ -60,6 +60,15 @@ SCENARIOS: dict[str, Scenario] = {
     "observe-on": Scenario(
         settings=("metrics: {enabled: true}", 'access_log: {path: "{workdir}/access.log"}')
     ),
+    # ip_restriction: the client (127.0.0.1) passes a deny list of 8 networks and is found
+    # last in an allow list of 8, v4 and v6 mixed.
+    "ip-restriction": Scenario(
+        "[{ip_restriction: {"
+        'deny: ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "10.9.0.0/16", '
+        '"2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:3::/48", "fd00::/8"], '
+        'allow: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", '
+        '"2001:db8::/32", "fc00::/7", "::1", "127.0.0.0/8"]}}]'
+    ),
     # Rate limiting: one hot key (every request comes from the one client IP), then 100,000
     # keys from a request header against plain under the same keyed load; then the Redis
     # modes, one hot key.
@@ -99,6 +108,7 @@ POLICY_TARGET_LABELS = {
     "async-sleep0": "async hook awaiting asyncio.sleep(0): informative, no target",
     "observe-off": "metrics off, no access log: informative (the default minus metrics)",
     "observe-on": "metrics + access log to a file: rps drop vs observe-off <= 5%",
+    "ip-restriction": "ip_restriction, 8 deny and 8 allow networks: informative",
     "ratelimit-hot": "local rate_limit, one hot key: rps drop <= 3%",
     "plain-keys": "no policy, 100,000-key header load: informative (ratelimit-keys' baseline)",
     "ratelimit-keys": "local rate_limit, 100,000 keys: rps drop vs plain-keys <= 3%",

@@ -30,6 +30,7 @@ from fastgw.policy.base import (
     check_header_value,
 )
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
+from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 
 __all__ = [
@@ -449,4 +450,5 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     PathRewrite,
     RateLimit,
     ConcurrencyLimit,
+    IpRestriction,
 )

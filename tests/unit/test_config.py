@@ -853,10 +853,21 @@ def test_examples_validate_against_the_schema(name: str) -> None:
         ({"rate_limit": {"limits": [{"rate": 10}], "fail_opn": True}}, False),
         ({"request_headers": {"set": {"x-a": "b"}}}, True),
         ({"request_headers": {"sett": {"x-a": "b"}}}, False),
+        ({"ip_restriction": {"allow": ["10.0.0.0/8"], "deny": []}}, True),
+        ({"ip_restriction": {"alow": ["10.0.0.0/8"]}}, False),
         ({"examples.custom_policy:TenantGuard": {"allow": ["a"]}}, True),
         ({"no_such_builtin": {}}, False),
     ],
-    ids=["rate-limit", "rate-limit-typo", "headers", "headers-typo", "python-policy", "unknown"],
+    ids=[
+        "rate-limit",
+        "rate-limit-typo",
+        "headers",
+        "headers-typo",
+        "ip-restriction",
+        "ip-restriction-typo",
+        "python-policy",
+        "unknown",
+    ],
 )
 def test_schema_knows_each_builtin_policy(entry: dict[str, Any], valid: bool) -> None:
     data = {

@@ -122,7 +122,7 @@ def test_unknown_name_lists_the_known_ones() -> None:
         PolicyRegistry.default().resolve("key_auth")
     assert caught.value.message == "unknown policy 'key_auth'"
     assert (
-        "concurrency_limit, direct_response, path_rewrite, rate_limit, redirect, "
+        "concurrency_limit, direct_response, ip_restriction, path_rewrite, rate_limit, redirect, "
         "request_headers, response_headers" in (caught.value.expected or "")
     )
 
