@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 from fastgw import _core
 from fastgw.config import Config, parse_target_url
 from fastgw.errors import ConfigError, raise_config_errors
-from fastgw.policy import RouteChain, RouteChains, build_route_chains
+from fastgw.policy import ProvisionedPolicy, RouteChain, RouteChains, build_route_chains
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
+from fastgw.policy.consumers import build_consumers, identity_field_names
 
 logger = logging.getLogger("fastgw")
 
@@ -59,6 +60,8 @@ class Plan:
     pools: dict[str, Any]
     routes: list[RouteInfo] = field(default_factory=list)
     chains: RouteChains | None = None
+    # Valid but probably not meant (a chain order that cannot work): `fastgw check` shows them.
+    warnings: list[ConfigError] = field(default_factory=list)
 
     def close(self) -> None:
         """Release what the policies hold (their close()); errors are logged."""
@@ -149,23 +152,75 @@ def _compile_rewrite(template: str, params: list[str]) -> tuple[bytes | int, ...
     return tuple(parts)
 
 
-def compile_chain(chain: RouteChain, pattern_ids: list[int], router: Any) -> Any:
+def chain_order(
+    chain: RouteChain, warnings: list[ConfigError] | None = None
+) -> list[ProvisionedPolicy]:
+    """The order a chain's policies run in, and what each must know of the others.
+
+    Policies that answer before authentication (`runs_first`: cors, whose preflight
+    carries no credentials) move to the front. Each authentication policy learns whether
+    a later one may still accept the client (`auth_fallthrough`). A policy that decides on
+    the identity (`needs_identity`: acl) with no authentication policy before it can only
+    refuse: a warning for `fastgw check`.
+    """
+    ordered = [p for p in chain.policies if getattr(p.policy, "runs_first", False)]
+    ordered += [p for p in chain.policies if not getattr(p.policy, "runs_first", False)]
+    authenticators = [i for i, p in enumerate(ordered) if getattr(p.policy, "authenticates", False)]
+    for i in authenticators:
+        ordered[i].policy.auth_fallthrough = i != authenticators[-1]
+    if warnings is not None:
+        for i, provisioned in enumerate(ordered):
+            if getattr(provisioned.policy, "needs_identity", False) and not any(
+                a < i for a in authenticators
+            ):
+                warnings.append(
+                    ConfigError(
+                        f"{provisioned.name} on route {chain.route!r} runs before any "
+                        "authentication policy (key_auth, jwt, basic_auth, ...): it refuses "
+                        "every request with 401; put an authentication policy before it",
+                        provisioned.path,
+                    )
+                )
+            elif i in authenticators and any(
+                getattr(p.policy, "needs_identity", False) for p in ordered[:i]
+            ):
+                warnings.append(
+                    ConfigError(
+                        f"{provisioned.name} on route {chain.route!r} runs after an acl that "
+                        "already decided without it; put authentication policies first",
+                        provisioned.path,
+                    )
+                )
+    return ordered
+
+
+def compile_chain(
+    chain: RouteChain,
+    pattern_ids: list[int],
+    router: Any,
+    identity_fields: tuple[bytes, ...] = (),
+    warnings: list[ConfigError] | None = None,
+) -> Any:
     """A provisioned chain -> the core's CoreChain (None for an empty, healthy chain).
 
     Each policy compiles itself for the route's patterns (Policy.compile_core); the chain
-    joins their parts in order. A policy whose compile_core fails is a ConfigError at its
-    chain entry.
+    joins their parts in the order `chain_order` gives. On a route that authenticates, the
+    client's own `identity_fields` (X-Consumer-ID, ...) are removed first. A policy whose
+    compile_core fails is a ConfigError at its chain entry.
     """
     if chain.disabled:
         return _core.CoreChain(True)
     if not chain.policies:
         return None
     context = CompileContext.for_patterns(pattern_ids, router)
+    ordered = chain_order(chain, warnings)
     steps: list[Any] = []
     request_ops: list[HeaderOp] = []
     response_ops: list[HeaderOp] = []
     response_hooks: list[Any] = []
-    for provisioned in chain.policies:
+    if any(getattr(p.policy, "authenticates", False) for p in ordered):
+        request_ops.extend(HeaderOp("remove", name) for name in identity_fields)
+    for provisioned in ordered:
         try:
             parts = provisioned.policy.compile_core(context)
             if not isinstance(parts, CoreParts):
@@ -278,7 +333,12 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
 
     # Policy chains need every route's captures, known once all patterns are added.
     route_params = [router.common_params(ids) for ids in route_patterns]
-    chains = build_route_chains(config, route_params, file)
+    consumers, consumer_errors = build_consumers(config, file)
+    errors.extend(consumer_errors)
+    identity_fields = identity_field_names(consumers.identity)
+    _core.set_identity_scope_header(consumers.identity.scope)
+    warnings: list[ConfigError] = []
+    chains = build_route_chains(config, route_params, file, consumers=consumers)
     if chains.errors:
         if strict:
             errors.extend(chains.errors)
@@ -293,7 +353,7 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
         core_chain = None
         if ids:
             try:
-                core_chain = compile_chain(chains[index], ids, router)
+                core_chain = compile_chain(chains[index], ids, router, identity_fields, warnings)
             except ConfigError as exc:
                 # Like a policy that fails to start: only this route is disabled.
                 exc.file = file
@@ -400,4 +460,14 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
         [ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies],
         pools,
     )
-    return Plan(config=config, core=core, router=router, pools=pools, routes=infos, chains=chains)
+    for warning in warnings:
+        warning.file = file
+    return Plan(
+        config=config,
+        core=core,
+        router=router,
+        pools=pools,
+        routes=infos,
+        chains=chains,
+        warnings=warnings,
+    )

@@ -29,23 +29,28 @@ def check_file(file: str) -> tuple[list[ConfigError], list[ConfigError]]:
         if partial is None:
             return errors, []
         seen = {error.path for error in errors}
-        for error in partial.renumber(_plan_errors(partial.config, file)):
+        plan_errors, _ = _plan_errors(partial.config, file)
+        for error in partial.renumber(plan_errors):
             if error.path not in seen:
                 errors.append(error)
         return errors, partial.renumber(_file_warnings(partial.config, file))
-    return _plan_errors(config, file), _file_warnings(config, file)
+    plan_errors, plan_warnings = _plan_errors(config, file)
+    return plan_errors, _file_warnings(config, file) + plan_warnings
 
 
-def _plan_errors(config: Config, file: str) -> list[ConfigError]:
+def _plan_errors(config: Config, file: str) -> tuple[list[ConfigError], list[ConfigError]]:
+    """The plan-time errors of `config`, and its plan-time warnings (chain order)."""
     from fastgw.plan import build_plan
 
     try:
-        build_plan(config, file=file).close()
+        plan = build_plan(config, file=file)
     except ConfigError as exc:
-        return list(exc.errors)
+        return list(exc.errors), []
     except Exception:  # a part that only a valid config can build: its errors are known
         logger.debug("plan-time checks stopped on a config with errors", exc_info=True)
-    return []
+        return [], []
+    plan.close()
+    return [], plan.warnings
 
 
 def _file_warnings(config: Config, file: str) -> list[ConfigError]:

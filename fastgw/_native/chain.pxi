@@ -260,12 +260,10 @@ cdef bint chain_put_key(ClientProtocol conn, Exchange ex, HeadBuffer kb, int kin
         kb.put(p.path + ex.match.param_off[index], ex.match.param_len[index])
     else:
         # Who the client is, as an authentication policy earlier in the chain said.
-        if ex.preq is None:
-            return False
         if kind == RL_KEY_CONSUMER:
-            value = ex.preq.consumer
+            value = ex.consumer
         else:
-            claims = ex.preq.claims
+            claims = ex.claims
             value = claims.get(arg) if isinstance(claims, dict) else None
         if value is None:
             return False

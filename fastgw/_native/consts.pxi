@@ -126,4 +126,25 @@ ERROR_TABLE = {
     E_UNDERSCORE_IN_HEADER_NAME: (400, "underscore_in_header_name",
                                   "header field names with '_' are refused here"),
     E_IP_FORBIDDEN: (403, "ip_forbidden", "the client address is not allowed here"),
+    E_CREDENTIALS_MISSING: (401, "credentials_missing", "no credentials were presented"),
+    E_CREDENTIALS_INVALID: (401, "credentials_invalid", "the credentials are not valid"),
+    E_TOKEN_EXPIRED: (401, "token_expired", "the token has expired"),
+    E_TOKEN_NOT_YET_VALID: (401, "token_not_yet_valid", "the token is not valid yet"),
+    E_TOKEN_AUDIENCE: (401, "token_audience", "the token is not meant for this audience"),
+    E_TOKEN_ISSUER: (401, "token_issuer", "the token was issued by an issuer not trusted here"),
+    E_FORBIDDEN: (403, "forbidden", "the caller may not access this resource"),
+    E_CORS_ORIGIN_FORBIDDEN: (403, "cors_origin_forbidden", "the origin is not allowed here"),
+    E_VALIDATION_FAILED: (400, "validation_failed", "the request failed validation"),
+    E_UNSUPPORTED_MEDIA_TYPE: (415, "unsupported_media_type",
+                               "the request body's content type is not accepted here"),
+    E_AUTH_UNAVAILABLE: (503, "auth_unavailable",
+                         "the credentials could not be checked now; try again later"),
+}
+
+# The stable codes an authentication policy may fail with (PolicyRequest.auth_failed), by
+# code string; AUTH_FAILURES[code] is the core's E_* value.
+AUTH_FAILURES = {
+    ERROR_TABLE[code][1]: code for code in (
+        E_CREDENTIALS_MISSING, E_CREDENTIALS_INVALID, E_TOKEN_EXPIRED, E_TOKEN_NOT_YET_VALID,
+        E_TOKEN_AUDIENCE, E_TOKEN_ISSUER, E_FORBIDDEN, E_AUTH_UNAVAILABLE)
 }

@@ -57,6 +57,16 @@ cdef class Exchange:
     # once they heard end(): relay_done, forward_error or connection_lost sees to it.
     cdef BodyFilter body_filter
     cdef bint target_held          # counted in target.in_flight until pick_release (record)
+    # Identity (auth steps in steps.pxi; Python auth policies through PolicyRequest)
+    cdef object consumer           # who the client is (a Consumer, or what a hook set), or None
+    cdef object claims             # what it proved (a token's claims, a dict), or None
+    cdef bytes identity_head       # "x-consumer-id: ...\r\n" fields for the upstream, or None
+    cdef bytes up_query            # the query sent upstream instead of the client's, or None
+    cdef int auth_code             # the most telling authentication failure so far (E_*)
+    cdef list auth_challenges      # WWW-Authenticate challenges of the policies that failed
+    cdef object auth_anonymous     # the anonymous consumer of the first failed policy with one
+    cdef str auth_result           # access log: who authenticated, "anonymous", or the failure
+    cdef bint auth_touched         # one of the identity fields was set: clear() resets them
 
     # <- request: a new request whose head is whole: everything of the one before is forgotten
     cdef inline void begin(self, RequestParser p, bint may_keep_alive) noexcept

@@ -73,6 +73,17 @@ cdef class Exchange:
         if self.preq is not None:
             self.preq.conn = None
             self.preq = None
+        if self.auth_touched:
+            # PERF: only routes with an authentication policy pay for this.
+            self.auth_touched = False
+            self.consumer = None
+            self.claims = None
+            self.identity_head = None
+            self.up_query = None
+            self.auth_code = 0
+            self.auth_challenges = None
+            self.auth_anonymous = None
+            self.auth_result = None
 
 
 cdef Exchange _new_exchange(CorePlan plan):

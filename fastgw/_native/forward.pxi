@@ -306,7 +306,12 @@ cdef bytes forward_build_head(ClientProtocol conn, Exchange ex):
     else:
         b.put(p.path, p.path_len)
     ex.up_path_len = b.length - p.method_len - 1
-    if p.has_query:
+    if ex.up_query is not None:
+        # An authentication policy took its credential out of the query (hide_credentials).
+        if PyBytes_GET_SIZE(ex.up_query):
+            b.put_bytes(b"?")
+            b.put_bytes(ex.up_query)
+    elif p.has_query:
         b.put_bytes(b"?")
         b.put(head + p.query_off, p.query_len)
     b.put_bytes(b" HTTP/1.1\r\nhost: ")
@@ -366,6 +371,9 @@ cdef bytes forward_build_head(ClientProtocol conn, Exchange ex):
     b.put_bytes(b"x-request-id: ")
     b.put_bytes(ex.request_id)
     b.put_bytes(b"\r\n")
+    if ex.identity_head is not None:
+        # Who authenticated (X-Consumer-*): the client's own copies were removed above.
+        b.put_bytes(ex.identity_head)
     if ex.trace_len:
         b.put_bytes(b"traceparent: ")
         b.put(ex.trace, ex.trace_len)

@@ -34,8 +34,9 @@ cdef enum:
     AF_UPSTREAM_PATH = 1 << 20
     AF_CONSUMER = 1 << 21
     AF_BYTES_SENT = 1 << 22
+    AF_AUTH = 1 << 23
     AF_DEBUG_GROUP = (AF_CODE | AF_USER_AGENT | AF_REFERER | AF_UPSTREAM_PATH | AF_CONSUMER
-                      | AF_BYTES_SENT)
+                      | AF_BYTES_SENT | AF_AUTH)
     _METHOD_RATELIMIT = 63      # requests-table rows that count rate limit decisions
     RL_ALLOWED = 1              # a request's rate limit outcome (0: no limit on its route)
     RL_LIMITED = 2

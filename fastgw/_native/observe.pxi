@@ -35,7 +35,7 @@ ACCESS_LOG_FIELDS = (
     "time", "request_id", "client_ip", "method", "host", "path", "query", "route",
     "upstream", "target", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
     "trace_id", "rate_limit", "code", "user_agent", "referer", "upstream_path", "consumer",
-    "bytes_sent",
+    "bytes_sent", "auth",
 )
 
 

@@ -21,6 +21,8 @@ cdef enum:
     HOOK_STEP_DONE = 1            # every step ran: go upstream
     HOOK_STEP_ANSWERED = 2        # a step answered (or failed); the exchange is local now
     HOOK_STEP_SUSPENDED = 3       # a step waits (a hook, a delay, a queue), then resumes it
+    AUTH_GO_ON = 1                # auth_failed: the chain goes on
+    AUTH_REFUSE = 2               # auth_failed: answer the failure (auth_refuse)
 
 
 cdef struct _FieldOp:
@@ -94,8 +96,6 @@ cdef class PolicyRequest:
     cdef readonly str route
     cdef bytes request_id_bytes
     cdef str _request_id
-    cdef public object consumer       # who the client is, set by an authentication policy
-    cdef public object claims         # a dict of what it proved (a token's claims), or None
     cdef dict _scratch
     cdef HeaderChanges upstream_changes  # made on the first change (PERF: most hooks make none)
     cdef bytes new_path
@@ -111,6 +111,23 @@ cdef class PolicyRequest:
 
 # <- chain
 cdef PolicyRequest _new_policy_request(ClientProtocol conn)
+
+
+# <- steps, this fragment (PolicyRequest.authenticated): the request is authenticated as
+#    `consumer` (a Consumer: its identity fields go upstream) with `claims`, by `by`
+cdef void auth_succeeded(Exchange ex, object consumer, object claims, str by,
+                         bytes extra_head) except *
+
+
+# <- steps, this fragment (PolicyRequest.auth_failed): note an authentication failure; the
+#    outcome: AUTH_GO_ON (a later policy may still authenticate, or the anonymous consumer
+#    was taken) or AUTH_REFUSE (answer ex.auth_code with the challenges)
+cdef int auth_failed(Exchange ex, int code, str challenge, object anonymous,
+                     bint fallthrough) except -1
+
+
+# <- steps: answer the failure auth_failed decided on: 401/403/503 with WWW-Authenticate
+cdef void auth_refuse(ClientProtocol conn, Exchange ex) except *
 
 
 cdef class ResponseView:

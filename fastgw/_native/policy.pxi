@@ -299,6 +299,65 @@ cdef class PolicyRequest:
         conn.ex.extra_head = fields if conn.ex.extra_head is None else conn.ex.extra_head + fields
 
     @property
+    def consumer(self):
+        """Who the client is, as an authentication policy earlier in the chain said: a
+        fastgw.policy.Consumer (or whatever a Python policy set), None until then."""
+        return self.attached().ex.consumer
+
+    @consumer.setter
+    def consumer(self, value):
+        cdef Exchange ex = self.attached().ex
+        ex.consumer = value
+        ex.auth_touched = True
+
+    @property
+    def claims(self):
+        """What the client proved (a token's claims, a dict), or None."""
+        return self.attached().ex.claims
+
+    @claims.setter
+    def claims(self, value):
+        cdef Exchange ex = self.attached().ex
+        ex.claims = value
+        ex.auth_touched = True
+
+    @property
+    def authenticated(self):
+        """Whether an authentication policy earlier in the chain accepted the client (the
+        anonymous consumer counts: a policy fell back to it)."""
+        return self.attached().ex.auth_result is not None and self.attached().ex.auth_code == 0
+
+    def authenticate(self, consumer, claims=None, str by not None="python", str scope=None):
+        """Accept the client as `consumer` (a Consumer whose identity fields then go
+        upstream, or None for a token that maps to no consumer) with `claims`; `by` names
+        the policy for the access log, `scope` goes upstream as X-Authenticated-Scope."""
+        cdef Exchange ex = self.attached().ex
+        cdef bytes extra = None
+        if scope is not None and _identity_scope_name is not None:
+            check_field(_identity_scope_name, scope)
+            extra = (_identity_scope_name.encode("latin-1") + b": "
+                     + scope.encode("latin-1") + b"\r\n")
+        auth_succeeded(ex, consumer, claims, by, extra)
+
+    def auth_failed(self, str code not None, str challenge=None, anonymous=None,
+                    bint fallthrough=False):
+        """Note that this policy could not authenticate the client, with the stable `code`
+        (credentials_missing, credentials_invalid, token_expired, ...) and the
+        WWW-Authenticate `challenge` it would send. Returns None when the chain goes on (a
+        later authentication policy may still accept the client: `fallthrough`, or the
+        anonymous consumer of a failed policy was taken), else the Response to answer with."""
+        cdef ClientProtocol conn = self.attached()
+        cdef int e = AUTH_FAILURES.get(code, 0)
+        if e == 0:
+            raise ValueError(f"not an authentication failure code: {code!r} (one of "
+                             f"{', '.join(sorted(AUTH_FAILURES))})")
+        if challenge is not None:
+            check_field("www-authenticate", challenge)
+        if auth_failed(conn.ex, e, challenge, anonymous, fallthrough) == AUTH_GO_ON:
+            return None
+        return _auth_response(conn.ex)
+
+    @property
     def scratch(self):
         """A dict for this request only: hooks pass data to later hooks through it."""
         if self._scratch is None:
@@ -395,6 +454,87 @@ cdef PolicyRequest _new_policy_request(ClientProtocol conn):
     request.route = conn.ex.action.name
     request.request_id_bytes = conn.ex.request_id
     return request
+
+
+# The upstream field that carries a token's scope (identity_headers.scope), set with the plan.
+cdef str _identity_scope_name = "x-authenticated-scope"
+
+
+def set_identity_scope_header(name):
+    """The field name `PolicyRequest.authenticate(scope=...)` sends the scope in (None: none)."""
+    global _identity_scope_name
+    _identity_scope_name = None if name is None else str(name).lower()
+
+
+# An auth failure's rank: a presented but wrong credential says more than a missing one.
+cdef inline int _auth_rank(int code) noexcept:
+    if code == E_CREDENTIALS_MISSING:
+        return 1
+    if code == E_AUTH_UNAVAILABLE:
+        return 3
+    return 2
+
+
+cdef void auth_succeeded(Exchange ex, object consumer, object claims, str by,
+                         bytes extra_head) except *:
+    cdef bytes head = None
+    ex.auth_touched = True
+    ex.consumer = consumer
+    ex.claims = claims
+    ex.auth_code = 0
+    ex.auth_result = by
+    if consumer is not None:
+        head = getattr(consumer, "identity_head", None)
+        if head is not None and type(head) is not bytes:
+            raise TypeError("Consumer.identity_head is bytes")
+    if extra_head is not None:
+        head = extra_head if head is None else head + extra_head
+    ex.identity_head = head
+
+
+cdef int auth_failed(Exchange ex, int code, str challenge, object anonymous,
+                     bint fallthrough) except -1:
+    ex.auth_touched = True
+    if ex.auth_code == 0 or _auth_rank(code) > _auth_rank(ex.auth_code):
+        ex.auth_code = code
+    if challenge is not None:
+        if ex.auth_challenges is None:
+            ex.auth_challenges = [challenge]
+        elif challenge not in ex.auth_challenges:
+            ex.auth_challenges.append(challenge)
+    if ex.auth_anonymous is None and anonymous is not None:
+        ex.auth_anonymous = anonymous
+    if fallthrough:
+        return AUTH_GO_ON
+    if ex.auth_anonymous is not None and ex.auth_code != E_AUTH_UNAVAILABLE:
+        # Every policy failed and one names an anonymous consumer: the request goes on as it.
+        ex.consumer = ex.auth_anonymous
+        ex.claims = None
+        ex.identity_head = getattr(ex.auth_anonymous, "anonymous_head", None)
+        ex.auth_result = "anonymous"
+        ex.auth_code = 0
+        return AUTH_GO_ON
+    ex.auth_result = ERROR_TABLE[ex.auth_code][1]
+    return AUTH_REFUSE
+
+
+cdef void auth_refuse(ClientProtocol conn, Exchange ex) except *:
+    cdef bytes fields
+    if ex.auth_challenges and ERROR_TABLE[ex.auth_code][0] == 401:
+        fields = (b"www-authenticate: " + ", ".join(ex.auth_challenges).encode("latin-1")
+                  + b"\r\n")
+        ex.extra_head = fields if ex.extra_head is None else ex.extra_head + fields
+    relay_local_error(conn, ex, ex.auth_code, 0)
+
+
+cdef object _auth_response(Exchange ex):
+    """The Response a Python authentication policy answers a refusal with."""
+    from fastgw.policy.base import Response
+    status, code, message = ERROR_TABLE[ex.auth_code]
+    headers = None
+    if ex.auth_challenges and status == 401:
+        headers = {"www-authenticate": ", ".join(ex.auth_challenges)}
+    return Response.error(status, code, message, ex.request_id.decode("ascii"), headers)
 
 
 cdef class ResponseView:

@@ -204,7 +204,7 @@ cdef int record_debug_fields(ClientProtocol conn, Exchange ex, HeadBuffer b, uin
             b.put_bytes(b"null")
     if f & AF_CONSUMER:
         b.put_bytes(b',"consumer":')
-        consumer = ex.preq.consumer if ex.preq is not None else None
+        consumer = ex.consumer
         if consumer is None:
             b.put_bytes(b"null")
         else:
@@ -214,6 +214,14 @@ cdef int record_debug_fields(ClientProtocol conn, Exchange ex, HeadBuffer b, uin
     if f & AF_BYTES_SENT:
         b.put_bytes(b',"bytes_sent":')
         b.put_int(ex.up_sent)
+    if f & AF_AUTH:
+        # The policy that authenticated, "anonymous", or the failure code answered.
+        b.put_bytes(b',"auth":')
+        if ex.auth_result is None:
+            b.put_bytes(b"null")
+        else:
+            text = ex.auth_result.encode("utf-8", "backslashreplace")
+            _put_json_text(b, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
     return 0
 
 

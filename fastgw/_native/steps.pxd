@@ -74,6 +74,28 @@ cdef struct IpRule6:
 
 
 @cython.final
+cdef class KeyAuthStep(CoreStep):
+    cdef readonly bytes header           # lowercase field name the key comes in, or None
+    cdef readonly bytes query            # query parameter the key comes in, or None
+    cdef readonly bint hide_query        # send the query upstream without the key
+    cdef dict keys                       # key -> (the key, Consumer), built at plan time
+    cdef readonly object anonymous       # the consumer a failure falls back to, or None
+    cdef readonly bint fallthrough       # a later authentication policy may still accept
+    cdef str challenge                   # the WWW-Authenticate challenge
+
+    # <- this fragment: the key the request carries (and where the query loses it), or None
+    cdef bytes find_key(self, ClientProtocol conn, Exchange ex)
+
+
+@cython.final
+cdef class AclStep(CoreStep):
+    cdef readonly frozenset allow        # groups one of which the consumer must be in
+    cdef readonly frozenset deny         # groups none of which it may be in
+    cdef readonly str scope_claim        # the claim whose scopes `require` lists, or None
+    cdef readonly frozenset require
+
+
+@cython.final
 cdef class IpRestrictionStep(CoreStep):
     cdef readonly tuple allow            # (packed network, prefix length), as given
     cdef readonly tuple deny
@@ -88,3 +110,7 @@ cdef class IpRestrictionStep(CoreStep):
 cdef class ResponseHook:
     cdef readonly object hook
     cdef readonly bint is_async
+
+
+# <- this fragment (AclStep): whether groups and claims pass the step's rules
+cdef bint _acl_decide(AclStep self, frozenset groups, object claims) except -1

@@ -430,6 +430,149 @@ cdef class IpRestrictionStep(CoreStep):
         return HOOK_STEP_ANSWERED
 
 
+from hmac import compare_digest as _compare_digest
+from urllib.parse import unquote_to_bytes as _unquote_to_bytes
+
+
+cdef inline bint _already_authenticated(Exchange ex) noexcept:
+    return ex.auth_result is not None and ex.auth_code == 0
+
+
+@cython.final
+cdef class KeyAuthStep(CoreStep):
+    """key_auth: an API key from a header or a query parameter, looked up in a table built
+    at plan time and compared in constant time; the consumer it belongs to goes upstream."""
+
+    def __init__(self, header, query, keys, bint hide_query=False, anonymous=None,
+                 bint fallthrough=False, str challenge="Key"):
+        """`keys`: {key bytes: Consumer}; `header`: a lowercase field name (bytes) or None;
+        `query`: a parameter name (bytes) or None."""
+        if header is None and query is None:
+            raise ValueError("key_auth reads the key from a header, a query parameter or both")
+        self.header = None if header is None else bytes(header).lower()
+        self.query = None if query is None else bytes(query)
+        self.hide_query = hide_query
+        self.keys = {bytes(key): (bytes(key), consumer) for key, consumer in keys.items()}
+        self.anonymous = anonymous
+        self.fallthrough = fallthrough
+        self.challenge = challenge
+
+    def lookup(self, bytes key not None):
+        """The consumer `key` belongs to, or None (as a request would see it)."""
+        entry = self.keys.get(key)
+        if entry is None or not _compare_digest(<bytes>entry[0], key):
+            return None
+        return entry[1]
+
+    cdef bytes find_key(self, ClientProtocol conn, Exchange ex):
+        cdef RequestParser p = conn.parser
+        cdef Py_ssize_t i, n, start, end, q_len, name_len
+        cdef const char* q
+        cdef bytes raw
+        if self.header is not None:
+            n = PyBytes_GET_SIZE(self.header)
+            for i in range(p.n_headers):
+                if (p.hdr_name_len[i] == n and p.hdr_value_len[i] > 0
+                        and _h1_name_is(p.head + p.hdr_name_off[i],
+                                        PyBytes_AS_STRING(self.header), n)):
+                    return PyBytes_FromStringAndSize(p.head + p.hdr_value_off[i],
+                                                     p.hdr_value_len[i])
+        if self.query is None or not p.has_query:
+            return None
+        q = p.head + p.query_off
+        q_len = p.query_len
+        name_len = PyBytes_GET_SIZE(self.query)
+        start = 0
+        while start < q_len:
+            end = start
+            while end < q_len and q[end] != c'&':
+                end += 1
+            if (end - start > name_len and q[start + name_len] == c'='
+                    and memcmp(q + start, PyBytes_AS_STRING(self.query), name_len) == 0):
+                raw = PyBytes_FromStringAndSize(q + start + name_len + 1,
+                                                end - start - name_len - 1)
+                if self.hide_query:
+                    # The query upstream is the client's without this pair.
+                    ex.up_query = (PyBytes_FromStringAndSize(q, start)
+                                   + PyBytes_FromStringAndSize(q + end + 1, q_len - end - 1)
+                                   if end < q_len else
+                                   PyBytes_FromStringAndSize(q, max(start - 1, 0)))
+                    ex.auth_touched = True
+                if memchr(PyBytes_AS_STRING(raw), c'%', PyBytes_GET_SIZE(raw)) != NULL or \
+                        memchr(PyBytes_AS_STRING(raw), c'+', PyBytes_GET_SIZE(raw)) != NULL:
+                    raw = _unquote_to_bytes(raw.replace(b"+", b" "))
+                return raw if PyBytes_GET_SIZE(raw) else None
+            start = end + 1
+        return None
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        cdef bytes key
+        cdef int code = E_CREDENTIALS_MISSING
+        if _already_authenticated(ex):
+            return HOOK_STEP_DONE
+        key = self.find_key(conn, ex)
+        if key is not None:
+            entry = self.keys.get(key)
+            if entry is not None and _compare_digest(<bytes>(<tuple>entry)[0], key):
+                auth_succeeded(ex, (<tuple>entry)[1], None, "key_auth", None)
+                return HOOK_STEP_DONE
+            code = E_CREDENTIALS_INVALID
+        if auth_failed(ex, code, self.challenge, self.anonymous,
+                       self.fallthrough) == AUTH_GO_ON:
+            return HOOK_STEP_DONE
+        auth_refuse(conn, ex)
+        return HOOK_STEP_ANSWERED
+
+
+@cython.final
+cdef class AclStep(CoreStep):
+    """acl: the consumer's groups (allow / deny) and a claim's scopes (require), after an
+    authentication policy; no authenticated client is 401, a known one refused is 403."""
+
+    def __init__(self, allow=(), deny=(), str scope_claim=None, require=()):
+        self.allow = frozenset(allow)
+        self.deny = frozenset(deny)
+        self.scope_claim = scope_claim
+        self.require = frozenset(require)
+        if not (self.allow or self.deny or self.require):
+            raise ValueError("acl needs allow, deny or scopes")
+
+    def allows(self, groups=(), claims=None):
+        """Whether a consumer of `groups` with `claims` passes (for tests and tools)."""
+        return _acl_decide(self, frozenset(groups), claims)
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        cdef object consumer = ex.consumer
+        groups = getattr(consumer, "group_set", None) if consumer is not None else None
+        if consumer is None and ex.claims is None:
+            relay_local_error(conn, ex, E_CREDENTIALS_MISSING, 0)
+            return HOOK_STEP_ANSWERED
+        if _acl_decide(self, groups if groups is not None else frozenset(), ex.claims):
+            return HOOK_STEP_DONE
+        ex.auth_touched = True
+        ex.auth_result = "forbidden"
+        relay_local_error(conn, ex, E_FORBIDDEN, 0)
+        return HOOK_STEP_ANSWERED
+
+
+cdef bint _acl_decide(AclStep self, frozenset groups, object claims) except -1:
+    if self.deny and not self.deny.isdisjoint(groups):
+        return False
+    if self.allow and self.allow.isdisjoint(groups):
+        return False
+    if self.require:
+        value = claims.get(self.scope_claim) if isinstance(claims, dict) else None
+        if isinstance(value, str):
+            scopes = value.split()
+        elif isinstance(value, (list, tuple)):
+            scopes = value
+        else:
+            return False
+        if not self.require.issubset(scopes):
+            return False
+    return True
+
+
 @cython.final
 cdef class ResponseHook:
     """A Python policy's on_response, and whether it is `async def` (decided at plan time);

@@ -24,7 +24,9 @@ __all__ = [
     "redacted_repr",
 ]
 
-SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret"})
+SECRET_KEYS = frozenset(
+    {"token", "password", "secret", "api_key", "client_secret", "password_hash", "private_key"}
+)
 
 
 def is_secret_key(name: object) -> bool:
@@ -50,6 +52,16 @@ def redacted_config(config: Any) -> dict[str, Any]:
     """The config as plain data, secrets hidden: the admin token, any key named like a
     secret (token, password, secret...) and passwords in URLs."""
     data: dict[str, Any] = redact(msgspec.to_builtins(config, enc_hook=_plain_duration))
+    # A consumer's API keys are under `key` / `keys`, names too common to call secret
+    # everywhere (a rate limit's `key` is not): hidden where they are credentials.
+    for consumer in data.get("consumers") or ():
+        for credential in consumer.get("credentials") or ():
+            keys = credential.get("key_auth")
+            if isinstance(keys, dict):
+                if keys.get("key") is not None:
+                    keys["key"] = REDACTED
+                if keys.get("keys"):
+                    keys["keys"] = [REDACTED for _ in keys["keys"]]
     return data
 
 

@@ -232,6 +232,57 @@ class Listener(_Section, kw_only=True):
     proxy_protocol: bool = False
 
 
+class KeyAuthCredential(_Section, kw_only=True):
+    """API keys of a consumer: `key`, `keys` (several, for rotation) and/or `key_file` (one
+    key per line; blank lines and lines starting with # are skipped)."""
+
+    key: Annotated[str, Meta(min_length=1)] | None = None
+    keys: tuple[Annotated[str, Meta(min_length=1)], ...] = ()
+    key_file: Annotated[str, Meta(min_length=1)] | None = None
+
+    def __repr__(self) -> str:
+        return f"KeyAuthCredential({len(self.keys) + (self.key is not None)} keys, hidden)"
+
+
+class BasicAuthCredential(_Section, kw_only=True):
+    """A username and the bcrypt ($2b$...) or argon2 ($argon2id$...) hash of its password;
+    never the password itself."""
+
+    username: Annotated[str, Meta(min_length=1)]
+    password_hash: Annotated[str, Meta(min_length=1)]
+
+
+class Credential(_Section, kw_only=True):
+    """One credential of a consumer: exactly one of its keys."""
+
+    key_auth: KeyAuthCredential | None = None
+    basic_auth: BasicAuthCredential | None = None
+
+
+class ConsumerEntry(_Section, kw_only=True):
+    """Someone who calls the APIs: authentication policies map a credential to one.
+
+    `id` defaults to the name; `groups` are what `acl` decides on; `metadata` is for
+    policies written in Python (request.consumer.metadata)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    groups: tuple[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:@-]+$")], ...] = ()
+    metadata: dict[str, Any] = {}
+    credentials: tuple[Credential, ...] = ()
+
+
+class IdentityHeaders(_Section, kw_only=True):
+    """The request fields that tell the upstream who authenticated (null: not sent). The
+    client's own fields of these names are always removed on routes that authenticate."""
+
+    consumer_id: str | None = "X-Consumer-ID"
+    consumer_username: str | None = "X-Consumer-Username"
+    consumer_groups: str | None = "X-Consumer-Groups"
+    scope: str | None = "X-Authenticated-Scope"
+    anonymous: str | None = "X-Anonymous-Consumer"
+
+
 class Admin(_Section, kw_only=True):
     """The admin API listener; the token (usually "${FASTGW_ADMIN_TOKEN}") guards it."""
 
@@ -265,6 +316,7 @@ AccessLogField = Literal[
     "upstream_path",
     "consumer",
     "bytes_sent",
+    "auth",
 ]
 ACCESS_LOG_FIELDS: tuple[str, ...] = typing.get_args(AccessLogField)
 # Left out unless listed: the query string (it may carry secrets) and the debugging fields.
@@ -276,6 +328,7 @@ OPT_IN_ACCESS_LOG_FIELDS = (
     "upstream_path",
     "consumer",
     "bytes_sent",
+    "auth",
 )
 DEFAULT_ACCESS_LOG_FIELDS: tuple[str, ...] = tuple(
     field for field in ACCESS_LOG_FIELDS if field not in OPT_IN_ACCESS_LOG_FIELDS
@@ -352,6 +405,9 @@ class Config(_Section, kw_only=True):
     # Folders (relative ones from the config file's) where "module:attr" policies are
     # looked for when sys.path does not have them; the config file's folder comes last.
     python_path: tuple[Annotated[str, Meta(min_length=1)], ...] = ()
+    # Who may call: authentication policies (key_auth, basic_auth, jwt...) map to these.
+    consumers: tuple[ConsumerEntry, ...] = ()
+    identity_headers: IdentityHeaders = IdentityHeaders()
     # No admin block, no admin listener.
     admin: Admin | None = None
     # No access_log block, no access log.

@@ -22,6 +22,7 @@ from fastgw.config.redaction import redacted_repr
 
 if TYPE_CHECKING:
     from fastgw.policy.compiled import CompileContext, CoreParts
+    from fastgw.policy.consumers import ConsumerTable
 
 __all__ = [
     "HOOK_ABSENT",
@@ -95,6 +96,8 @@ class ProvisionContext:
     route_params: tuple[str, ...]
     path: str
     file: str | None = None
+    # Every consumer of the configuration (fastgw.policy.consumers.ConsumerTable).
+    consumers: ConsumerTable | None = None
 
 
 def check_header_name(name: object) -> str:

@@ -20,6 +20,7 @@ from msgspec import Meta
 
 from fastgw import _core
 from fastgw._core import MANAGED_FIELDS, REDIRECT_STATUSES
+from fastgw.policy.acl import Acl
 from fastgw.policy.base import (
     Policy,
     PolicyConfig,
@@ -31,6 +32,7 @@ from fastgw.policy.base import (
 )
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 from fastgw.policy.iprestrict import IpRestriction
+from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 
 __all__ = [
@@ -451,4 +453,6 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     RateLimit,
     ConcurrencyLimit,
     IpRestriction,
+    KeyAuth,
+    Acl,
 )

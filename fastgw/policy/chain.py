@@ -19,6 +19,7 @@ import msgspec
 from fastgw.config.schema import Config, decode_value, json_path
 from fastgw.errors import ConfigError
 from fastgw.policy.base import Policy, PolicyConfigError, ProvisionContext
+from fastgw.policy.consumers import ConsumerTable
 from fastgw.policy.registry import PolicyRegistry
 
 __all__ = ["ProvisionedPolicy", "RouteChain", "RouteChains", "build_route_chains"]
@@ -128,6 +129,7 @@ def build_route_chains(
     route_params: Sequence[Sequence[str]],
     file: str | None = None,
     registry: PolicyRegistry | None = None,
+    consumers: ConsumerTable | None = None,
 ) -> RouteChains:
     """One RouteChain per route, in config order.
 
@@ -170,7 +172,7 @@ def build_route_chains(
         for group in route.groups:
             entries.extend(group_entries.get(group, ()))
         entries.extend(prepare(route.policies, ["routes", index, "policies"], False))
-        chains.append(_provision(route.name, tuple(params), entries, errors, file))
+        chains.append(_provision(route.name, tuple(params), entries, errors, file, consumers))
     return RouteChains(chains, errors.finish())
 
 
@@ -239,6 +241,7 @@ def _provision(
     entries: list[_Entry],
     errors: _Errors,
     file: str | None,
+    consumers: ConsumerTable | None = None,
 ) -> RouteChain:
     chain = RouteChain(policies=[], errors=[], route=route)
     for entry in entries:
@@ -252,6 +255,7 @@ def _provision(
             route_params=params,
             path=entry.path,
             file=file,
+            consumers=consumers,
         )
         try:
             policy = entry.policy(entry.config, context)
