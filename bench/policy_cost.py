@@ -97,7 +97,7 @@ def send_requests(port: int, count: int, timeout: float = 30.0, keys: int = 0) -
                 buffer += chunk
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

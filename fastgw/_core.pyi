@@ -25,6 +25,8 @@ UNDERSCORE_MODES: dict[str, int]
 STATUS_PHRASES: dict[int, str]
 """Status -> RFC 9110 reason phrase, for every status line the gateway writes itself."""
 ERROR_TABLE: dict[int, tuple[int, str, str]]
+AUTH_FAILURES: dict[str, int]
+"""The stable codes an authentication policy may fail with -> their ERROR_TABLE code."""
 """Error code -> (HTTP status, stable `code`, message) for every locally generated error."""
 
 # --- proxyproto.pxi --------------------------------------------------------------------
@@ -526,6 +528,9 @@ TEMPLATE_VARIABLES: dict[str, int]
 MANAGED_FIELDS: frozenset[str]
 """Lowercase field names the gateway manages: no policy may set, remove or rename them."""
 
+def set_identity_scope_header(name: str | None) -> None:
+    """The upstream field `PolicyRequest.authenticate(scope=...)` fills (None: none)."""
+
 def check_field(name: str, value: str | None = None) -> None:
     """Raise ValueError unless `name` is a token a policy may change and `value` is safe."""
 
@@ -605,10 +610,36 @@ class PolicyRequest:
     `scratch`.
     """
 
-    consumer: Any
-    """Who the client is, as an authentication policy set it; None until one does."""
-    claims: dict[str, Any] | None
-    """What the client proved (a token's claims), set with `consumer`."""
+    @property
+    def consumer(self) -> Any:
+        """Who the client is, as an authentication policy set it; None until one does."""
+    @consumer.setter
+    def consumer(self, value: Any) -> None: ...
+    @property
+    def claims(self) -> dict[str, Any] | None:
+        """What the client proved (a token's claims), set with `consumer`."""
+    @claims.setter
+    def claims(self, value: dict[str, Any] | None) -> None: ...
+    @property
+    def authenticated(self) -> bool:
+        """Whether an authentication policy earlier in the chain accepted the client."""
+    def authenticate(
+        self,
+        consumer: Any,
+        claims: dict[str, Any] | None = None,
+        by: str = "python",
+        scope: str | None = None,
+    ) -> None:
+        """Accept the client as `consumer` (its identity fields go upstream)."""
+    def auth_failed(
+        self,
+        code: str,
+        challenge: str | None = None,
+        anonymous: Any = None,
+        fallthrough: bool = False,
+    ) -> Any:
+        """Note an authentication failure: None when the chain goes on, else the Response
+        to answer with."""
     @property
     def route(self) -> str: ...
     @property
@@ -964,6 +995,56 @@ class ConcurrencyLimitStep(CoreStep):
     def __init__(self, limiter: ConcurrencyLimiter) -> None: ...
     @property
     def limiter(self) -> ConcurrencyLimiter: ...
+
+@final
+class KeyAuthStep(CoreStep):
+    """key_auth: an API key from a header or the query, looked up in a plan-time table and
+    compared in constant time."""
+
+    def __init__(
+        self,
+        header: bytes | None,
+        query: bytes | None,
+        keys: Mapping[bytes, Any],
+        hide_query: bool = False,
+        anonymous: Any = None,
+        fallthrough: bool = False,
+        challenge: str = "Key",
+    ) -> None: ...
+    def lookup(self, key: bytes) -> Any:
+        """The consumer `key` belongs to, or None."""
+    @property
+    def header(self) -> bytes | None: ...
+    @property
+    def query(self) -> bytes | None: ...
+    @property
+    def hide_query(self) -> bool: ...
+    @property
+    def anonymous(self) -> Any: ...
+    @property
+    def fallthrough(self) -> bool: ...
+
+@final
+class AclStep(CoreStep):
+    """acl: the consumer's groups and a claim's scopes (401 without an identity, else 403)."""
+
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        scope_claim: str | None = None,
+        require: Iterable[str] = (),
+    ) -> None: ...
+    def allows(self, groups: Iterable[str] = (), claims: Mapping[str, Any] | None = None) -> bool:
+        """Whether a consumer of `groups` with `claims` passes."""
+    @property
+    def allow(self) -> frozenset[str]: ...
+    @property
+    def deny(self) -> frozenset[str]: ...
+    @property
+    def scope_claim(self) -> str | None: ...
+    @property
+    def require(self) -> frozenset[str]: ...
 
 @final
 class IpRestrictionStep(CoreStep):

@@ -69,6 +69,16 @@ SCENARIOS: dict[str, Scenario] = {
         'allow: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", '
         '"2001:db8::/32", "fc00::/7", "::1", "127.0.0.0/8"]}}]'
     ),
+    # Identity: every request carries BENCH_KEY_HEADER "1", the key of the one consumer;
+    # key_auth finds it and acl lets its group pass. plain-key1 is the same load, no policy.
+    "plain-key1": Scenario(keys=1),
+    "key-auth-acl": Scenario(
+        f"[{{key_auth: {{header: {BENCH_KEY_HEADER}}}}}, {{acl: {{allow: [bench]}}}}]",
+        settings=(
+            'consumers: [{name: bench, groups: [bench], credentials: [{key_auth: {key: "1"}}]}]',
+        ),
+        keys=1,
+    ),
     # Rate limiting: one hot key (every request comes from the one client IP), then 100,000
     # keys from a request header against plain under the same keyed load; then the Redis
     # modes, one hot key.
@@ -86,7 +96,11 @@ SCENARIOS: dict[str, Scenario] = {
     "ratelimit-redis-exact": Scenario(_redis_limit("mode: exact"), redis=True),
 }
 # The scenario a cost is measured against, when it is not plain; it runs with the scenario.
-COST_BASELINES = {"observe-on": "observe-off", "ratelimit-keys": "plain-keys"}
+COST_BASELINES = {
+    "observe-on": "observe-off",
+    "ratelimit-keys": "plain-keys",
+    "key-auth-acl": "plain-key1",
+}
 # Policy cost targets: the largest rps drop against fastgw[plain] (or the scenario's
 # COST_BASELINES entry) of the same run, as a share of the baseline's rps. empty-chain has
 # none: it must be within the run-to-run noise of plain.
@@ -99,6 +113,7 @@ POLICY_TARGETS: dict[str, float | None] = {
     "ratelimit-hot": 0.03,
     "ratelimit-keys": 0.03,
     "ratelimit-redis-batched": 0.10,
+    "key-auth-acl": 0.03,
 }
 POLICY_TARGET_LABELS = {
     "empty-chain": "empty chain: no measurable cost (within plain's round-to-round noise)",
@@ -109,6 +124,9 @@ POLICY_TARGET_LABELS = {
     "observe-off": "metrics off, no access log: informative (the default minus metrics)",
     "observe-on": "metrics + access log to a file: rps drop vs observe-off <= 5%",
     "ip-restriction": "ip_restriction, 8 deny and 8 allow networks: informative",
+    "plain-key1": "no policy, one key header on every request: informative (key-auth-acl's "
+    "baseline)",
+    "key-auth-acl": "key_auth (header) + acl (group) vs plain-key1: rps drop <= 3%",
     "ratelimit-hot": "local rate_limit, one hot key: rps drop <= 3%",
     "plain-keys": "no policy, 100,000-key header load: informative (ratelimit-keys' baseline)",
     "ratelimit-keys": "local rate_limit, 100,000 keys: rps drop vs plain-keys <= 3%",

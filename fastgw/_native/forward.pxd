@@ -58,3 +58,7 @@ cdef void forward_flush(ClientProtocol conn, Exchange ex) noexcept
 
 # <- this fragment
 cdef bytes forward_build_head(ClientProtocol conn, Exchange ex)
+
+
+# <- this fragment (forward_put_template): the $consumer template value
+cdef bytes forward_consumer_value(Exchange ex)

@@ -40,11 +40,30 @@ cdef void forward_put_template(ClientProtocol conn, Exchange ex, tuple parts,
             value = PyBytes_FromStringAndSize(p.head + p.method_off, p.method_len)
         elif index == VAR_PATH:
             value = PyBytes_FromStringAndSize(p.path, p.path_len)
+        elif index == VAR_CONSUMER:
+            value = forward_consumer_value(ex)
         else:
             value = ex.action.name_bytes
         if for_url:
             value = _percent_encode_unsafe(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
         b.put_bytes(value)
+
+
+cdef bytes forward_consumer_value(Exchange ex):
+    """$consumer: the consumer's id; a value a Python policy set may hold any character, so
+    control characters are percent-encoded (no CR/LF can enter a field)."""
+    cdef bytes value
+    cdef const unsigned char* s
+    cdef Py_ssize_t i, n
+    if ex.consumer is None:
+        return b""
+    value = str(ex.consumer).encode("utf-8", "backslashreplace")
+    s = <const unsigned char*>PyBytes_AS_STRING(value)
+    n = PyBytes_GET_SIZE(value)
+    for i in range(n):
+        if s[i] < 0x20 or s[i] == 0x7f:
+            return _percent_encode_unsafe(<const char*>s, n)
+    return value
 
 
 cdef void forward_put_fields(ClientProtocol conn, Exchange ex, Http1Parser parser,

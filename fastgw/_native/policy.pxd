@@ -18,6 +18,7 @@ cdef enum:
     VAR_METHOD = -4
     VAR_PATH = -5
     VAR_ROUTE = -6
+    VAR_CONSUMER = -7           # the authenticated consumer's id (empty without one)
     HOOK_STEP_DONE = 1            # every step ran: go upstream
     HOOK_STEP_ANSWERED = 2        # a step answered (or failed); the exchange is local now
     HOOK_STEP_SUSPENDED = 3       # a step waits (a hook, a delay, a queue), then resumes it

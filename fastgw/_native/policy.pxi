@@ -35,7 +35,7 @@ _policy_log = _logging.getLogger("fastgw.policy")
 
 TEMPLATE_VARIABLES = {
     "client_ip": VAR_CLIENT_IP, "request_id": VAR_REQUEST_ID, "host": VAR_HOST,
-    "method": VAR_METHOD, "path": VAR_PATH, "route": VAR_ROUTE,
+    "method": VAR_METHOD, "path": VAR_PATH, "route": VAR_ROUTE, "consumer": VAR_CONSUMER,
 }
 cdef dict _HEADER_OPS = {"set": OP_SET, "add": OP_ADD, "remove": OP_REMOVE, "rename": OP_RENAME}
 

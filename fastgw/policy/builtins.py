@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 # What the core can substitute: each is a value the parser already validated.
-VARIABLES = ("client_ip", "request_id", "host", "method", "path", "route")
+VARIABLES = ("client_ip", "request_id", "host", "method", "path", "route", "consumer")
 
 Part = bytes | tuple[str, str]
 Template = tuple[Part, ...]

@@ -223,7 +223,15 @@ def test_config_fields_match_the_core():
     assert tuple(_core.ACCESS_LOG_FIELDS) == ACCESS_LOG_FIELDS
 
 
-DEBUG_FIELDS = ["code", "user_agent", "referer", "upstream_path", "consumer", "bytes_sent"]
+DEBUG_FIELDS = [
+    "code",
+    "user_agent",
+    "referer",
+    "upstream_path",
+    "consumer",
+    "bytes_sent",
+    "auth",
+]
 
 
 def test_debug_fields_are_opt_in():
@@ -335,6 +343,8 @@ def test_debug_fields_match_what_was_sent(
         "upstream_path": "/items/7",
         "consumer": "alice",
         "bytes_sent": api_bytes,
+        # A Python policy that sets request.consumer itself is no authentication result.
+        "auth": None,
     }
     assert by_id["r-rewrite"]["upstream_path"] == "/v2/items/9"
     assert by_id["r-rewrite"]["consumer"] is None
@@ -348,6 +358,7 @@ def test_debug_fields_match_what_was_sent(
         "upstream_path": None,
         "consumer": None,
         "bytes_sent": 0,
+        "auth": None,
     }
     # Told apart: the upstream took the request and closed, or could not be reached at all.
     assert by_id["r-reset"]["code"] == "upstream_reset"

@@ -46,7 +46,10 @@ def gw(module_gateway: Any, module_upstream: Any, tmp_path_factory: Any) -> Any:
                 "keyed",
                 ["/keyed/{*rest}"],
                 "be",
-                policies=[{"key_auth": {"query": "api_key"}}],
+                policies=[
+                    {"key_auth": {"query": "api_key"}},
+                    {"request_headers": {"set": {"x-who": "consumer $consumer"}}},
+                ],
             ),
             module_gateway.route(
                 "hidden",
@@ -111,6 +114,8 @@ def test_a_key_in_the_header_authenticates_and_names_the_consumer(http: Any, gw:
     assert "x-anonymous-consumer" not in seen
     # Not hidden: the upstream sees the key too.
     assert seen["x-api-key"] == ALICE
+    # $consumer in a header template is the consumer's id.
+    assert seen["x-who"] == "consumer alice"
 
 
 @pytest.mark.parametrize("key", [ALICE, ALICE_OLD])

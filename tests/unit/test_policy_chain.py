@@ -181,13 +181,13 @@ def test_group_template_checked_against_each_route() -> None:
 def test_shared_resolution_error_reported_once() -> None:
     chains = chains_for(
         {
-            "global_policies": [{"key_auth": {}}],
+            "global_policies": [{"no_such_policy": {}}],
             "routes": [route("a", "/a"), route("b", "/b")],
         },
         [(), ()],
     )
     (error,) = chains.errors
-    assert str(error).startswith("gw.yaml: $.global_policies[0]: unknown policy 'key_auth'")
+    assert str(error).startswith("gw.yaml: $.global_policies[0]: unknown policy 'no_such_policy'")
     assert "(in the chains of routes 'a', 'b')" in error.message
     assert all(chain.disabled for chain in chains)
 
