@@ -70,12 +70,22 @@ def keyed_requests(keys: int) -> list[bytes]:
     return [head + str(i).encode() + b"\r\n\r\n" for i in range(1, keys + 1)]
 
 
-def send_requests(port: int, count: int, timeout: float = 30.0, keys: int = 0) -> None:
+def send_requests(
+    port: int,
+    count: int,
+    timeout: float = 30.0,
+    keys: int = 0,
+    header: tuple[str, str] | None = None,
+) -> None:
     """`count` keep-alive GETs, one at a time, each response read fully (Content-Length).
 
-    With `keys` > 0 each carries BENCH_KEY_HEADER, cycling through that many values.
+    With `keys` > 0 each carries BENCH_KEY_HEADER, cycling through that many values; with a
+    `header` (name, value) each carries that field.
     """
     requests = keyed_requests(keys) if keys > 0 else [REQUEST]
+    if header is not None:
+        field = f"{header[0]}: {header[1]}\r\n".encode("latin-1")
+        requests = [request[:-2] + field + b"\r\n" for request in requests]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         buffer = b""
         for n in range(count):
@@ -137,9 +147,10 @@ def instructions(
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, process)
-        keys = SCENARIOS[scenario].keys
-        send_requests(port, 20, keys=keys)  # warm-up: the pool's connection, first-call paths
-        send_requests(port, requests, keys=keys)
+        keys, header = SCENARIOS[scenario].keys, SCENARIOS[scenario].header
+        # warm-up: the pool's connection, first-call paths (and a credential cache)
+        send_requests(port, 20, keys=keys, header=header)
+        send_requests(port, requests, keys=keys, header=header)
     finally:
         process.terminate()
         try:

@@ -94,6 +94,11 @@ end
 """
 
 
+def _lua_string(text: str) -> str:
+    """A Lua string literal of `text` (printable ASCII: a header name or value)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 _TIME_UNITS_US = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m)$")
 
@@ -166,16 +171,22 @@ class Workload:
     redis_pid: int | None = None
 
 
-def write_lua(workdir: Path, delay_ms: int | None, keys: int = 0) -> Path:
-    """wrk's script: the summary line, plus the throttle (``delay_ms``) and the keyed
-    requests (``keys`` > 0) when asked for."""
+def write_lua(
+    workdir: Path, delay_ms: int | None, keys: int = 0, header: tuple[str, str] | None = None
+) -> Path:
+    """wrk's script: the summary line, plus the throttle (``delay_ms``), the keyed
+    requests (``keys`` > 0) or one fixed field on every request (``header``) when asked for."""
     script = SUMMARY_LUA
     if delay_ms is not None:
         script = THROTTLE_LUA % {"delay_ms": delay_ms} + script
     if keys > 0:
         script = KEYED_LUA % {"keys": keys, "header": BENCH_KEY_HEADER} + script
+    elif header is not None:
+        name, value = header
+        script = f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}\n" + script
     name = "wrk-rate" if delay_ms is not None else "wrk"
-    path = workdir / (f"{name}-keys.lua" if keys > 0 else f"{name}.lua")
+    suffix = "-keys" if keys > 0 else "-header" if header is not None else ""
+    path = workdir / f"{name}{suffix}.lua"
     path.write_text(script)
     return path
 
@@ -311,7 +322,7 @@ def run_peer(spec: PeerSpec, upstream_port: int, workload: Workload) -> dict[str
         record["pid"] = process.pid
         process.wait_ready(port)
         record["processes"] = len(process_tree(process.pid))
-        warmup_script = write_lua(workdir, None, spec.keys)
+        warmup_script = write_lua(workdir, None, spec.keys, spec.header)
         if workload.warmup_s > 0:
             run_wrk(port, workload, workload.warmup_s, workload.connections, warmup_script)
         record["max"] = measure(
@@ -330,7 +341,7 @@ def run_peer(spec: PeerSpec, upstream_port: int, workload: Workload) -> dict[str
                 workload,
                 duration_s=workload.duration_s,
                 connections=connections,
-                script=write_lua(workdir, delay_ms, spec.keys),
+                script=write_lua(workdir, delay_ms, spec.keys, spec.header),
             )
             fixed["offered_rps"] = workload.rate
             fixed["connections"] = connections

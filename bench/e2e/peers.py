@@ -142,6 +142,8 @@ class PeerSpec:
     cwd: Path | None = None
     # The load sends BENCH_KEY_HEADER with this many distinct values (0: not at all).
     keys: int = 0
+    # Or one fixed field on every request (name, value).
+    header: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass
@@ -186,7 +188,11 @@ def fastgw_spec(
 
     # From the repository root, so "bench.policies:..." imports without installing anything.
     return PeerSpec(
-        fastgw_peer_name(scenario, scenarios), build, cwd=REPO, keys=SCENARIOS[scenario].keys
+        fastgw_peer_name(scenario, scenarios),
+        build,
+        cwd=REPO,
+        keys=SCENARIOS[scenario].keys,
+        header=SCENARIOS[scenario].header,
     )
 
 

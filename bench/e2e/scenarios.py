@@ -6,7 +6,8 @@ key at all; ``settings`` are extra top-level YAML lines, where "{workdir}" stand
 peer's temp dir. ``keys`` > 0: every request carries a BENCH_KEY_HEADER cycling through that
 many values (the load generators send it; the scenario's baseline gets the same load).
 ``redis``: the runner starts a redis-server for the scenario, and "{redis_port}" in the chain
-stands for its port. plain is the default config: metrics on (their default), no access log.
+stands for its port. ``header``: every request carries that one field (a credential).
+plain is the default config: metrics on (their default), no access log.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Scenario:
     settings: tuple[str, ...] = ()
     keys: int = 0
     redis: bool = False
+    # A field every request of the load carries, (name, value): a credential, say.
+    header: tuple[str, str] | None = None
 
 
 def _redis_limit(mode: str) -> str:
