@@ -223,6 +223,27 @@ def test_check_warns_about_a_glob_segment(tmp_path: Path) -> None:
     assert "did you mean '/y/{*rest}'" in result.stderr
 
 
+def test_check_explains_a_chain_order_that_cannot_work(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    file.write_text(
+        "consumers: [{name: a, credentials: [{key_auth: {key: k-0123456789}}]}]\n"
+        "upstreams: {u: {targets: [{url: 'http://127.0.0.1:9001'}]}}\n"
+        "routes:\n"
+        "  - {name: r, match: {paths: [/a]}, upstream: u,\n"
+        "     policies: [{acl: {allow: [g]}}, {key_auth: {}}]}\n"
+    )
+    result = fastgw_cli("check", file)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{file}: ok\n"
+    assert f"warning: {file}: $.routes[0].policies[0]: acl on route 'r' runs before any " in (
+        result.stderr
+    )
+    assert f"warning: {file}: $.routes[0].policies[1]: key_auth on route 'r' runs after" in (
+        result.stderr
+    )
+    assert "k-0123456789" not in result.stderr
+
+
 def test_check_never_prints_a_secret(tmp_path: Path) -> None:
     file = tmp_path / "gateway.yaml"
     file.write_text(
