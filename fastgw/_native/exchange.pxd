@@ -60,6 +60,7 @@ cdef class Exchange:
     # Identity (auth steps in steps.pxi; Python auth policies through PolicyRequest)
     cdef object consumer           # who the client is (a Consumer, or what a hook set), or None
     cdef object claims             # what it proved (a token's claims, a dict), or None
+    cdef frozenset auth_groups     # the consumer's groups (acl), or None
     cdef bytes identity_head       # "x-consumer-id: ...\r\n" fields for the upstream, or None
     cdef bytes up_query            # the query sent upstream instead of the client's, or None
     cdef int auth_code             # the most telling authentication failure so far (E_*)

@@ -78,6 +78,7 @@ cdef class Exchange:
             self.auth_touched = False
             self.consumer = None
             self.claims = None
+            self.auth_groups = None
             self.identity_head = None
             self.up_query = None
             self.auth_code = 0

@@ -120,6 +120,11 @@ cdef void auth_succeeded(Exchange ex, object consumer, object claims, str by,
                          bytes extra_head) except *
 
 
+# <- steps (KeyAuthStep): auth_succeeded with the consumer's fields looked up at plan time
+cdef inline void auth_accept(Exchange ex, object consumer, bytes head, frozenset groups,
+                             str by) noexcept
+
+
 # <- steps, this fragment (PolicyRequest.auth_failed): note an authentication failure; the
 #    outcome: AUTH_GO_ON (a later policy may still authenticate, or the anonymous consumer
 #    was taken) or AUTH_REFUSE (answer ex.auth_code with the challenges)

@@ -309,6 +309,8 @@ cdef class PolicyRequest:
         cdef Exchange ex = self.attached().ex
         ex.consumer = value
         ex.auth_touched = True
+        groups = getattr(value, "group_set", None)
+        ex.auth_groups = groups if type(groups) is frozenset else None
 
     @property
     def claims(self):
@@ -483,12 +485,26 @@ cdef void auth_succeeded(Exchange ex, object consumer, object claims, str by,
     ex.claims = claims
     ex.auth_code = 0
     ex.auth_result = by
+    ex.auth_groups = None
     if consumer is not None:
         head = getattr(consumer, "identity_head", None)
         if head is not None and type(head) is not bytes:
             raise TypeError("Consumer.identity_head is bytes")
+        groups = getattr(consumer, "group_set", None)
+        if type(groups) is frozenset:
+            ex.auth_groups = groups
     if extra_head is not None:
         head = extra_head if head is None else head + extra_head
+    ex.identity_head = head
+
+
+cdef inline void auth_accept(Exchange ex, object consumer, bytes head, frozenset groups,
+                             str by) noexcept:
+    ex.auth_touched = True
+    ex.consumer = consumer
+    ex.auth_code = 0
+    ex.auth_result = by
+    ex.auth_groups = groups
     ex.identity_head = head
 
 
@@ -511,6 +527,8 @@ cdef int auth_failed(Exchange ex, int code, str challenge, object anonymous,
         ex.consumer = ex.auth_anonymous
         ex.claims = None
         ex.identity_head = getattr(ex.auth_anonymous, "anonymous_head", None)
+        groups = getattr(ex.auth_anonymous, "group_set", None)
+        ex.auth_groups = groups if type(groups) is frozenset else None
         ex.auth_result = "anonymous"
         ex.auth_code = 0
         return AUTH_GO_ON

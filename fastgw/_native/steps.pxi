@@ -452,7 +452,14 @@ cdef class KeyAuthStep(CoreStep):
         self.header = None if header is None else bytes(header).lower()
         self.query = None if query is None else bytes(query)
         self.hide_query = hide_query
-        self.keys = {bytes(key): (bytes(key), consumer) for key, consumer in keys.items()}
+        # key -> (key, Consumer, its identity fields, its groups): nothing to look up later.
+        self.keys = {}
+        for key, consumer in keys.items():
+            head = getattr(consumer, "identity_head", None)
+            groups = getattr(consumer, "group_set", None)
+            self.keys[bytes(key)] = (bytes(key), consumer,
+                                     head if type(head) is bytes else None,
+                                     groups if type(groups) is frozenset else None)
         self.anonymous = anonymous
         self.fallthrough = fallthrough
         self.challenge = challenge
@@ -514,7 +521,8 @@ cdef class KeyAuthStep(CoreStep):
         if key is not None:
             entry = self.keys.get(key)
             if entry is not None and _compare_digest(<bytes>(<tuple>entry)[0], key):
-                auth_succeeded(ex, (<tuple>entry)[1], None, "key_auth", None)
+                auth_accept(ex, (<tuple>entry)[1], <bytes>(<tuple>entry)[2],
+                            <frozenset>(<tuple>entry)[3], "key_auth")
                 return HOOK_STEP_DONE
             code = E_CREDENTIALS_INVALID
         if auth_failed(ex, code, self.challenge, self.anonymous,
@@ -542,17 +550,19 @@ cdef class AclStep(CoreStep):
         return _acl_decide(self, frozenset(groups), claims)
 
     cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
-        cdef object consumer = ex.consumer
-        groups = getattr(consumer, "group_set", None) if consumer is not None else None
-        if consumer is None and ex.claims is None:
+        if ex.consumer is None and ex.claims is None:
             relay_local_error(conn, ex, E_CREDENTIALS_MISSING, 0)
             return HOOK_STEP_ANSWERED
-        if _acl_decide(self, groups if groups is not None else frozenset(), ex.claims):
+        if _acl_decide(self, ex.auth_groups if ex.auth_groups is not None else _NO_GROUPS,
+                       ex.claims):
             return HOOK_STEP_DONE
         ex.auth_touched = True
         ex.auth_result = "forbidden"
         relay_local_error(conn, ex, E_FORBIDDEN, 0)
         return HOOK_STEP_ANSWERED
+
+
+cdef frozenset _NO_GROUPS = frozenset()
 
 
 cdef bint _acl_decide(AclStep self, frozenset groups, object claims) except -1:
