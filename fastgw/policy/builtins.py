@@ -31,6 +31,7 @@ from fastgw.policy.base import (
     check_header_value,
 )
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
+from fastgw.policy.cors import Cors
 from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
@@ -455,4 +456,5 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     IpRestriction,
     KeyAuth,
     Acl,
+    Cors,
 )
