@@ -35,6 +35,7 @@ from fastgw.policy.cors import Cors
 from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
+from fastgw.policy.validation import RequestValidation
 
 __all__ = [
     "BUILTIN_POLICIES",
@@ -457,4 +458,5 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     KeyAuth,
     Acl,
     Cors,
+    RequestValidation,
 )
