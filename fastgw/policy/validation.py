@@ -237,21 +237,26 @@ class RequestValidation(Policy):
                     + ", ".join(missing),
                     [{"header": name, "message": "required header is missing"} for name in missing],
                 )
-        length = headers.get("content-length")
-        has_body = headers.get("transfer-encoding") is not None or (
-            length is not None and length.strip() != "0"
-        )
         body = request.body
-        if body is not None and not body:
-            has_body = False  # an empty chunked body
+        if body is not None:
+            has_body = len(body) > 0  # buffered for the schema: what arrived
+        else:
+            has_body = headers.get("transfer-encoding") is not None or _declared_length(
+                headers.get("content-length")
+            )
         if not has_body:
             if self.config.require_body:
                 return _failed(request, "a request body is required", [])
             return None
         if self.exact_types or self.type_patterns:
-            media = _media_type(headers.get("content-type") or "")
+            # Two Content-Type fields: the upstream might read either; refused as none.
+            declared = headers.getall("content-type")
+            media = _media_type(declared[0]) if len(declared) == 1 else ""
             if not self._type_allowed(media):
-                shown = f"content type {media!r}" if media else "a body without a content type"
+                if len(declared) > 1:
+                    shown = "a body with more than one content type"
+                else:
+                    shown = f"content type {media!r}" if media else "a body without a content type"
                 return Response.error(
                     415,
                     "unsupported_media_type",
@@ -292,6 +297,15 @@ class RequestValidation(Policy):
             f"the body does not match the schema: {first['path']}: {first['message']}",
             listed,
         )
+
+
+def _declared_length(value: str | None) -> bool:
+    """Whether a Content-Length (the parser checked it: digits, or an agreeing list) says
+    a body follows."""
+    if value is None:
+        return False
+    first = value.split(",", 1)[0].strip()
+    return not first.isdigit() or int(first) > 0
 
 
 def _short(message: str) -> str:

@@ -139,6 +139,17 @@ def test_other_content_types_are_415(http: Any, stack: Any, content_type: str | 
     assert len(stack.echo.requests) == seen
 
 
+@pytest.mark.parametrize("target", ["/orders", "/upload"])
+def test_two_content_types_are_415(http: Any, stack: Any, target: str) -> None:
+    allowed = "application/json" if target == "/orders" else "text/plain"
+    headers = [TENANT, ("Content-Type", allowed), ("Content-Type", allowed)]
+    response = post(http, stack, target, GOOD, headers)
+    assert response.status == 415, response
+    assert response.error()["message"] == (
+        "a body with more than one content type is not accepted on this route"
+    )
+
+
 def test_a_request_without_a_body_is_not_checked_for_content_type(http: Any, stack: Any) -> None:
     with http.RawClient(stack.host, stack.port) as client:
         response = client.request("GET", "/orders", [TENANT])
