@@ -373,6 +373,28 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             if own_limits.max_body_bytes is None
             else own_limits.max_body_bytes
         )
+        # A policy's own body limit (request_validation's max_body_bytes) is the route's
+        # when smaller: the core enforces it while streaming, with nothing buffered.
+        for provisioned in chains[index].policies:
+            policy_limit = getattr(provisioned.policy, "body_limit", None)
+            if policy_limit is not None:
+                max_body = min(max_body, policy_limit)
+            # A method the policy must see (cors: OPTIONS preflights) that the route's
+            # match refuses with 405 before any policy runs.
+            unmatched = [
+                method
+                for method in getattr(provisioned.policy, "needs_methods", ())
+                if route.match.methods and method not in route.match.methods
+            ]
+            if unmatched:
+                warnings.append(
+                    ConfigError(
+                        f"{provisioned.name} on route {route.name!r} needs "
+                        f"{', '.join(unmatched)} requests, which the route's match.methods "
+                        f"answers with 405 before any policy runs; add them to match.methods",
+                        provisioned.path,
+                    )
+                )
         body_ceiling = max(body_ceiling, max_body)
         actions.append(
             _core.RouteAction(

@@ -31,9 +31,11 @@ from fastgw.policy.base import (
     check_header_value,
 )
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
+from fastgw.policy.cors import Cors
 from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
+from fastgw.policy.validation import RequestValidation
 
 __all__ = [
     "BUILTIN_POLICIES",
@@ -455,4 +457,6 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     IpRestriction,
     KeyAuth,
     Acl,
+    Cors,
+    RequestValidation,
 )
