@@ -388,6 +388,8 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             # own limit applies once it is known.
             max_body_bytes=body_ceiling,
             headers_with_underscores=limits.headers_with_underscores,
+            merge_slashes=limits.merge_slashes,
+            path_semicolons=limits.path_semicolons,
         ),
         _core.CoreTimeouts(
             client_header=timeouts.client_header,

@@ -168,6 +168,8 @@ def test_core_limits_and_timeouts_are_the_schemas_defaults() -> None:
     core = build_plan(parse_config(config(route("r", ["/"])))).core
     limits, timeouts = Limits(), Timeouts()
     assert core.limits.headers_with_underscores == "drop" == limits.headers_with_underscores
+    assert core.limits.merge_slashes is True is limits.merge_slashes
+    assert core.limits.path_semicolons == "reject" == limits.path_semicolons
     for name in ("max_header_bytes", "max_headers", "max_target_bytes", "max_body_bytes"):
         assert getattr(core.limits, name) == getattr(limits, name), name
     for name in CORE_TIMEOUTS:
@@ -193,6 +195,8 @@ def test_core_config_objects_have_no_defaults(cls: str, missing: str) -> None:
             "max_target_bytes": 1,
             "max_body_bytes": 1,
             "headers_with_underscores": "drop",
+            "merge_slashes": True,
+            "path_semicolons": "reject",
         },
         "CoreTimeouts": dict.fromkeys(
             CORE_TIMEOUTS,
