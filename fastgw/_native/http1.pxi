@@ -385,18 +385,23 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
     # src starts with '/'. out is NUL-terminated. Returns E_OK or an E_* code.
     cdef Py_ssize_t i = 0, o = 0, seg, params
     cdef unsigned char c, flags
-    cdef unsigned char stop = FASTGW_CC_PATHSPEC | (FASTGW_CC_SLASH if merge_slashes else 0)
     cdef int hi, lo, v
     cdef int utf8_need = 0, utf8_lo = 0x80, utf8_hi = 0xBF
     cdef bint trailing = False
     # PERF: most paths contain no '%', '.', ';', '\' or "//": one table pass, then a memcpy.
-    # A '/' stops the pass only to look at the next byte.
-    while i < n:
-        flags = fastgw_http1_cc[<unsigned char>src[i]] & stop
-        if flags and (flags & FASTGW_CC_PATHSPEC or (i + 1 < n and src[i + 1] == b"/")):
-            break
-        i += 1
+    # One loop per mode, each testing a constant mask; a '/' stops the merging one only to
+    # look at the next byte (src[n] is readable: the target ends at ' ' or '?').
+    if merge_slashes:
+        while i < n:
+            flags = fastgw_http1_cc[<unsigned char>src[i]]
+            if flags & (FASTGW_CC_PATHSPEC | FASTGW_CC_SLASH) and (
+                    flags & FASTGW_CC_PATHSPEC or src[i + 1] == b"/"):
+                break
+            i += 1
     else:
+        while i < n and not (fastgw_http1_cc[<unsigned char>src[i]] & FASTGW_CC_PATHSPEC):
+            i += 1
+    if i == n:
         memcpy(out, src, n)
         out[n] = 0
         out_len[0] = n
@@ -414,6 +419,11 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
         i += 1
         while i < n and src[i] != b"/":
             c = <unsigned char>src[i]
+            if not (fastgw_http1_cc[c] & FASTGW_CC_PATHSPEC):
+                out[o] = <char>c
+                o += 1
+                i += 1
+                continue
             if c == b"%":
                 if i + 2 >= n:
                     return E_BAD_PERCENT_ENCODING
@@ -463,9 +473,11 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
                     out[o + 2] = <char>(src[i + 2] - 32 if 97 <= src[i + 2] <= 102 else src[i + 2])
                     o += 3
                 i += 3
+                # a continuation byte is escaped too (a raw byte >= 0x80 is bad_target), so
+                # a sequence that is not finished must go on with the next byte
+                if utf8_need and (i >= n or src[i] != b"%"):
+                    return E_BAD_UTF8_IN_PATH
                 continue
-            if utf8_need:
-                return E_BAD_UTF8_IN_PATH
             if c == b"\\":
                 return E_BACKSLASH_IN_PATH
             if c == b";":
@@ -477,8 +489,6 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
             out[o] = <char>c
             o += 1
             i += 1
-        if utf8_need:
-            return E_BAD_UTF8_IN_PATH
         if params >= 0:
             if out[seg] == b"." and (params - seg == 1
                                      or (params - seg == 2 and out[seg + 1] == b".")):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgw._core import SEMICOLON_MODES, RequestParser
 
@@ -147,3 +149,24 @@ def test_path_buffer_is_reused_across_messages() -> None:
     parser.feed(b"GET /" + b"x" * 600 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     parser.feed(b"GET /short/./y HTTP/1.1\r\nHost: a\r\n\r\n")
     assert parser.path == b"/short/y"
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(min_size=1, max_size=8))
+def test_escaped_bytes_are_accepted_exactly_when_they_are_utf8(data: bytes) -> None:
+    # Python's strict decoder is the oracle (it refuses overlong forms and surrogates)
+    target = b"/a" + b"".join(b"%%%02X" % byte for byte in data) + b"z"
+    events = RequestParser().feed(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        expected_ok = False
+    else:
+        # separators, NUL, "." or ";" decoded from ASCII escapes have their own rules
+        expected_ok = not any(ch in text for ch in "/\\\x00;")
+    if expected_ok:
+        assert events == [("head",), ("done",)], (data, events)
+    elif events[0][0] == "error":
+        assert events[0][1] in {"bad_utf8_in_path", "encoded_separator", "semicolon_in_path"}
+    else:
+        raise AssertionError((data, events))
