@@ -95,6 +95,9 @@ class Plan:
         version, host_field = ("1.1", f"Host: {authority}\r\n") if authority else ("1.0", "")
         request = f"{method} {target} HTTP/{version}\r\n{host_field}\r\n"
         parser = _core.RequestParser()
+        # the path rules of this config, as its connections' parsers have them
+        parser.merge_slashes = self.config.limits.merge_slashes
+        parser.semicolons = _core.SEMICOLON_MODES[self.config.limits.path_semicolons]
         try:
             events = parser.feed(request.encode("latin-1"))
         except UnicodeEncodeError:

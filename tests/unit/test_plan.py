@@ -137,6 +137,27 @@ def test_explain_uses_parser_and_router(method: str, url: str, expected: str) ->
     assert expected in lines[-1]
 
 
+@pytest.mark.parametrize(
+    ("limits", "url", "expected"),
+    [
+        pytest.param({}, "//admin/x", "route 'admin'", id="merged"),
+        pytest.param({"merge_slashes": False}, "//admin/x", "route 'open'", id="kept"),
+        pytest.param({}, "/admin;a/x", "semicolon_in_path", id="semicolon-rejected"),
+        pytest.param({"path_semicolons": "allow"}, "/admin;a/x", "route 'open'", id="allowed"),
+    ],
+)
+def test_explain_applies_the_configs_path_rules(
+    limits: dict[str, Any], url: str, expected: str
+) -> None:
+    cfg = parse_config(
+        {
+            **config(route("admin", ["/admin/{*rest}"]), route("open", ["/{*rest}"])),
+            "limits": limits,
+        }
+    )
+    assert expected in build_plan(cfg).explain("GET", url)[-1]
+
+
 def test_every_bad_pattern_of_a_route_is_reported() -> None:
     cfg = parse_config(config(route("a", ["/a//b", "/ok", "/{x"]), route("b", ["/c{d}"])))
     with pytest.raises(ConfigError) as info:
