@@ -22,6 +22,8 @@ METHOD_IDS: dict[str, int]
 METHOD_NAMES: dict[int, str]
 UNDERSCORE_MODES: dict[str, int]
 """`limits.headers_with_underscores` value -> the parser's mode."""
+SEMICOLON_MODES: dict[str, int]
+"""`limits.path_semicolons` value -> the parser's mode for ";" in a path."""
 STATUS_PHRASES: dict[int, str]
 """Status -> RFC 9110 reason phrase, for every status line the gateway writes itself."""
 ERROR_TABLE: dict[int, tuple[int, str, str]]
@@ -94,6 +96,10 @@ class Http1Parser:
 class RequestParser(Http1Parser):
     """Incremental, strict HTTP/1.1 request parser (see docs/strictness.md)."""
 
+    merge_slashes: bool
+    """Whether "//" in the path is one "/" (True unless a plan says otherwise)."""
+    semicolons: int
+    """What ";" in the path gets: a value of SEMICOLON_MODES (reject unless a plan says)."""
     def __init__(
         self,
         max_header_bytes: int = 32768,
@@ -755,6 +761,8 @@ class CoreLimits:
         max_target_bytes: int,
         max_body_bytes: int,
         headers_with_underscores: Literal["drop", "reject", "allow"],
+        merge_slashes: bool,
+        path_semicolons: Literal["reject", "allow"],
     ) -> None: ...
     @property
     def max_header_bytes(self) -> int: ...
@@ -767,6 +775,10 @@ class CoreLimits:
         """The largest body any route allows: the parser's limit until the route is known."""
     @property
     def headers_with_underscores(self) -> Literal["drop", "reject", "allow"]: ...
+    @property
+    def merge_slashes(self) -> bool: ...
+    @property
+    def path_semicolons(self) -> Literal["reject", "allow"]: ...
 
 class CoreTimeouts:
     """Client and upstream timeouts in seconds; every value required (the schema's)."""

@@ -98,6 +98,9 @@ class Plan:
         version, host_field = ("1.1", f"Host: {authority}\r\n") if authority else ("1.0", "")
         request = f"{method} {target} HTTP/{version}\r\n{host_field}\r\n"
         parser = _core.RequestParser()
+        # the path rules of this config, as its connections' parsers have them
+        parser.merge_slashes = self.config.limits.merge_slashes
+        parser.semicolons = _core.SEMICOLON_MODES[self.config.limits.path_semicolons]
         try:
             events = parser.feed(request.encode("latin-1"))
         except UnicodeEncodeError:
@@ -470,6 +473,8 @@ def _build_plan(config: Config, file: str | None, engine: Any, strict: bool) -> 
             # own limit applies once it is known.
             max_body_bytes=body_ceiling,
             headers_with_underscores=limits.headers_with_underscores,
+            merge_slashes=limits.merge_slashes,
+            path_semicolons=limits.path_semicolons,
         ),
         _core.CoreTimeouts(
             client_header=timeouts.client_header,

@@ -86,6 +86,12 @@ cdef enum:
     UNDERSCORES_DROP = 1
     UNDERSCORES_REJECT = 2
 
+# ";" in a request path segment (Tomcat and Spring read "/admin;x=1" as "/admin")
+# <- CorePlan (protocol) picks one through SEMICOLON_MODES (consts.pxi); http1 applies it
+cdef enum:
+    SEMICOLONS_REJECT = 0
+    SEMICOLONS_ALLOW = 1
+
 # --- error codes ------------------------------------------------------------------------
 # <- every fragment: Http1Parser.error_code, local answers; ERROR_TABLE (consts.pxi) maps
 #    each to its status, stable code and message
@@ -175,3 +181,7 @@ cdef enum ErrorCode:
     E_VALIDATION_FAILED = 116
     E_UNSUPPORTED_MEDIA_TYPE = 117
     E_AUTH_UNAVAILABLE = 118
+    # path spellings (200 and above: kept apart from the gateway's block above)
+    E_SEMICOLON_IN_PATH = 200
+    E_DOT_SEGMENT_PARAMETERS = 201
+    E_BAD_UTF8_IN_PATH = 202

@@ -13,6 +13,7 @@ METHOD_NAMES = {v: k for k, v in METHOD_IDS.items()}
 
 UNDERSCORE_MODES = {"allow": UNDERSCORES_ALLOW, "drop": UNDERSCORES_DROP,
                     "reject": UNDERSCORES_REJECT}
+SEMICOLON_MODES = {"reject": SEMICOLONS_REJECT, "allow": SEMICOLONS_ALLOW}
 
 
 # status -> reason phrase, for every status line the gateway writes itself (local answers,
@@ -139,6 +140,11 @@ ERROR_TABLE = {
                                "the request body's content type is not accepted here"),
     E_AUTH_UNAVAILABLE: (503, "auth_unavailable",
                          "the credentials could not be checked now; try again later"),
+    E_SEMICOLON_IN_PATH: (400, "semicolon_in_path", "';' in the path is refused here"),
+    E_DOT_SEGMENT_PARAMETERS: (400, "dot_segment_parameters",
+                               "a '.' or '..' segment with ';' parameters in the path"),
+    E_BAD_UTF8_IN_PATH: (400, "bad_utf8_in_path",
+                         "percent-encoded bytes in the path are not valid UTF-8"),
 }
 
 # The stable codes an authentication policy may fail with (PolicyRequest.auth_failed), by

@@ -133,6 +133,10 @@ cdef class RequestParser(Http1Parser):
     # The request line, normalised path and host: the router (through protocol), the head
     # serialiser and the access log (protocol), PolicyRequest (policy) read them.
     cdef Py_ssize_t max_target_bytes
+    # Path spellings: ClientProtocol (protocol) sets them from its plan; a parser made
+    # without one has the config's defaults (merge, reject).
+    cdef public bint merge_slashes   # "//" is one "/" (limits.merge_slashes)
+    cdef public int semicolons       # SEMICOLONS_*: what ";" in a path segment gets
     cdef readonly int method_id
     cdef Py_ssize_t method_off
     cdef Py_ssize_t method_len

@@ -24,14 +24,15 @@ cdef extern from *:
         FASTGW_CC_TARGET = 4,     /* request-target byte: VCHAR except '#' */
         FASTGW_CC_HEX = 8,        /* HEXDIG */
         FASTGW_CC_UNRESERVED = 16,/* ALPHA DIGIT - . _ ~ */
-        FASTGW_CC_PATHSPEC = 32,  /* '%' '.' '\\': the path needs the slow normaliser */
-        FASTGW_CC_QDTEXT = 64     /* quoted-string text (RFC 9110 5.6.4) */
+        FASTGW_CC_PATHSPEC = 32,  /* '%' '.' ';' '\\': the path needs the slow normaliser */
+        FASTGW_CC_QDTEXT = 64,    /* quoted-string text (RFC 9110 5.6.4) */
+        FASTGW_CC_SLASH = 128     /* '/': with merge_slashes, "//" needs the slow normaliser */
     };
     static const unsigned char fastgw_http1_cc[256] = {
          0,  0,  0,  0,  0,  0,  0,  0,  0, 66,  0,  0,  0,  0,  0,  0,
          0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,
-        66, 71,  6, 67, 71,103, 71, 71, 70, 70, 71, 71, 70, 87,119, 70,
-        95, 95, 95, 95, 95, 95, 95, 95, 95, 95, 70, 70, 70, 70, 70, 70,
+        66, 71,  6, 67, 71,103, 71, 71, 70, 70, 71, 71, 70, 87,119,198,
+        95, 95, 95, 95, 95, 95, 95, 95, 95, 95, 70,102, 70, 70, 70, 70,
         70, 95, 95, 95, 95, 95, 95, 87, 87, 87, 87, 87, 87, 87, 87, 87,
         87, 87, 87, 87, 87, 87, 87, 87, 87, 87, 87, 70, 38, 70, 71, 87,
         71, 95, 95, 95, 95, 95, 95, 87, 87, 87, 87, 87, 87, 87, 87, 87,
@@ -66,6 +67,7 @@ cdef extern from *:
         FASTGW_CC_UNRESERVED
         FASTGW_CC_PATHSPEC
         FASTGW_CC_QDTEXT
+        FASTGW_CC_SLASH
 
 
 # --- scanner states ----------------------------------------------------------------------
@@ -363,24 +365,43 @@ cdef int _h1_check_host(const char* s, Py_ssize_t n, char* out, Py_ssize_t* out_
     return E_OK
 
 
-cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t* out_len) noexcept:
-    # Normalise an origin-form absolute-path (RFC 9112 3.2.1) into out (>= n + 2 bytes):
+cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t* out_len,
+                            bint merge_slashes, int semicolons) noexcept:
+    # Normalise an origin-form absolute-path (RFC 9112 3.2.1) into out (>= n + 2 bytes), so
+    # that no other spelling of a path reaches a backend as the same resource while the
+    # router saw another one (docs/strictness.md "Path"):
     # - %XX of an unreserved byte is decoded, other escapes are kept with uppercase hex
     #   (RFC 3986 2.1, 2.3, 6.2.2.2); %2F %5C %00 are refused: a decoded separator or NUL
-    #   would give the path a second meaning downstream;
+    #   would give the path a second meaning downstream; escapes are decoded once, so
+    #   "%252e" stays a literal "%25" then "2e";
+    # - escaped bytes >= 0x80 must form UTF-8 (RFC 3629 4): overlong forms ("%C0%AE" is a
+    #   '.' to a lenient decoder), surrogates, stray or missing continuation bytes are refused;
     # - raw backslash is refused (some backends treat it as '/');
+    # - with merge_slashes, "//" is one '/' (nginx merge_slashes);
+    # - ';' (also %3B) is refused unless semicolons is SEMICOLONS_ALLOW; either way a "." or
+    #   ".." segment with parameters ("..;x", Tomcat's traversal) is refused;
     # - "." and ".." segments, also when percent-encoded, are removed (RFC 3986 5.2.4);
-    #   ".." above the root is refused; nothing else is merged ("//" stays).
+    #   ".." above the root is refused.
     # src starts with '/'. out is NUL-terminated. Returns E_OK or an E_* code.
-    cdef Py_ssize_t i, o = 0, seg
-    cdef unsigned char c
+    cdef Py_ssize_t i = 0, o = 0, seg, params
+    cdef unsigned char c, flags
     cdef int hi, lo, v
+    cdef int utf8_need = 0, utf8_lo = 0x80, utf8_hi = 0xBF
     cdef bint trailing = False
-    # PERF: most paths contain no '%', '.' or '\': one table pass, then a memcpy.
-    for i in range(n):
-        if fastgw_http1_cc[<unsigned char>src[i]] & FASTGW_CC_PATHSPEC:
-            break
+    # PERF: most paths contain no '%', '.', ';', '\' or "//": one table pass, then a memcpy.
+    # One loop per mode, each testing a constant mask; a '/' stops the merging one only to
+    # look at the next byte (src[n] is readable: the target ends at ' ' or '?').
+    if merge_slashes:
+        while i < n:
+            flags = fastgw_http1_cc[<unsigned char>src[i]]
+            if flags & (FASTGW_CC_PATHSPEC | FASTGW_CC_SLASH) and (
+                    flags & FASTGW_CC_PATHSPEC or src[i + 1] == b"/"):
+                break
+            i += 1
     else:
+        while i < n and not (fastgw_http1_cc[<unsigned char>src[i]] & FASTGW_CC_PATHSPEC):
+            i += 1
+    if i == n:
         memcpy(out, src, n)
         out[n] = 0
         out_len[0] = n
@@ -388,12 +409,21 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
     i = 0
     while i < n:
         # src[i] == '/': copy one segment
+        if merge_slashes and i + 1 < n and src[i + 1] == b"/":
+            i += 1
+            continue
         out[o] = b"/"
         o += 1
         seg = o
+        params = -1
         i += 1
         while i < n and src[i] != b"/":
             c = <unsigned char>src[i]
+            if not (fastgw_http1_cc[c] & FASTGW_CC_PATHSPEC):
+                out[o] = <char>c
+                o += 1
+                i += 1
+                continue
             if c == b"%":
                 if i + 2 >= n:
                     return E_BAD_PERCENT_ENCODING
@@ -404,22 +434,67 @@ cdef int _h1_normalise_path(const char* src, Py_ssize_t n, char* out, Py_ssize_t
                 v = hi * 16 + lo
                 if v == 0x2F or v == 0x5C or v == 0:
                     return E_ENCODED_SEPARATOR
+                if utf8_need:
+                    if v < utf8_lo or v > utf8_hi:
+                        return E_BAD_UTF8_IN_PATH
+                    utf8_need -= 1
+                    utf8_lo = 0x80
+                    utf8_hi = 0xBF
+                elif v >= 0x80:
+                    # a lead byte (RFC 3629 4): the bounds of its first continuation byte
+                    # exclude overlong forms, surrogates and code points above U+10FFFF
+                    if 0xC2 <= v <= 0xDF:
+                        utf8_need = 1
+                    elif 0xE0 <= v <= 0xEF:
+                        utf8_need = 2
+                        if v == 0xE0:
+                            utf8_lo = 0xA0
+                        elif v == 0xED:
+                            utf8_hi = 0x9F
+                    elif 0xF0 <= v <= 0xF4:
+                        utf8_need = 3
+                        if v == 0xF0:
+                            utf8_lo = 0x90
+                        elif v == 0xF4:
+                            utf8_hi = 0x8F
+                    else:
+                        return E_BAD_UTF8_IN_PATH
                 if fastgw_http1_cc[v] & FASTGW_CC_UNRESERVED:
                     out[o] = <char>v
                     o += 1
                 else:
+                    if v == 0x3B:
+                        if semicolons == SEMICOLONS_REJECT:
+                            return E_SEMICOLON_IN_PATH
+                        if params < 0:
+                            params = o
                     out[o] = b"%"
                     out[o + 1] = <char>(src[i + 1] - 32 if 97 <= src[i + 1] <= 102 else src[i + 1])
                     out[o + 2] = <char>(src[i + 2] - 32 if 97 <= src[i + 2] <= 102 else src[i + 2])
                     o += 3
                 i += 3
-            elif c == b"\\":
+                # a continuation byte is escaped too (a raw byte >= 0x80 is bad_target), so
+                # a sequence that is not finished must go on with the next byte
+                if utf8_need and (i >= n or src[i] != b"%"):
+                    return E_BAD_UTF8_IN_PATH
+                continue
+            if c == b"\\":
                 return E_BACKSLASH_IN_PATH
-            else:
-                out[o] = <char>c
-                o += 1
-                i += 1
-        if o - seg == 1 and out[seg] == b".":
+            if c == b";":
+                # Tomcat and Spring strip ";params" from a segment before matching
+                if semicolons == SEMICOLONS_REJECT:
+                    return E_SEMICOLON_IN_PATH
+                if params < 0:
+                    params = o
+            out[o] = <char>c
+            o += 1
+            i += 1
+        if params >= 0:
+            if out[seg] == b"." and (params - seg == 1
+                                     or (params - seg == 2 and out[seg + 1] == b".")):
+                return E_DOT_SEGMENT_PARAMETERS
+            trailing = False
+        elif o - seg == 1 and out[seg] == b".":
             o = seg - 1
             trailing = True
         elif o - seg == 2 and out[seg] == b"." and out[seg + 1] == b".":
@@ -1224,6 +1299,8 @@ cdef class RequestParser(Http1Parser):
         self.is_request = True
         self.max_target_bytes = max_target_bytes
         self.max_body_bytes = max_body_bytes
+        self.merge_slashes = True
+        self.semicolons = SEMICOLONS_REJECT
         free(self.path)
         self.path_cap = 256
         self.path = <char*>malloc(self.path_cap)
@@ -1469,7 +1546,8 @@ cdef class RequestParser(Http1Parser):
             self.path[1] = 0
             self.path_len = 1
             return H1_SCAN_MORE
-        r = _h1_normalise_path(t + path_start, path_end - path_start, self.path, &self.path_len)
+        r = _h1_normalise_path(t + path_start, path_end - path_start, self.path, &self.path_len,
+                               self.merge_slashes, self.semicolons)
         if r != E_OK:
             self.path[0] = 0
             self.path_len = 0

@@ -31,6 +31,8 @@ cdef class CoreLimits:
     cdef readonly Py_ssize_t max_target_bytes
     cdef readonly int64_t max_body_bytes       # the largest any route allows (plan.py)
     cdef readonly str headers_with_underscores
+    cdef readonly bint merge_slashes
+    cdef readonly str path_semicolons
 
 
 cdef class CoreTimeouts:
@@ -51,6 +53,8 @@ cdef class CorePlan:
     # The largest body any route accepts: the parser's limit until the route is known.
     cdef int64_t max_body_bytes
     cdef int underscores                  # UNDERSCORES_* for request field names
+    cdef bint merge_slashes               # "//" in a request path is one "/"
+    cdef int semicolons                   # SEMICOLONS_* for ";" in a request path
     cdef double client_header
     cdef double client_body_idle
     cdef double keepalive_idle

@@ -52,15 +52,20 @@ cdef class CoreLimits:
 
     def __init__(self, *, Py_ssize_t max_header_bytes, Py_ssize_t max_headers,
                  Py_ssize_t max_target_bytes, int64_t max_body_bytes,
-                 str headers_with_underscores):
+                 str headers_with_underscores, bint merge_slashes, str path_semicolons):
         if headers_with_underscores not in UNDERSCORE_MODES:
             raise ValueError(f"headers_with_underscores must be one of "
                              f"{sorted(UNDERSCORE_MODES)}, got {headers_with_underscores!r}")
+        if path_semicolons not in SEMICOLON_MODES:
+            raise ValueError(f"path_semicolons must be one of "
+                             f"{sorted(SEMICOLON_MODES)}, got {path_semicolons!r}")
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.max_target_bytes = max_target_bytes
         self.max_body_bytes = max_body_bytes
         self.headers_with_underscores = headers_with_underscores
+        self.merge_slashes = merge_slashes
+        self.path_semicolons = path_semicolons
 
 
 cdef class CoreTimeouts:
@@ -94,6 +99,8 @@ cdef class CorePlan:
         self.max_target_bytes = limits.max_target_bytes
         self.max_body_bytes = limits.max_body_bytes
         self.underscores = UNDERSCORE_MODES[limits.headers_with_underscores]
+        self.merge_slashes = limits.merge_slashes
+        self.semicolons = SEMICOLON_MODES[limits.path_semicolons]
         self.client_header = timeouts.client_header
         self.client_body_idle = timeouts.client_body_idle
         self.keepalive_idle = timeouts.keepalive_idle

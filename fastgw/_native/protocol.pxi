@@ -146,6 +146,8 @@ cdef class ClientProtocol:
                 self.plan.max_header_bytes, self.plan.max_headers, self.plan.max_target_bytes,
                 self.plan.max_body_bytes)
             parser.underscores = self.plan.underscores
+            parser.merge_slashes = self.plan.merge_slashes
+            parser.semicolons = self.plan.semicolons
             ex = self.ex = _new_exchange(self.plan)
         while self.buf is not None and not self.closed:
             n = PyBytes_GET_SIZE(self.buf) - self.buf_off

@@ -40,7 +40,11 @@ cdef enum:
     _ROUTER_MAX_SEGMENTS = 256        # per pattern; bounds the depth of the trie walk
     _ROUTER_MAX_WILDCARD_LABELS = 32  # labels after "*."; bounds the wildcard levels of a host
 
-cdef uint32_t _ROUTER_ANY_METHOD = 0xFFFFFFFFu
+# A route without `methods` takes any method but TRACE and CONNECT: TRACE echoes the request,
+# cookies and credentials included (cross-site tracing), so only a route that names it gets
+# it, and the gateway never tunnels CONNECT (the parser answers it 501). Decided here, once
+# per route: the match is the same one bit test for every method.
+cdef uint32_t _ROUTER_ANY_METHOD = 0xFFFFFFFFu & ~((1u << M_TRACE) | (1u << M_CONNECT))
 
 # RFC 3986 3.3 pchar, minus "%" (handled as pct-encoded) and without "{" / "}".
 _ROUTER_PCHAR = frozenset(

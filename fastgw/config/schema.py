@@ -129,6 +129,11 @@ class Limits(_Section, kw_only=True):
     max_body_bytes: Annotated[int, Meta(ge=0)] = 10485760
     # Request field names with "_": dropped (nginx's default), refused with 400, or allowed.
     headers_with_underscores: Literal["drop", "reject", "allow"] = "drop"
+    # "//" in a request path is one "/" (nginx's merge_slashes), so "//admin" is "/admin".
+    merge_slashes: bool = True
+    # ";" in a request path: refused with 400 (Spring's StrictHttpFirewall), or an ordinary
+    # byte whose meaning is the backend's (Tomcat and Spring strip ";params" from a segment).
+    path_semicolons: Literal["reject", "allow"] = "reject"
 
 
 class Timeouts(_Section, kw_only=True):

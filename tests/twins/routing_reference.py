@@ -149,7 +149,7 @@ class ReferenceRouter:
             for level in _host_levels(host.lower()):
                 matches = self.path_matches(priority, level, path)
                 for route, pattern, captures in matches:
-                    if route.methods is None or method in route.methods:
+                    if _takes(route, method):
                         return (
                             "found",
                             route.route_id,
@@ -157,13 +157,19 @@ class ReferenceRouter:
                             dict(zip(pattern.names, captures, strict=True)),
                         )
                 if matches and allowed is None:
-                    allowed = set().union(*(route.methods or () for route, _, _ in matches))
+                    allowed = set().union(*(self._allows(route) for route, _, _ in matches))
         if allowed:
             # The standard methods in their order, then the others in the order routes named
             # them.
             others = [m for m in self._other_methods if m in allowed]
             return ("method_not_allowed", [m for m in METHODS if m in allowed] + others)
         return ("not_found",)
+
+    def _allows(self, route: _Route) -> set[str]:
+        """The Allow set a route contributes to a 405."""
+        if route.methods is None:
+            return {m for m in (*METHODS, *self._other_methods) if _takes(route, m)}
+        return set(route.methods)
 
     def shadowed(self) -> list[tuple[int, int]]:
         """[(route_id, by_route_id)]: the compiled Router.shadowed() contract, pair by pair.
@@ -223,9 +229,16 @@ def _shape(segments: tuple[Segment, ...]) -> tuple[object, ...]:
     return tuple(literal if kind == LITERAL else kind for kind, literal in segments)
 
 
+def _takes(route: _Route, method: str) -> bool:
+    """A route without methods takes any method but TRACE (and CONNECT, never routed)."""
+    if route.methods is None:
+        return method not in ("TRACE", "CONNECT")
+    return method in route.methods
+
+
 def _methods_cover(general: frozenset[str] | None, specific: frozenset[str] | None) -> bool:
     if general is None:
-        return True
+        return specific is None or not specific & {"TRACE", "CONNECT"}
     return specific is not None and specific <= general
 
 

@@ -955,6 +955,8 @@ def _target_verdict(byte: int) -> str | None:
         return "backslash_in_path"
     if byte == 0x25:
         return "bad_percent_encoding"
+    if byte == 0x3B:
+        return "semicolon_in_path"
     if 0x21 <= byte <= 0x7E:
         return None
     return "bad_target"

@@ -137,6 +137,27 @@ def test_explain_uses_parser_and_router(method: str, url: str, expected: str) ->
     assert expected in lines[-1]
 
 
+@pytest.mark.parametrize(
+    ("limits", "url", "expected"),
+    [
+        pytest.param({}, "//admin/x", "route 'admin'", id="merged"),
+        pytest.param({"merge_slashes": False}, "//admin/x", "route 'open'", id="kept"),
+        pytest.param({}, "/admin;a/x", "semicolon_in_path", id="semicolon-rejected"),
+        pytest.param({"path_semicolons": "allow"}, "/admin;a/x", "route 'open'", id="allowed"),
+    ],
+)
+def test_explain_applies_the_configs_path_rules(
+    limits: dict[str, Any], url: str, expected: str
+) -> None:
+    cfg = parse_config(
+        {
+            **config(route("admin", ["/admin/{*rest}"]), route("open", ["/{*rest}"])),
+            "limits": limits,
+        }
+    )
+    assert expected in build_plan(cfg).explain("GET", url)[-1]
+
+
 def test_every_bad_pattern_of_a_route_is_reported() -> None:
     cfg = parse_config(config(route("a", ["/a//b", "/ok", "/{x"]), route("b", ["/c{d}"])))
     with pytest.raises(ConfigError) as info:
@@ -168,6 +189,8 @@ def test_core_limits_and_timeouts_are_the_schemas_defaults() -> None:
     core = build_plan(parse_config(config(route("r", ["/"])))).core
     limits, timeouts = Limits(), Timeouts()
     assert core.limits.headers_with_underscores == "drop" == limits.headers_with_underscores
+    assert core.limits.merge_slashes is True is limits.merge_slashes
+    assert core.limits.path_semicolons == "reject" == limits.path_semicolons
     for name in ("max_header_bytes", "max_headers", "max_target_bytes", "max_body_bytes"):
         assert getattr(core.limits, name) == getattr(limits, name), name
     for name in CORE_TIMEOUTS:
@@ -193,6 +216,8 @@ def test_core_config_objects_have_no_defaults(cls: str, missing: str) -> None:
             "max_target_bytes": 1,
             "max_body_bytes": 1,
             "headers_with_underscores": "drop",
+            "merge_slashes": True,
+            "path_semicolons": "reject",
         },
         "CoreTimeouts": dict.fromkeys(
             CORE_TIMEOUTS,

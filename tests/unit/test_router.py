@@ -223,6 +223,7 @@ METHOD_ROUTES = [
     (5, [], ["/any"], ["GET"], 0),
     (6, [], ["/pair"], ["GET"], 0),
     (7, [], ["/pair"], ["PATCH"], 0),
+    (8, [], ["/trace"], ["GET", "TRACE"], 0),
 ]
 
 METHOD_CASES = [
@@ -259,6 +260,15 @@ METHOD_CASES = [
     ("second-route-same-pattern", "PATCH", "h.test", "/pair", found(7, 6)),
     ("head-is-not-get", "HEAD", "h.test", "/pair", ("method_not_allowed", ["GET", "PATCH"])),
     ("404-when-no-path-match", "GET", "h.test", "/nope", NOT_FOUND),
+    # TRACE echoes the request: a route takes it only by naming it
+    (
+        "trace-not-taken-by-any-method-route",
+        "TRACE",
+        "h.test",
+        "/any",
+        ("method_not_allowed", ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+    ),
+    ("trace-on-a-route-naming-it", "TRACE", "h.test", "/trace", found(8, 7)),
 ]
 
 
