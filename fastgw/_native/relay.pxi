@@ -23,9 +23,12 @@ cdef void relay_start_local(ClientProtocol conn, Exchange ex):
 cdef void relay_finish_local(ClientProtocol conn, Exchange ex, bytes body, int status) except *:
     cdef HeadBuffer b = _head_buffer
     ex.status = status
-    b.put_bytes(b"content-length: ")
-    b.put_int(PyBytes_GET_SIZE(body))
-    b.put_bytes(b"\r\nx-request-id: ")
+    if status != 204 and status != 304:
+        # RFC 9110 8.6: no Content-Length on a 204; a 304 has no body of its own.
+        b.put_bytes(b"content-length: ")
+        b.put_int(PyBytes_GET_SIZE(body))
+        b.put_bytes(_CRLF)
+    b.put_bytes(b"x-request-id: ")
     b.put_bytes(ex.request_id)
     b.put_bytes(_CRLF)
     if ex.extra_head is not None:
@@ -33,7 +36,7 @@ cdef void relay_finish_local(ClientProtocol conn, Exchange ex, bytes body, int s
     if not ex.keep_alive:
         b.put_bytes(b"connection: close\r\n")
     b.put_bytes(_CRLF)
-    if ex.method_id != M_HEAD:
+    if ex.method_id != M_HEAD and status != 204 and status != 304:
         b.put_bytes(body)
     conn.out.append(b.take())
     if ex.request_framing != FRAMING_NONE:

@@ -105,6 +105,8 @@ def test_an_allowed_preflight_is_answered_by_the_gateway(http: Any, stack: Any) 
     response = preflight(http, stack, "/cors/orders", APP, "POST", "Content-Type, Authorization")
     assert response.status == 204, response
     assert response.body == b""
+    # RFC 9110 8.6: a 204 carries no Content-Length.
+    assert response.header("content-length") is None
     assert cors_fields(response) == {
         "access-control-allow-origin": APP,
         "access-control-allow-methods": "GET, POST",
