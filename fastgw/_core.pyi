@@ -637,6 +637,8 @@ class PolicyRequest:
         scope: str | None = None,
     ) -> None:
         """Accept the client as `consumer` (its identity fields go upstream)."""
+    def add_local_header(self, name: str, value: str) -> None:
+        """A field for the gateway's own answer to this request, should it answer itself."""
     def auth_failed(
         self,
         code: str,

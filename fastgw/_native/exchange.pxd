@@ -45,6 +45,7 @@ cdef class Exchange:
     cdef bint trace_restarted      # a malformed traceparent was replaced: drop tracestate
     cdef char trace[56]
     cdef bytes extra_head          # fields every response of this exchange carries (limits)
+    cdef bytes local_head          # fields only the gateway's own answers carry (cors)
     cdef int rl_result             # RL_ALLOWED / RL_LIMITED, 0 without a rate limit
     cdef object park_handle        # a rate limit `delay`: the timer that resumes the chain
     cdef ConcurrencyLimiter waiting_on   # queued for a place of this concurrency limit

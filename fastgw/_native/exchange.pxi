@@ -55,6 +55,7 @@ cdef class Exchange:
         self.ex_in = bytes_in
         self.trace_len = 0
         self.extra_head = None
+        self.local_head = None
         self.rl_result = 0
         self.local_code = 0
         self.up_sent = 0

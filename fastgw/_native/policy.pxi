@@ -359,6 +359,18 @@ cdef class PolicyRequest:
             return None
         return _auth_response(conn.ex)
 
+    def add_local_header(self, str name, str value):
+        """A field for the gateway's own answer to this request, should it answer itself
+        (a later policy's 401 or 429, a 502): what an upstream response would have got
+        from on_response hooks, e.g. CORS fields so a browser may read the error."""
+        cdef Exchange ex = self.attached().ex
+        cdef bytes field
+        check_field(name, value)
+        if name.lower() in ("content-type", "content-length", "www-authenticate"):
+            raise ValueError(f"header {name!r} is set by the answer itself")
+        field = name.lower().encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+        ex.local_head = field if ex.local_head is None else ex.local_head + field
+
     @property
     def scratch(self):
         """A dict for this request only: hooks pass data to later hooks through it."""

@@ -33,6 +33,8 @@ cdef void relay_finish_local(ClientProtocol conn, Exchange ex, bytes body, int s
     b.put_bytes(_CRLF)
     if ex.extra_head is not None:
         b.put_bytes(ex.extra_head)
+    if ex.local_head is not None:
+        b.put_bytes(ex.local_head)
     if not ex.keep_alive:
         b.put_bytes(b"connection: close\r\n")
     b.put_bytes(_CRLF)
@@ -284,6 +286,8 @@ cdef void relay_write_error(ClientProtocol conn, Exchange ex, int code,
         b.put_bytes(b"\r\n")
         if ex.extra_head is not None:
             b.put_bytes(ex.extra_head)
+        if ex.local_head is not None:
+            b.put_bytes(ex.local_head)
         if allowed:
             names = conn.plan.router.method_names(allowed)
             b.put_bytes(("allow: " + ", ".join(names) + "\r\n").encode("ascii"))

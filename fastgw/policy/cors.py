@@ -251,6 +251,14 @@ class Cors(Policy):
                 return self._preflight(request, allowed, wanted)
         if allowed is not None:
             request.scratch[_SCRATCH_KEY] = allowed
+            # Should the gateway answer itself (a later policy's 401 or 429, a 502), the
+            # browser may read that answer too.
+            request.add_local_header("access-control-allow-origin", allowed)
+            if self.config.credentials:
+                request.add_local_header("access-control-allow-credentials", "true")
+            if self.expose:
+                request.add_local_header("access-control-expose-headers", self.expose)
+            request.add_local_header("vary", "Origin")
         return None
 
     def _preflight(self, request: Any, allowed: str | None, wanted: list[str]) -> Response:

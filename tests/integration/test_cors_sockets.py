@@ -184,19 +184,28 @@ def test_the_actual_request_still_needs_its_key(http: Any, stack: Any) -> None:
     assert refused.error()["code"] == "credentials_missing"
 
 
-def test_local_answers_after_cors_carry_no_cors_fields(http: Any, stack: Any) -> None:
-    """The core runs response hooks only on upstream responses (README: local answers skip
-    them), so a 401 or 429 from a later policy reaches the browser without CORS fields: the
-    page sees a network error instead of the status. This pins that documented limit."""
+def test_local_answers_after_cors_carry_the_cors_fields(http: Any, stack: Any) -> None:
+    """A 401 or 429 from a later policy (a local answer: response hooks do not run) still
+    carries the fields, so the page can read the status instead of a network error."""
+    expected = {
+        "access-control-allow-origin": APP,
+        "access-control-allow-credentials": "true",
+        "access-control-expose-headers": "x-request-id",
+    }
     refused = send(http, stack, "GET", "/keyed", [("Origin", APP)])
     assert refused.status == 401
-    assert cors_fields(refused) == {}
+    assert cors_fields(refused) == expected
+    assert refused.header_all("vary") == ["Origin"]
     first = send(http, stack, "GET", "/limited", [("Origin", APP)])
     assert first.status == 200
     assert cors_fields(first)["access-control-allow-origin"] == APP
+    assert first.header_all("vary") == ["Origin"]  # an upstream answer: once, not twice
     limited = send(http, stack, "GET", "/limited", [("Origin", APP)])
     assert limited.status == 429
-    assert cors_fields(limited) == {}
+    assert cors_fields(limited) == expected
+    # A disallowed origin's local answer carries none.
+    evil = send(http, stack, "GET", "/keyed", [("Origin", "https://evil.test")])
+    assert evil.status == 401 and cors_fields(evil) == {}
 
 
 def test_an_actual_request_from_an_allowed_origin_gets_the_fields(http: Any, stack: Any) -> None:
