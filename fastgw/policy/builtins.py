@@ -30,6 +30,7 @@ from fastgw.policy.base import (
     check_header_name,
     check_header_value,
 )
+from fastgw.policy.basic import BasicAuth
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.keyauth import KeyAuth
@@ -454,5 +455,6 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     ConcurrencyLimit,
     IpRestriction,
     KeyAuth,
+    BasicAuth,
     Acl,
 )
