@@ -32,6 +32,7 @@ from fastgw.policy.base import (
 )
 from fastgw.policy.basic import BasicAuth
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
+from fastgw.policy.introspection import OAuth2Introspection
 from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
@@ -456,5 +457,6 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     IpRestriction,
     KeyAuth,
     BasicAuth,
+    OAuth2Introspection,
     Acl,
 )
