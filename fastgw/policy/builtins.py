@@ -30,8 +30,10 @@ from fastgw.policy.base import (
     check_header_name,
     check_header_value,
 )
+from fastgw.policy.basic import BasicAuth
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 from fastgw.policy.cors import Cors
+from fastgw.policy.introspection import OAuth2Introspection
 from fastgw.policy.iprestrict import IpRestriction
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
@@ -456,6 +458,8 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     ConcurrencyLimit,
     IpRestriction,
     KeyAuth,
+    BasicAuth,
+    OAuth2Introspection,
     Acl,
     Cors,
     RequestValidation,
