@@ -26,6 +26,11 @@ BENCH_KEYS = 100_000
 GENEROUS_LIMIT = "limits: [{rate: 1000000, per: 1s}]"
 
 
+# bcrypt (cost 4) of "bench-password", and the Basic credentials of bench:bench-password.
+BASIC_HASH = "$2b$04$Z1p5.DjK/uKE4j4yrDw4fuBTfr93pF.Q2vWvb1U2rpAkt8Fw5v8p6"
+BASIC_HEADER = ("Authorization", "Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ=")
+
+
 @dataclasses.dataclass(frozen=True)
 class Scenario:
     chain: str | None = None
@@ -82,6 +87,18 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         keys=1,
     ),
+    # basic_auth with a warm cache: every request carries the one consumer's credentials;
+    # the first verifies (bcrypt, cost 4), the rest are cache hits. plain-basic is the same
+    # load without the policy.
+    "plain-basic": Scenario(header=BASIC_HEADER),
+    "basic-auth-warm": Scenario(
+        "[{basic_auth: {}}]",
+        settings=(
+            "consumers: [{name: bench, credentials: [{basic_auth: "
+            f'{{username: bench, password_hash: "{BASIC_HASH}"}}}}]}}]',
+        ),
+        header=BASIC_HEADER,
+    ),
     # Rate limiting: one hot key (every request comes from the one client IP), then 100,000
     # keys from a request header against plain under the same keyed load; then the Redis
     # modes, one hot key.
@@ -103,6 +120,7 @@ COST_BASELINES = {
     "observe-on": "observe-off",
     "ratelimit-keys": "plain-keys",
     "key-auth-acl": "plain-key1",
+    "basic-auth-warm": "plain-basic",
 }
 # Policy cost targets: the largest rps drop against fastgw[plain] (or the scenario's
 # COST_BASELINES entry) of the same run, as a share of the baseline's rps. empty-chain has
@@ -117,6 +135,7 @@ POLICY_TARGETS: dict[str, float | None] = {
     "ratelimit-keys": 0.03,
     "ratelimit-redis-batched": 0.10,
     "key-auth-acl": 0.03,
+    "basic-auth-warm": 0.03,
 }
 POLICY_TARGET_LABELS = {
     "empty-chain": "empty chain: no measurable cost (within plain's round-to-round noise)",
@@ -130,6 +149,9 @@ POLICY_TARGET_LABELS = {
     "plain-key1": "no policy, one key header on every request: informative (key-auth-acl's "
     "baseline)",
     "key-auth-acl": "key_auth (header) + acl (group) vs plain-key1: rps drop <= 3%",
+    "plain-basic": "no policy, a Basic Authorization field on every request: informative "
+    "(basic-auth-warm's baseline)",
+    "basic-auth-warm": "basic_auth, verification cached (warm) vs plain-basic: rps drop <= 3%",
     "ratelimit-hot": "local rate_limit, one hot key: rps drop <= 3%",
     "plain-keys": "no policy, 100,000-key header load: informative (ratelimit-keys' baseline)",
     "ratelimit-keys": "local rate_limit, 100,000 keys: rps drop vs plain-keys <= 3%",
