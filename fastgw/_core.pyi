@@ -1039,6 +1039,32 @@ class KeyAuthStep(CoreStep):
     def fallthrough(self) -> bool: ...
 
 @final
+class CachedAuthStep(CoreStep):
+    """Credentials a slow authentication hook accepted, accepted again in the core."""
+
+    def __init__(
+        self, header: bytes, by: str, hook: Callable[..., Any], max_entries: int = 10000
+    ) -> None: ...
+    def remember(
+        self,
+        value: bytes,
+        consumer: Any,
+        claims: dict[str, Any] | None = None,
+        extra_head: bytes | None = None,
+        expires: float | None = None,
+    ) -> None: ...
+    def forget(self) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def header(self) -> bytes: ...
+    @property
+    def by(self) -> str: ...
+    @property
+    def hook(self) -> Callable[..., Any]: ...
+    @property
+    def max_entries(self) -> int: ...
+
+@final
 class AclStep(CoreStep):
     """acl: the consumer's groups and a claim's scopes (401 without an identity, else 403)."""
 

@@ -88,6 +88,16 @@ cdef class KeyAuthStep(CoreStep):
 
 
 @cython.final
+cdef class CachedAuthStep(CoreStep):
+    cdef readonly bytes header           # lowercase field name the credential comes in
+    cdef readonly str by                 # the policy's name, for the access log
+    cdef readonly object hook            # the policy's async on_request, for a miss
+    cdef readonly Py_ssize_t max_entries
+    # field value -> (expires ns or 0, consumer, claims, upstream fields, groups)
+    cdef dict entries
+
+
+@cython.final
 cdef class AclStep(CoreStep):
     cdef readonly frozenset allow        # groups one of which the consumer must be in
     cdef readonly frozenset deny         # groups none of which it may be in

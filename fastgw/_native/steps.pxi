@@ -533,6 +533,82 @@ cdef class KeyAuthStep(CoreStep):
 
 
 @cython.final
+cdef class CachedAuthStep(CoreStep):
+    """A cache of accepted credentials in front of a slow authentication hook (basic_auth's
+    password hashes, jwt's signature checks): a request whose credential field is one the
+    hook accepted before is accepted here, in the core; any other goes to the hook, which
+    calls remember() when it accepts one."""
+
+    def __init__(self, header, str by not None, hook, Py_ssize_t max_entries=10000):
+        if not callable(hook):
+            raise TypeError(f"a hook is callable, got {hook!r}")
+        self.header = bytes(header).lower()
+        self.by = by
+        self.hook = hook
+        self.max_entries = max(0, max_entries)
+        self.entries = {}
+        self.reads_request = False      # a miss makes the PolicyRequest itself
+
+    def remember(self, bytes value not None, consumer, claims=None, bytes extra_head=None,
+                 expires=None):
+        """Accept `value` (the credential field, as received) as `consumer` with `claims`
+        until `expires` (time.monotonic() seconds; None: until evicted); `extra_head`:
+        further upstream fields ("name: value\r\n"), after the consumer's identity fields."""
+        cdef int64_t until = 0
+        if self.max_entries == 0:
+            return
+        if expires is not None:
+            until = <int64_t>(float(expires) * 1e9)
+            if until <= 0:
+                until = 1
+        head = getattr(consumer, "identity_head", None) if consumer is not None else None
+        head = head if type(head) is bytes else None
+        if extra_head is not None:
+            head = extra_head if head is None else head + extra_head
+        groups = getattr(consumer, "group_set", None) if consumer is not None else None
+        self.entries.pop(value, None)
+        while len(self.entries) >= self.max_entries:
+            del self.entries[next(iter(self.entries))]      # the oldest first
+        self.entries[value] = (until, consumer, claims, head,
+                               groups if type(groups) is frozenset else None)
+
+    def forget(self):
+        """Drop every remembered credential (the keys that accepted them changed)."""
+        self.entries.clear()
+
+    def __len__(self):
+        return len(self.entries)
+
+    cdef int run(self, ClientProtocol conn, Exchange ex, Py_ssize_t index) except -1:
+        cdef RequestParser p = conn.parser
+        cdef Py_ssize_t i, n = PyBytes_GET_SIZE(self.header)
+        cdef int found = -1, count = 0
+        cdef tuple entry
+        cdef int64_t until
+        if _already_authenticated(ex):
+            return HOOK_STEP_DONE
+        for i in range(p.n_headers):
+            if (p.hdr_name_len[i] == n
+                    and _h1_name_is(p.head + p.hdr_name_off[i], PyBytes_AS_STRING(self.header), n)):
+                found = i
+                count += 1
+        if count == 1:
+            value = self.entries.get(PyBytes_FromStringAndSize(p.head + p.hdr_value_off[found],
+                                                               p.hdr_value_len[found]))
+            if value is not None:
+                entry = <tuple>value
+                until = <int64_t>entry[0]
+                if until == 0 or until > _mono_ns():
+                    auth_accept(ex, entry[1], <bytes>entry[3], <frozenset>entry[4], self.by)
+                    ex.claims = entry[2]
+                    return HOOK_STEP_DONE
+        # Not remembered: the policy's own hook decides (and may remember it).
+        if ex.preq is None:
+            ex.preq = _new_policy_request(conn)
+        return step_await_hook(conn, ex, self.hook, index)
+
+
+@cython.final
 cdef class AclStep(CoreStep):
     """acl: the consumer's groups (allow / deny) and a claim's scopes (require), after an
     authentication policy; no authenticated client is 401, a known one refused is 403."""

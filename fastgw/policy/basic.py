@@ -12,11 +12,12 @@ bcrypt or argon2 password hashes.
 
 A password hash is slow on purpose (bcrypt at cost 12 is a quarter of a second or more), so:
 
-- a successful verification is remembered in a bounded LRU cache, keyed by a keyed hash
-  (BLAKE2s with a random key of this policy) of the exact Authorization value: a valid
-  client pays one verification, not one per request, and neither the password nor an
-  unkeyed digest of it is ever kept. A failure is never cached. The cache lives with the
-  plan, so a reload (new hashes) starts empty; `cache_ttl` bounds an entry's age too.
+- a successful verification is remembered in a bounded cache: a valid client pays one
+  verification, not one per request. The core keeps the exact Authorization values it
+  accepted (a `CachedAuthStep`, in this process's memory only: never written, logged or
+  shown) and answers a repeat in C; on a miss the hook's own cache is keyed by a keyed
+  hash (BLAKE2s with a random key of this policy). A failure is never cached. The cache
+  lives with the plan, so a reload (new hashes) starts empty; `cache_ttl` bounds an entry's age too.
 - verifications run off the event loop on a small thread pool of this process
   (`VERIFY_THREADS`); bcrypt and argon2 release the GIL while they hash. At most
   `max_pending` verifications of one policy wait or run at once; beyond that a request is
@@ -52,6 +53,7 @@ import argon2
 import bcrypt
 from msgspec import Meta
 
+from fastgw import _core
 from fastgw.config.schema import Duration
 from fastgw.policy.auth import AuthConfig, AuthPolicy
 from fastgw.policy.base import PolicyConfigError, ProvisionContext, Response
@@ -179,6 +181,7 @@ class BasicAuth(AuthPolicy):
         self._keyed_hash = hashlib.blake2s(key=secrets.token_bytes(32))
         self._pending = 0
         self._in_flight: dict[bytes, asyncio.Future[bool]] = {}
+        self._fast: Any = None  # the core's cache of accepted credentials (compile_core)
         self.verifications = 0  # hash verifications started (tests, diagnostics)
         self.overloaded = 0  # requests answered 503 because max_pending were busy
 
@@ -186,14 +189,16 @@ class BasicAuth(AuthPolicy):
         return f"BasicAuth(realm={self.config.realm!r}, {len(self._users)} users)"
 
     def compile_core(self, context: CompileContext) -> CoreParts:
-        parts = context.hook_parts(self)
-        if not self.config.hide_credentials:
-            return parts
-        return CoreParts(
-            steps=parts.steps,
-            request_ops=(HeaderOp("remove", b"authorization"),),
-            response_hooks=parts.response_hooks,
-        )
+        # With a cache, a credential accepted before is accepted in the core (no Python);
+        # any other goes to on_request, which remembers what it accepts.
+        steps = context.hook_parts(self).steps
+        if self._cache_size:
+            self._fast = _core.CachedAuthStep(
+                b"authorization", self.name, self.on_request, self._cache_size
+            )
+            steps = (self._fast,)
+        ops = (HeaderOp("remove", b"authorization"),) if self.config.hide_credentials else ()
+        return CoreParts(steps=steps, request_ops=ops)
 
     async def on_request(self, request: Any) -> Response | None:
         if request.authenticated:
@@ -252,6 +257,12 @@ class BasicAuth(AuthPolicy):
             self._cache[key] = (consumer, expires)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+            if self._fast is not None:
+                self._fast.remember(
+                    value.encode("latin-1"),
+                    consumer,
+                    expires=None if self._ttl is None else expires,
+                )
         return self.accept(request, consumer)
 
     def _verify(self, key: bytes, stored: str, password: bytes) -> asyncio.Future[bool]:
@@ -270,6 +281,8 @@ class BasicAuth(AuthPolicy):
 
     def close(self) -> None:
         self._cache.clear()
+        if self._fast is not None:
+            self._fast.forget()
 
 
 def _decode(token: str) -> tuple[str, bytes] | None:

@@ -307,3 +307,27 @@ def test_acl_config_errors() -> None:
             config([{"name": "a"}], [{"key_auth": {}}, {"acl": {"allow": ["g"], "deny": ["g"]}}])
         )
     assert "both allowed and denied: g" in str(raised.value)
+
+
+def test_cached_auth_step_remembers_a_bounded_set_of_credentials() -> None:
+    async def hook(request: Any) -> None:
+        return None
+
+    step = _core.CachedAuthStep(b"Authorization", "basic_auth", hook, 2)
+    assert (step.header, step.by, step.max_entries, len(step)) == (
+        b"authorization",
+        "basic_auth",
+        2,
+        0,
+    )
+    consumer = Consumer("alice", groups=("g",))
+    for value in (b"Basic a", b"Basic b", b"Basic c"):
+        step.remember(value, consumer)
+    assert len(step) == 2  # the oldest went first
+    step.forget()
+    assert len(step) == 0
+    off = _core.CachedAuthStep(b"authorization", "x", hook, 0)
+    off.remember(b"Basic a", consumer)
+    assert len(off) == 0
+    with pytest.raises(TypeError):
+        _core.CachedAuthStep(b"authorization", "x", None)
