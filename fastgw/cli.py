@@ -14,7 +14,7 @@ import msgspec
 
 from fastgw._version import __version__
 from fastgw.config import Config, load_config
-from fastgw.errors import ConfigError, GatewayError
+from fastgw.errors import ConfigError, GatewayError, redact_text
 
 __all__ = ["format_route_table", "main"]
 
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_errors(exc, getattr(args, "config", None) or getattr(args, "file", None))
         return 1
     except GatewayError as exc:
-        print(f"fastgw: error: {exc}", file=sys.stderr)
+        print(redact_text(f"fastgw: error: {exc}"), file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (`fastgw schema | head`): stop quietly, like other Unix tools.

@@ -19,7 +19,7 @@ logger = logging.getLogger("fastgw")
 
 def check_file(file: str) -> tuple[list[ConfigError], list[ConfigError]]:
     """(errors, warnings) of the configuration file `file`, each naming file and `$.path`."""
-    from fastgw.config.schema import PartialConfig
+    from fastgw.config.schema import PartialConfig, reported_at
 
     try:
         config = load_config(file)
@@ -28,27 +28,40 @@ def check_file(file: str) -> tuple[list[ConfigError], list[ConfigError]]:
         partial: PartialConfig | None = exc.partial
         if partial is None:
             return errors, []
-        seen = {error.path for error in errors}
-        plan_errors, _ = _plan_errors(partial.config, file)
+        seen = [error.path for error in errors]
+        plan_errors, _ = _plan_errors(partial.config, file, partial=True)
         for error in partial.renumber(plan_errors):
-            if error.path not in seen:
+            if not reported_at(error.path, seen):
                 errors.append(error)
         return errors, partial.renumber(_file_warnings(partial.config, file))
     plan_errors, plan_warnings = _plan_errors(config, file)
     return plan_errors, _file_warnings(config, file) + plan_warnings
 
 
-def _plan_errors(config: Config, file: str) -> tuple[list[ConfigError], list[ConfigError]]:
-    """The plan-time errors of `config`, and its plan-time warnings (chain order)."""
+def _plan_errors(
+    config: Config, file: str, *, partial: bool = False
+) -> tuple[list[ConfigError], list[ConfigError]]:
+    """The plan-time errors of `config`, and its plan-time warnings (chain order).
+
+    `partial`: `config` is what decoded of a file with errors already reported. A part
+    that only a valid config can build may then fail in ways of its own; those failures
+    are logged (at debug) and not reported. Without other errors, a config that cannot be
+    built is an error: it must not pass the check.
+    """
     from fastgw.plan import build_plan
 
     try:
         plan = build_plan(config, file=file)
     except ConfigError as exc:
         return list(exc.errors), []
-    except Exception:  # a part that only a valid config can build: its errors are known
-        logger.debug("plan-time checks stopped on a config with errors", exc_info=True)
-        return [], []
+    except Exception as exc:
+        logger.debug("plan-time checks of %s stopped", file, exc_info=True)
+        if partial:
+            return [], []
+        error = ConfigError(
+            f"the configuration cannot be built: {type(exc).__name__}: {exc}", file=file
+        )
+        return [error], []
     plan.close()
     return [], plan.warnings
 

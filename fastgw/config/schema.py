@@ -32,6 +32,7 @@ __all__ = [
     "Config",
     "Duration",
     "PartialConfig",
+    "reported_at",
     "collect_config_errors",
     "Keepalive",
     "Limits",
@@ -506,6 +507,20 @@ class PartialConfig:
 
 
 _ROUTE_INDEX = re.compile(r"\$\.routes\[(\d+)\]")
+
+
+def reported_at(path: str, reported: Iterable[str]) -> bool:
+    """Whether an error at `path` is one already reported: at the same place, or inside a
+    section whose error was reported (a later check then sees that part's stand-in
+    default, not what the file says). The whole file ("$") covers only itself."""
+    for seen in reported:
+        if path == seen:
+            return True
+        if seen != "$" and path.startswith(seen) and path[len(seen)] in ".[":
+            return True
+    return False
+
+
 _INVALID: Any = object()
 
 
@@ -644,13 +659,16 @@ def _collect(data: Any, type_: Any, segments: list[str | int], errors: list[Conf
     if isinstance(bare, type) and issubclass(bare, Struct) and isinstance(data, dict):
         hints = typing.get_type_hints(bare, include_extras=True)
         errors.extend(_unknown_fields(data, bare, segments))
+        # The decoded fields, by attribute name: a field that is itself a section with bad
+        # parts keeps its repaired value (a route whose `timeouts` has a bad duration still
+        # has its name, paths and policies for the later checks).
         known: dict[str, Any] | None = {}
         for info in msgspec.structs.fields(bare):
             name = info.encode_name
             if name in data:
                 value = _collect(data[name], hints[info.name], [*segments, name], errors)
                 if value is not _INVALID and known is not None:
-                    known[name] = data[name]
+                    known[info.name] = value
                 elif info.required:
                     known = None
             elif info.required:
@@ -658,10 +676,11 @@ def _collect(data: Any, type_: Any, segments: list[str | int], errors: list[Conf
                 known = None
         if known is not None and len(errors) > before:
             # What is left once the bad fields fall back to their defaults, so the checks
-            # that read this section still run on the rest of it.
+            # that read this section still run on the rest of it. Each value was decoded
+            # with its own constraints above; the constructor runs __post_init__.
             try:
-                repaired = msgspec.convert(known, bare, dec_hook=decode_hook)
-            except msgspec.ValidationError:
+                repaired = bare(**known)
+            except (TypeError, ValueError, msgspec.ValidationError):
                 repaired = _INVALID
     elif origin in (tuple, list) and isinstance(data, list):
         item_type = typing.get_args(bare)[0] if typing.get_args(bare) else Any

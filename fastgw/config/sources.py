@@ -20,6 +20,7 @@ from fastgw.config.schema import (
     collect_config_errors,
     decode_config,
     json_path,
+    reported_at,
 )
 from fastgw.errors import ConfigError, raise_config_errors
 
@@ -61,6 +62,9 @@ def parse_config(data: Mapping[str, Any] | Config, file: str | None = None) -> C
         partial, errors = PartialConfig(config, tuple(range(len(config.routes)))), []
     if partial is not None:
         checked = partial.renumber(check_config(partial.config))
+        # A part that failed to decode was checked as its default: its error is said once.
+        decoded_errors = [error.path for error in errors]
+        checked = [error for error in checked if not reported_at(error.path, decoded_errors)]
         errors.extend(_with_file(checked, file))
     if env_errors:
         # A value whose reference is unset decodes as its "${NAME}" text: say only the

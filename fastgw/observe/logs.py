@@ -10,13 +10,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_error_log"]
+from fastgw.errors import redact_text
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_error_log"]
 
 _HANDLER_NAME = "fastgw-error-log"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and the exception)."""
+    """One JSON object per record: time, level, logger, message (and the exception), URL
+    passwords hidden."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -25,11 +28,22 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`fastgw: message` lines. Like JsonFormatter, it hides URL passwords that a message or
+    an exception's text quoted (a last line of defence: messages are redacted where made)."""
+
+    def __init__(self) -> None:
+        super().__init__("fastgw: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def configure_error_log(settings: Any) -> None:
@@ -52,7 +66,7 @@ def configure_error_log(settings: Any) -> None:
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("fastgw: %(message)s"))
+        handler.setFormatter(TextFormatter())
     logger.addHandler(handler)
     logger.setLevel(settings.level.upper())
     logger.propagate = False

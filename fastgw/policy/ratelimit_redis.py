@@ -59,6 +59,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from fastgw._core import Lease, LeaseLimitStep, LeaseStep
+from fastgw.errors import redact_text
 from fastgw.policy.base import PolicyConfigError, ProvisionContext, Response
 from fastgw.policy.compiled import CompileContext, CoreParts
 from fastgw.policy.ratelimit_spec import BaseRateLimit, RateLimitConfig
@@ -135,6 +136,8 @@ class RedisRateLimit(BaseRateLimit):
             parse_url(settings.url)
         except ValueError as exc:
             raise PolicyConfigError(str(exc), ("redis", "url")) from None
+        # The URL as log lines show it: its password (redis://:PASSWORD@host) hidden.
+        self._shown_url = redact_text(settings.url)
         table = self.limit_table()
         self._bursts = [burst for _, burst, _, _ in table]
         self._limit_args: list[str] = []
@@ -329,11 +332,13 @@ class RedisRateLimit(BaseRateLimit):
             return  # a check that started before the outage was noticed
         self._backoff = min(_BACKOFF_MAX, self._backoff * 2) if self._backoff else _BACKOFF_FIRST
         self._retry_at = time.monotonic() + self._backoff
+        # Neither the URL nor the client's exception text may show the password.
+        reason = redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         _log.warning(
             "rate_limit %s: Redis at %s unavailable (%s); %s for %.1fs (%d failures)",
             self.limiter_id,
-            self.config.redis.url,
-            type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}",
+            self._shown_url,
+            reason,
             "letting requests through" if self.config.fail_open else "answering 503",
             self._backoff,
             self.failures,

@@ -13,7 +13,7 @@ import uvloop
 
 from fastgw.admin.server import log_address
 from fastgw.config import Config
-from fastgw.errors import ConfigError, GatewayError
+from fastgw.errors import ConfigError, GatewayError, redact_text
 from fastgw.observe.logs import configure_error_log
 from fastgw.runtime.gateway import Gateway
 from fastgw.runtime.listeners import shown_address
@@ -43,7 +43,7 @@ def run(config: Config, config_file: str | None = None, *, watch: bool = False) 
             try:
                 return Supervisor(config, config_file, workers, watch=watch).run()
             except GatewayError as exc:
-                print(f"fastgw: {exc}", file=sys.stderr)
+                print(redact_text(f"fastgw: {exc}"), file=sys.stderr)
                 return 1
         if watch:
             watch_in_thread(config_file)
@@ -51,7 +51,7 @@ def run(config: Config, config_file: str | None = None, *, watch: bool = False) 
     try:
         uvloop.run(gateway.serve(on_ready=_announce))
     except (ConfigError, GatewayError) as exc:
-        print(f"fastgw: {exc}", file=sys.stderr)
+        print(redact_text(f"fastgw: {exc}"), file=sys.stderr)
         return 1
     print("fastgw stopped", file=sys.stderr, flush=True)
     return 0

@@ -55,7 +55,7 @@ import orjson
 from fastgw import _core
 from fastgw.admin.server import AdminServer, log_address
 from fastgw.config import Config, load_config, parse_listen_address
-from fastgw.errors import GatewayError
+from fastgw.errors import GatewayError, redact_text
 from fastgw.observe.metrics import merge, render
 from fastgw.plan import build_plan
 from fastgw.runtime.listeners import open_socket, refuse_if_served, shown_address
@@ -86,8 +86,9 @@ logger = logging.getLogger("fastgw")
 
 
 def _log(message: str, level: int = logging.INFO) -> None:
-    """The supervisor's messages go to the error log (stderr unless `error_log` says)."""
-    logger.log(level, message)
+    """The supervisor's messages go to the error log (stderr unless `error_log` says),
+    URL passwords hidden (a worker's error may quote a config value)."""
+    logger.log(level, redact_text(message))
 
 
 @dataclass

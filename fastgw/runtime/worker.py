@@ -19,7 +19,7 @@ import uvloop
 
 from fastgw import _core
 from fastgw.config import Config
-from fastgw.errors import ConfigError, GatewayError
+from fastgw.errors import ConfigError, GatewayError, redact_text
 from fastgw.observe.logs import configure_error_log
 from fastgw.runtime.gateway import Gateway
 from fastgw.runtime.reload import RELOAD_REJECTED
@@ -144,6 +144,6 @@ def run_worker(
     try:
         uvloop.run(main())
     except (ConfigError, GatewayError) as exc:
-        print(f"fastgw: worker {os.getpid()}: {exc}", file=sys.stderr)
+        print(redact_text(f"fastgw: worker {os.getpid()}: {exc}"), file=sys.stderr)
         return 1
     return 0

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,28 @@ def test_dockerfile_copies_what_exists_and_execs_fastgw() -> None:
     assert json.loads(cmd[4:]) == [INSTALLED_BINARY, "run", "-c", INSTALLED_CONFIG]
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     assert re.search(r"^EXPOSE 8080$", text, re.M)
+
+
+def test_dockerfile_build_stage_copies_what_pyproject_needs() -> None:
+    """`pip install .` in the build stage reads pyproject.toml, setup.py, the readme and the
+    license files it names, and the package: a missing one is a warning or a broken build."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    build_stage = text.split("\nFROM ")[1]  # from the first FROM to the second
+    copied: set[str] = set()
+    for line in build_stage.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            copied.update(source.rstrip("/") for source in line.split()[1:-1])
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = {"pyproject.toml", "setup.py", "fastgw"}
+    readme = project.get("readme")
+    if readme is not None:
+        needed.add(readme if isinstance(readme, str) else readme["file"])
+    needed.update(project.get("license-files", []))
+    assert (ROOT / "setup.py").exists()
+    assert {"README.md", "LICENSE"} <= needed  # what pyproject names today
+    missing = sorted(needed - copied)
+    assert not missing, f"the build stage does not COPY {missing}"
+    assert re.search(r"^RUN /opt/fastgw/bin/pip install .*\.$", build_stage, re.M)
 
 
 def read_lines(path: Path, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ def stack(module_upstream, module_gateway, http) -> Any:
         http.route("cache", ["/cache/{*rest}"], "echo", methods=["GET", "PURGE"]),
         http.route("dav", ["/dav/{*rest}"], "echo", methods=["PROPFIND", "MKCOL"]),
         http.route("any", ["/any"], "echo"),
+        # written in lowercase in the config: uppercased when the file is read
+        http.route("lower", ["/lower/{*rest}"], "echo", methods=["purge", "Get"]),
     ]
     return module_gateway(routes=routes, upstreams={"echo": echo})
 
@@ -47,3 +49,17 @@ def test_other_methods_get_405_with_allow(stack, method: str, path: str, allow: 
 
 def test_route_without_methods_takes_any(stack) -> None:
     assert stack.request("REPORT", "/any").json()["method"] == "REPORT"
+
+
+def test_config_method_names_are_uppercased_and_requests_stay_case_sensitive(stack) -> None:
+    """`methods: [purge]` names the method PURGE: a request PURGE matches it, a request
+    `purge` is another method (tokens are case-sensitive, RFC 9110 9.1) and gets 405."""
+    for method in ("PURGE", "GET"):
+        resp = stack.request(method, "/lower/a")
+        assert resp.status == 200, resp.body
+        assert resp.json()["method"] == method
+    for method in ("purge", "get", "Purge"):
+        resp = stack.request(method, "/lower/a")
+        assert resp.status == 405, (method, resp.body)
+        assert resp.header("allow") == "GET, PURGE"
+        assert resp.json()["error"]["code"] == "method_not_allowed"

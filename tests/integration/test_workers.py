@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(
     not Path("/proc/net/tcp").exists(), reason="reads worker sockets from /proc"
 )
 
-LISTENING_RE = re.compile(r"fastgw listening on http://([0-9.]+):(\d+)")
+# What a gateway prints on stdout once it serves (the stderr has its other messages).
+LISTENING = "fastgw listening on"
+LISTENING_RE = re.compile(LISTENING + r" http://([0-9.]+):(\d+)")
 READY_RE = re.compile(r"worker (\d+) pid (\d+) ready")
 TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"
 
@@ -349,16 +351,20 @@ def free_port() -> int:
 
 
 def start_fails(tmp_path: Path, name: str, config: dict[str, Any]) -> subprocess.CompletedProcess:
-    """`fastgw run` that must give up at start: its exit code and stderr."""
+    """`fastgw run` that must give up at start: its exit code, stdout and stderr. It never
+    said it was listening, on either stream (the line goes to stdout)."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "fastgw", "run", "-c", str(path)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=30,
     )
+    assert LISTENING not in result.stdout, result.stdout
+    assert LISTENING not in result.stderr, result.stderr
+    return result
 
 
 def answered_by(http: Any, gw: Any, n: int = 24) -> set[bytes]:
@@ -394,7 +400,8 @@ def test_second_gateway_on_a_served_port_fails_and_takes_no_traffic(
     assert failed.returncode == 1, failed.stderr
     assert f"cannot listen on 127.0.0.1:{port}: " in failed.stderr
     assert IN_USE in failed.stderr.lower()
-    assert "listening" not in failed.stderr
+    # start_fails checked that it never printed the listening line (stdout) nor logged it
+    assert LISTENING not in failed.stdout + failed.stderr
     # Only the first gateway answers, before and after the attempt.
     assert answered_by(http, gw, 32) == {b"first"}
     assert second_up.requests == []

@@ -213,6 +213,67 @@ def test_check_reports_every_error_in_one_run(tmp_path: Path) -> None:
         assert line.startswith(f"{file}: {start}"), line
 
 
+BROKEN_ROUTE = """
+upstreams:
+  users: {targets: [{url: "http://127.0.0.1:9001"}]}
+routes:
+  - {name: a, match: {paths: ["/a"]}, upstream: users}
+  - name: a
+    match: {paths: ["/b/{id"]}
+    upstream: users
+    timeouts: {connect: forever, read: 5s}
+    limits: {max_body_bytes: lots}
+    policies:
+      - rate_limit: {limits: [{rate: -1}]}
+"""
+
+
+def test_check_keeps_a_route_whose_own_section_fails_to_decode(tmp_path: Path) -> None:
+    """A bad `timeouts` or `limits` does not drop its route from the later checks: its
+    duplicate name, path pattern and policy config are reported in the same run, once."""
+    file = tmp_path / "gateway.yaml"
+    file.write_text(BROKEN_ROUTE)
+    result = fastgw_cli("check", file)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    expected = [
+        "$.routes[1].timeouts.connect: invalid duration",
+        "$.routes[1].limits.max_body_bytes: wrong type",
+        "$.routes[1].name: duplicate route name 'a' (also $.routes[0].name)",
+        "$.routes[1].match.paths[0]: path pattern '/b/{id'",
+        "$.routes[1].policies[0].rate_limit.limits[0].rate: value out of range",
+    ]
+    assert len(lines) == len(expected), result.stderr
+    for line, start in zip(lines, expected, strict=True):
+        assert line.startswith(f"{file}: {start}"), line
+
+
+def test_check_fails_a_config_that_cannot_be_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected failure while building the plan is an error of its own when nothing
+    else is wrong: a config that cannot be built never passes `fastgw check`."""
+    import fastgw.plan
+    from fastgw.validate import check_file
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no plan today (redis://:pw-77@db)")
+
+    file = tmp_path / "gateway.yaml"
+    file.write_text(BROKEN_ROUTE.split("  - name: a")[0])  # the valid first route alone
+    assert check_file(str(file)) == ([], [])
+    monkeypatch.setattr(fastgw.plan, "build_plan", broken)
+    errors, _ = check_file(str(file))
+    assert [str(error) for error in errors] == [
+        f"{file}: $: the configuration cannot be built: RuntimeError: no plan today "
+        "(redis://:***redacted***@db)"
+    ]
+    # With errors of its own the file reports those, not the failure they caused.
+    file.write_text(INVALID)
+    errors, _ = check_file(str(file))
+    assert errors and not any("cannot be built" in str(error) for error in errors)
+
+
 def test_check_warns_about_a_glob_segment(tmp_path: Path) -> None:
     file = tmp_path / "gateway.yaml"
     file.write_text(EXPLAIN_ROUTES.replace('"/a/{*rest}"', '"/y/*"'))

@@ -875,3 +875,16 @@ def test_schema_knows_each_builtin_policy(entry: dict[str, Any], valid: bool) ->
         "routes": [{"name": "r", "match": {"paths": ["/"]}, "upstream": "u", "policies": [entry]}],
     }
     assert _schema_validator().is_valid(data) is valid
+
+
+def test_an_error_inside_a_reported_section_is_not_reported_again() -> None:
+    from fastgw.config.schema import reported_at
+
+    reported = ["$", "$.routes[1].timeouts"]
+    assert reported_at("$.routes[1].timeouts", reported)
+    assert reported_at("$.routes[1].timeouts.read", reported)
+    assert reported_at("$.routes[1].timeouts[0]", reported)
+    assert not reported_at("$.routes[1].timeouts_x", reported)
+    assert not reported_at("$.routes[1].name", reported)
+    # "$" (a whole-file error such as a missing field) covers only itself
+    assert not reported_at("$.routes[0].name", reported)

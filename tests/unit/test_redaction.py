@@ -3,11 +3,16 @@ secret-named keys anywhere and URL passwords."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from fastgw.config import parse_config
 from fastgw.config.redaction import REDACTED, redacted_config
+from fastgw.config.schema import ErrorLogSettings
 from fastgw.errors import ConfigError
+from fastgw.observe.logs import configure_error_log
 
 SECRET_CONFIG = {
     "admin": {"listen": "127.0.0.1:0", "token": "admintoken-0123456789"},
@@ -75,3 +80,29 @@ def test_errors_hide_secrets() -> None:
     # A URL password quoted by any message is hidden too.
     error = ConfigError("cannot reach redis://user:pw-123@db:6379", "$.x", got="'redis://:p@h'")
     assert "pw-123" not in str(error) and ":p@" not in str(error)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_error_log_hides_url_passwords_in_messages_and_tracebacks(
+    tmp_path: Path, log_format: str
+) -> None:
+    """A last line of defence: whatever a log call quoted (an exception from a client
+    library, a config value), the error log's formatters hide URL passwords."""
+    path = tmp_path / "error.log"
+    logger = logging.getLogger("fastgw")
+    configure_error_log(ErrorLogSettings(path=str(path), format=log_format))
+    try:
+        try:
+            raise ConnectionError("cannot reach rediss://app:tb-pw-0042@cache:6380/1")
+        except ConnectionError as exc:
+            url = "redis://:msg-pw-0042@db:6379"
+            logger.error("store at %s failed: %s", url, exc, exc_info=True)
+    finally:
+        for handler in list(logger.handlers):
+            if handler.get_name() == "fastgw-error-log":
+                logger.removeHandler(handler)
+                handler.close()
+    written = path.read_text()
+    assert "store at redis://:***redacted***@db:6379 failed" in written
+    assert "ConnectionError" in written  # the traceback is still there
+    assert "msg-pw-0042" not in written and "tb-pw-0042" not in written
