@@ -32,6 +32,7 @@ from fastgw.policy.base import (
 )
 from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 from fastgw.policy.iprestrict import IpRestriction
+from fastgw.policy.jwt import Jwt
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 
@@ -454,5 +455,6 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     ConcurrencyLimit,
     IpRestriction,
     KeyAuth,
+    Jwt,
     Acl,
 )
