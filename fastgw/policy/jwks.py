@@ -231,6 +231,9 @@ class KeySetFetcher:
         self.refresh_interval = refresh
         self.timeout = timeout
         self.keys: KeySet | None = None
+        # The generation of `keys` (-1: none yet), a plain attribute: the token cache reads
+        # it on every hit.
+        self.generation = -1
         self.refs = 0
         self.fetches = 0
         self.failures = 0
@@ -248,11 +251,6 @@ class KeySetFetcher:
     @property
     def source(self) -> str:
         return redact_text(self.jwks_url or f"discovery from {self.issuer}")
-
-    @property
-    def generation(self) -> int:
-        keys = self.keys
-        return -1 if keys is None else keys.generation
 
     # --- the background task ----------------------------------------------------------
 
@@ -352,7 +350,8 @@ class KeySetFetcher:
         )
         if self.keys is None or fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
-            self.keys = KeySet(keys, self.generation + 1 if self.keys is not None else 0)
+            self.keys = KeySet(keys, self.generation + 1)
+            self.generation = self.keys.generation
         return True
 
     async def _download(self) -> tuple[list[VerifyKey], float | None]:
