@@ -386,3 +386,22 @@ def test_reload_keeps_the_key_set_and_close_stops_the_fetcher() -> None:
         await server.stop()
 
     run(body)
+
+
+def test_a_fetch_failure_is_logged_without_the_urls_password(caplog: Any) -> None:
+    async def body() -> None:
+        url = f"http://reader:hunter2-jwks-pass@127.0.0.1:{closed_port()}/keys"
+        fetcher = jwks.acquire(
+            jwks_url=url, issuer=None, algorithms=["RS256"], refresh=60.0, timeout=1.0
+        )
+        try:
+            await fetcher.refresh()
+            assert fetcher.keys is None
+            assert fetcher.failures == 1
+        finally:
+            jwks.release(fetcher)
+
+    with caplog.at_level(logging.WARNING, "fastgw.policy"):
+        run(body)
+    assert "fetching the key set" in caplog.text
+    assert "hunter2-jwks-pass" not in caplog.text
