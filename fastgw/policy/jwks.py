@@ -22,14 +22,16 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from fastgw.errors import redact_text
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "ALGORITHMS",
@@ -355,6 +357,8 @@ class KeySetFetcher:
         return True
 
     async def _download(self) -> tuple[list[VerifyKey], float | None]:
+        import aiohttp  # noqa: PLC0415 - only a process that fetches a key set loads it
+
         async with aiohttp.ClientSession(
             headers={"accept": "application/json"},
             trust_env=False,
