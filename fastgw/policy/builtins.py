@@ -35,6 +35,7 @@ from fastgw.policy.compiled import CompileContext, CoreParts, HeaderOp
 from fastgw.policy.cors import Cors
 from fastgw.policy.introspection import OAuth2Introspection
 from fastgw.policy.iprestrict import IpRestriction
+from fastgw.policy.jwt import Jwt
 from fastgw.policy.keyauth import KeyAuth
 from fastgw.policy.ratelimit import ConcurrencyLimit, RateLimit
 from fastgw.policy.validation import RequestValidation
@@ -460,6 +461,7 @@ BUILTIN_POLICIES: tuple[type[Policy], ...] = (
     KeyAuth,
     BasicAuth,
     OAuth2Introspection,
+    Jwt,
     Acl,
     Cors,
     RequestValidation,
