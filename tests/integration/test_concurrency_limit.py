@@ -79,9 +79,11 @@ def test_queue_timeout_and_bound(gateway: Any, upstream: Any):
     )
     results = concurrent(gw, 3)
     assert [r[0] for r in results] == [200, 503, 503]
-    # The second waited in the queue until its timeout (timeouts have the engine tick's
-    # 100 ms resolution); the third found the queue full and was refused at once.
-    assert results[1][1] >= 0.1 and results[2][1] < results[1][1]
+    # One of the two refused waited in the queue until its timeout (timeouts have the
+    # engine tick's 100 ms resolution); the other found the queue full and was refused at
+    # once. Which one arrived first is the threads' race, not the gateway's.
+    waited, refused = sorted((results[1][1], results[2][1]), reverse=True)
+    assert waited >= 0.1 and refused < waited
 
 
 def test_rate_limit_delay_spaces_requests(gateway: Any, upstream: Any):
